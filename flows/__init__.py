@@ -1,0 +1,1 @@
+"""Prefect flows (thin orchestration over ``tasks/``) and the ``svcluster`` command line."""

@@ -1,0 +1,36 @@
+-- Tagged JSON export. Each location's original object (locations.raw) comes out unchanged,
+-- except that a cluster run adds one tag to extra.tags.
+
+-- THE PLUG: the tag a cluster run gives each location it assigned. `tag_format` placeholders:
+-- {k} (the run's k), {cluster} (the cluster number), {run} (the run's MAP@vN name).
+CREATE OR REPLACE MACRO run_tags(run, tag_format) AS TABLE
+SELECT a.location_id,
+       replace(replace(replace(tag_format,
+               '{k}', r.k::VARCHAR),
+               '{cluster}', a.cluster::VARCHAR),
+               '{run}', r.name) AS tag
+FROM cluster_assignments a
+JOIN cluster_runs r ON r.run_id = a.run_id
+WHERE a.run_id = run;
+
+-- One row per location of `map_name` in input order: its JSON object, with `run`'s tag
+-- appended to extra.tags (tags matching `stale_tag_pattern`, an earlier svcluster tag, are
+-- dropped first so tags never pile up). With `run` NULL every object is the input's own.
+CREATE OR REPLACE MACRO export_locations(map_name, run, tag_format, stale_tag_pattern) AS TABLE
+SELECT l.position,
+       l.location_id,
+       t.tag,
+       CASE WHEN t.tag IS NULL THEN l.raw
+            ELSE json_merge_patch(
+                     l.raw::JSON,
+                     json_object('extra', json_merge_patch(
+                         coalesce(json_extract(l.raw, '$.extra'), '{}'::JSON),
+                         json_object('tags', to_json(list_append(
+                             list_filter(coalesce(l.tags, []::VARCHAR[]),
+                                         lambda x: NOT regexp_full_match(x, stale_tag_pattern)),
+                             t.tag))))))::VARCHAR
+       END AS json
+FROM locations l
+LEFT JOIN run_tags(run, tag_format) t ON t.location_id = l.location_id
+WHERE l.map = map_name
+ORDER BY l.position;

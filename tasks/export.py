@@ -1,0 +1,107 @@
+"""Export: a map written back in its own shape, with a cluster run's tag on every location.
+
+The objects come from the SQL macro ``export_locations`` (``sql/export.sql``); this module only
+frames them as the input was framed (a bare array stays an array, ``customCoordinates`` keeps
+its ``name`` and every other top-level field) and writes the file atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sql import load_sql
+from tasks.errors import NotFoundError, SvclusterError
+from tasks.lake import Lake
+from tasks.runs import resolve_run
+
+DEFAULT_TAG_FORMAT = "k{k}-c{cluster}"
+PLACEHOLDERS = ("{k}", "{cluster}", "{run}")
+_MARK = "\x00svcluster-locations\x00"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and how many locations got a tag."""
+
+    out: str
+    map: str
+    run: str | None
+    locations: int
+    tagged: int
+    untagged: int
+
+
+def stale_tag_pattern(tag_format: str) -> str:
+    """A regular expression matching any tag this template makes (for any k, cluster, run)."""
+    parts = re.split(r"(\{k\}|\{cluster\}|\{run\})", tag_format)
+    return "".join(r"[0-9]+" if p in ("{k}", "{cluster}") else ".+" if p == "{run}" else re.escape(p) for p in parts)
+
+
+def check_tag_format(tag_format: str) -> str:
+    if not any(p in tag_format for p in ("{cluster}",)):
+        raise SvclusterError(f"--tag-format {tag_format!r} must contain {{cluster}}")
+    if len(tag_format) > 200 or any(ord(c) < 32 for c in tag_format):
+        raise SvclusterError("--tag-format must be at most 200 printable characters")
+    unknown = set(re.findall(r"\{[^}]*\}", tag_format)) - set(PLACEHOLDERS)
+    if unknown:
+        raise SvclusterError(f"--tag-format has unknown placeholders {sorted(unknown)}; use {', '.join(PLACEHOLDERS)}")
+    return tag_format
+
+
+def export_map(
+    lake: Lake,
+    out: str | Path,
+    *,
+    map_name: str | None = None,
+    run: str | None = None,
+    tag_format: str = DEFAULT_TAG_FORMAT,
+) -> ExportResult:
+    """Write ``map_name`` (or the map of ``run``) to ``out``, tagged by ``run`` when given."""
+    run_ref = resolve_run(lake, run) if run else None
+    name = run_ref.map if run_ref else map_name
+    if not name:
+        raise SvclusterError("name a run or a map to export")
+    check_tag_format(tag_format)
+    info = lake.query(load_sql("map_envelope"), {"map": name}).to_pylist()
+    if not info:
+        raise NotFoundError(f"no map named {name!r} in the lake at {lake.uri} (ingest it first)")
+    params = {
+        "map": name,
+        "run": run_ref.run_id if run_ref else None,
+        "tag_format": tag_format,
+        "stale": stale_tag_pattern(tag_format),
+    }
+    head, tail = frame(info[0]["format"], info[0]["envelope"])
+    total = tagged = 0
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(head)
+            for batch in lake.iter_batches(load_sql("export_map"), params):
+                objects = batch.column("json").to_pylist()
+                tagged += len(objects) - batch.column("tag").null_count
+                fh.write(("," if total else "") + "\n" + ",\n".join(objects))
+                total += len(objects)
+            fh.write("\n" + tail)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(str(out_path), name, run_ref.name if run_ref else None, total, tagged, total - tagged if run_ref else 0)
+
+
+def frame(fmt: str, envelope: str | None) -> tuple[str, str]:
+    """The text before and after the list of location objects, in the input's own shape."""
+    if fmt == "array" or envelope is None:
+        return "[", "]\n"
+    doc = json.loads(envelope)
+    doc["customCoordinates"] = _MARK
+    text = json.dumps(doc, ensure_ascii=False)
+    head, tail = text.split(json.dumps(_MARK), 1)
+    return head + "[", "]" + tail + "\n"

@@ -1,0 +1,295 @@
+"""The lake: the only code that reads or writes storage (a local folder or ``s3://``).
+
+Layout under the root URI::
+
+    tables/<table>/part-<time>-<uuid>.parquet   rows added by a step (immutable once written)
+    tables/<table>/<name>.parquet                one keyed file that a step replaces whole
+    tables/<table>/schema.parquet                zero rows: the table's schema, so views always bind
+    blobs/<sha256[:2]>/<sha256>.<ext>            content-addressed image bytes
+    svcluster.sql                                views for the plain ``duckdb`` CLI (local lakes)
+
+Every file appears atomically: locally it is written under ``_tmp/`` and renamed into place;
+on S3 a PUT is atomic. Readers therefore never see a half-written file, and a process killed
+mid-write leaves at most a stray file under ``_tmp/`` that the next open removes.
+DuckDB reads the tables through the views in ``sql/views.sql``, which keep the latest row per
+key, so writing the same rows twice never duplicates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sql import catalog_sql
+from tasks.errors import LakeError
+from tasks.schemas import TABLES, TableSpec
+
+TMP_DIR = "_tmp"
+STALE_TMP_SECONDS = 3600
+
+
+def normalise_uri(uri: str) -> str:
+    """A lake URI as stored and compared: absolute for folders, without a trailing slash."""
+    if "://" in uri and not uri.startswith("file://"):
+        return uri.rstrip("/")
+    path = uri.removeprefix("file://")
+    return str(Path(path).expanduser().resolve())
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Lake:
+    """A lake at a root URI. Cheap to create; ``open_lake`` also makes sure its tables exist."""
+
+    def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None):
+        self.uri = normalise_uri(uri)
+        options = dict(storage_options or {})
+        if self.uri.startswith(("s3://", "s3a://")):
+            # Other processes add files to the lake: never answer a listing from a stale cache.
+            options.setdefault("use_listings_cache", False)
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
+        self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
+
+    # ---- paths -----------------------------------------------------------------------------
+    def path(self, relpath: str) -> str:
+        """The filesystem path of a path relative to the lake root (never outside it)."""
+        rel = relpath.replace("\\", "/").lstrip("/")
+        if any(part in ("..", "") for part in rel.split("/")):
+            raise LakeError(f"refusing a lake path outside the lake: {relpath!r}")
+        return f"{self.root}/{rel}"
+
+    def url(self, relpath: str) -> str:
+        """The URI of a lake-relative path, as DuckDB and users see it."""
+        if self.is_local:
+            return self.path(relpath)
+        return f"{self.uri}/{relpath}"
+
+    @property
+    def root_url(self) -> str:
+        """The root as DuckDB sees it: an absolute folder or ``s3://bucket/prefix``."""
+        return self.root if self.is_local else self.uri
+
+    def table_dir(self, table: str) -> str:
+        return self.path(f"tables/{spec(table).name}")
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def ensure(self) -> "Lake":
+        """Create missing table folders with their zero-row schema files; drop stale temp files."""
+        try:
+            for t in TABLES.values():
+                schema_file = f"tables/{t.name}/schema.parquet"
+                if not self.exists(schema_file):
+                    self.write_bytes(schema_file, parquet_bytes(t.schema.empty_table()))
+            self._remove_stale_tmp()
+            if self.is_local:
+                self.write_bytes("svcluster.sql", self.duckdb_catalog_sql().encode())
+        except OSError as exc:
+            raise LakeError(f"cannot prepare the lake at {self.uri}: {exc.strerror or exc}") from None
+        return self
+
+    def _remove_stale_tmp(self) -> None:
+        if not self.is_local:
+            return
+        tmp = Path(self.path(TMP_DIR))
+        if not tmp.is_dir():
+            return
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for f in tmp.iterdir():
+            try:
+                if f.stat().st_mtime < cutoff:
+                    f.unlink()
+            except OSError:
+                pass
+
+    # ---- bytes -----------------------------------------------------------------------------
+    def exists(self, relpath: str) -> bool:
+        return bool(self.fs.exists(self.path(relpath)))
+
+    def read_bytes(self, relpath: str) -> bytes:
+        try:
+            return self.fs.cat_file(self.path(relpath))
+        except FileNotFoundError:
+            raise LakeError(f"missing from the lake at {self.uri}: {relpath}") from None
+
+    def write_bytes(self, relpath: str, data: bytes) -> str:
+        """Write a file so that readers see either nothing or all of it. Returns its path."""
+        target = self.path(relpath)
+        try:
+            if self.is_local:
+                write_local_atomic(Path(target), data, Path(self.path(TMP_DIR)))
+            else:
+                self.fs.pipe_file(target, data)
+        except OSError as exc:
+            raise LakeError(f"cannot write {relpath} in the lake at {self.uri}: {exc.strerror or exc}") from None
+        return target
+
+    def delete(self, relpath: str) -> None:
+        try:
+            self.fs.rm_file(self.path(relpath))
+        except FileNotFoundError:
+            pass
+
+    def list(self, relprefix: str) -> list[str]:
+        """Lake-relative paths of the files under a folder (recursively), sorted."""
+        base = self.path(relprefix)
+        if not self.fs.exists(base):
+            return []
+        root_len = len(self.root) + 1
+        found = self.fs.find(base)
+        return sorted(f[root_len:] if f.startswith(self.root) else f for f in found)
+
+    # ---- blobs -----------------------------------------------------------------------------
+    def put_blob(self, data: bytes, ext: str = "jpg", sha256: str | None = None) -> tuple[str, str]:
+        """Store bytes content-addressed; returns (lake-relative path, sha256). Idempotent."""
+        digest = sha256 or hashlib.sha256(data).hexdigest()
+        rel = f"blobs/{digest[:2]}/{digest}.{ext}"
+        if not self.exists(rel):
+            self.write_bytes(rel, data)
+        return rel, digest
+
+    # ---- tables ----------------------------------------------------------------------------
+    def append(self, table: str, rows: pa.Table) -> str | None:
+        """Add rows to a table as one new immutable Parquet file. Returns its lake path."""
+        if rows.num_rows == 0:
+            return None
+        rel = f"tables/{spec(table).name}/part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        self.write_bytes(rel, parquet_bytes(conform(spec(table), rows)))
+        return rel
+
+    def replace(self, table: str, name: str, rows: pa.Table) -> str:
+        """Write (or atomically overwrite) the table's keyed file ``name``."""
+        rel = f"tables/{spec(table).name}/{keyed_file_name(name)}"
+        self.write_bytes(rel, parquet_bytes(conform(spec(table), rows)))
+        return rel
+
+    def table_files(self, table: str) -> list[str]:
+        return [p for p in self.list(f"tables/{spec(table).name}") if p.endswith(".parquet")]
+
+    def compact(self, table: str) -> int:
+        """Rewrite a table's part files as one file of its latest rows; returns files removed.
+
+        Safe while readers run: the compacted file lands before the old parts go, and the views'
+        latest-row-per-key rule hides the overlap.
+        """
+        parts = [p for p in self.table_files(table) if "/part-" in p]
+        if len(parts) < 2:
+            return 0
+        rows = self.query("SELECT * FROM query_table(?)", [spec(table).name])
+        self.append(table, rows)
+        for p in parts:
+            self.delete(p)
+        return len(parts)
+
+    # ---- DuckDB ----------------------------------------------------------------------------
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-process DuckDB connection with the lake's views (``sql/views.sql``)."""
+        con = duckdb.connect()
+        if not self.is_local:
+            con.register_filesystem(self.fs)
+        con.execute("SET VARIABLE lake_root = ?", [self.root_url])
+        try:
+            con.execute(catalog_sql())
+        except duckdb.Error as exc:
+            raise LakeError(f"cannot open the lake at {self.uri}: {exc}") from None
+        return con
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
+        """Run one SQL statement against the lake's views; the result as an Arrow table."""
+        with self.connect() as con:
+            return con.sql(sql, params=params).to_arrow_table()
+
+    def iter_batches(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None, batch_rows: int = 100_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a query's result in Arrow record batches (memory stays flat)."""
+        with self.connect() as con:
+            reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
+            yield from reader
+
+    def duckdb_catalog_sql(self) -> str:
+        """SQL that gives the plain ``duckdb`` CLI the same views: ``duckdb -init svcluster.sql``."""
+        root = self.root_url.replace("'", "''")
+        return (
+            "-- Generated by svcluster: open with  duckdb -init svcluster.sql\n"
+            f"SET VARIABLE lake_root = '{root}';\n" + catalog_sql()
+        )
+
+
+def spec(table: str) -> TableSpec:
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise LakeError(f"unknown lake table {table!r}; tables: {', '.join(TABLES)}") from None
+
+
+def keyed_file_name(name: str) -> str:
+    """A file name for a key chosen by a user (a map name): hashed, so it can never escape."""
+    return "key-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:24] + ".parquet"
+
+
+def conform(table_spec: TableSpec, rows: pa.Table) -> pa.Table:
+    """Rows in the table's column order and types; missing columns null, written_at set.
+
+    A ``vector`` column keeps its fixed-size list type. Extra columns are kept at the end.
+    """
+    n = rows.num_rows
+    arrays, fields = [], []
+    for field in table_spec.schema:
+        if field.name in rows.column_names:
+            col = rows.column(field.name)
+            if field.name == "written_at" and col.null_count == n:
+                col = pa.array([now_utc()] * n, field.type)
+            elif not (field.name == "vector" and pa.types.is_fixed_size_list(col.type)):
+                col = col.cast(field.type)
+            arrays.append(col)
+            fields.append(pa.field(field.name, col.type))
+        else:
+            value = now_utc() if field.name == "written_at" else None
+            arrays.append(pa.array([value] * n, field.type))
+            fields.append(field)
+    for name in rows.column_names:
+        if name not in table_spec.schema.names:
+            arrays.append(rows.column(name))
+            fields.append(rows.schema.field(name))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def parquet_bytes(rows: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(rows, sink, compression="zstd", row_group_size=64_000)
+    return sink.getvalue()
+
+
+def write_local_atomic(target: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write to a temp file on the same filesystem, fsync, then rename over the target."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def open_lake(uri: str, storage_options: Mapping[str, Any] | None = None) -> Lake:
+    """Open (and if needed initialise) the lake at ``uri``."""
+    return Lake(uri, storage_options).ensure()

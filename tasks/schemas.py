@@ -1,0 +1,179 @@
+"""The lake's tables: their Arrow schemas and keys. The contract of DESIGN.md, in one place.
+
+Every table is a folder of immutable Parquet files under ``tables/<name>/``. Rows are only ever
+added; a row that supersedes another has the same key and a later ``written_at``, and the DuckDB
+views in ``sql/views.sql`` show the latest row per key. That makes every write idempotent and
+every crash harmless: a rerun adds rows that win, it never needs to edit a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A lake table: its name, its key columns and its Arrow schema (vector sizes may vary)."""
+
+    name: str
+    key: tuple[str, ...]
+    schema: pa.Schema
+
+
+def vector_type(dim: int) -> pa.DataType:
+    """The Arrow type of an embedding: a fixed-size list of float32 (read back as FLOAT[])."""
+    return pa.list_(pa.float32(), dim)
+
+
+MAPS = TableSpec(
+    "maps",
+    ("map",),
+    pa.schema(
+        [
+            ("map", pa.string()),
+            ("source_file", pa.string()),
+            ("format", pa.string()),  # array | customCoordinates
+            ("dialect", pa.string()),  # geoguessr | map-generator | map-making.app | vali
+            ("envelope", pa.string()),  # top-level object minus customCoordinates (JSON) or null
+            ("location_count", pa.int64()),
+            ("duplicates", pa.int64()),
+            ("file_sha256", pa.string()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+LOCATIONS = TableSpec(
+    "locations",
+    ("map", "location_id"),
+    pa.schema(
+        [
+            ("map", pa.string()),
+            ("location_id", pa.string()),
+            ("position", pa.int64()),  # index in the input file (input order)
+            ("lat", pa.float64()),
+            ("lng", pa.float64()),
+            ("heading", pa.float64()),
+            ("pitch", pa.float64()),
+            ("zoom", pa.float64()),
+            ("pano_id", pa.string()),  # panoId, or extra.panoId when panoId is null
+            ("country_code", pa.string()),
+            ("region_code", pa.string()),  # stateCode or subdivisionCode
+            ("tags", pa.list_(pa.string())),  # extra.tags as given
+            ("extra", pa.string()),  # the extra object as JSON
+            ("raw", pa.string()),  # the whole input object as JSON (lossless)
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+IMAGES = TableSpec(
+    "images",
+    ("location_id", "heading"),
+    pa.schema(
+        [
+            ("location_id", pa.string()),
+            ("heading", pa.int32()),
+            ("status", pa.string()),  # ok | no_imagery | failed
+            ("reason", pa.string()),
+            ("pano_id", pa.string()),
+            ("capture_date", pa.string()),  # YYYY-MM as the metadata endpoint reports it
+            ("path", pa.string()),  # blob path relative to the lake root
+            ("size_bytes", pa.int64()),
+            ("sha256", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("fov", pa.float64()),
+            ("pitch", pa.float64()),
+            ("source", pa.string()),  # api | folder
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+EMBEDDINGS = TableSpec(
+    "embeddings",
+    ("location_id", "model", "pooling", "precision"),
+    pa.schema(
+        [
+            ("location_id", pa.string()),
+            ("model", pa.string()),
+            ("pooling", pa.string()),  # mean | stitched
+            ("precision", pa.string()),  # fp32 | bf16 | fp16 | int8
+            ("vector", pa.list_(pa.float32())),  # written as vector_type(dim)
+            ("dim", pa.int32()),
+            ("view_count", pa.int32()),
+            ("model_revision", pa.string()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+EMBEDDING_VIEWS = TableSpec(
+    "embedding_views",
+    ("location_id", "heading", "model", "precision"),
+    pa.schema(
+        [
+            ("location_id", pa.string()),
+            ("heading", pa.int32()),
+            ("model", pa.string()),
+            ("precision", pa.string()),
+            ("vector", pa.list_(pa.float32())),
+            ("image_sha256", pa.string()),
+            ("model_revision", pa.string()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+CLUSTER_RUNS = TableSpec(
+    "cluster_runs",
+    ("run_id",),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("map", pa.string()),
+            ("model", pa.string()),
+            ("pooling", pa.string()),
+            ("precision", pa.string()),
+            ("algorithm", pa.string()),
+            ("k", pa.int32()),
+            ("pca_dims", pa.int32()),
+            ("seed", pa.int64()),
+            ("params", pa.string()),  # every parameter as JSON
+            ("fingerprint", pa.string()),  # of the input embeddings
+            ("n_locations", pa.int64()),
+            ("inertia", pa.float64()),
+            ("silhouette", pa.float64()),
+            ("sweep_id", pa.string()),
+            ("aligned_to", pa.string()),  # run whose cluster numbers this run's were matched to
+            ("cluster_names", pa.string()),  # JSON {cluster: [names]} when the model has text
+            ("code_version", pa.string()),
+            ("created_at", TIMESTAMP),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+CLUSTER_ASSIGNMENTS = TableSpec(
+    "cluster_assignments",
+    ("run_id", "location_id"),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("location_id", pa.string()),
+            ("cluster", pa.int32()),
+            ("distance", pa.float32()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS)
+}
