@@ -11,4 +11,7 @@ for _secret in ("GOOGLE_MAPS_API_KEY", "GSV_API_KEY", "GOOGLE_MAPS_SIGNING_SECRE
 pytest_plugins = [
     "tests.fixtures.lake",
     "tests.fixtures.maps",
+    "tests.fixtures.streetview",
+    "tests.fixtures.models",
+    "tests.fixtures.prefect",
 ]

@@ -1,6 +1,6 @@
 """The sub-commands of ``svcluster``, one module per step; each has ``register(app)``."""
 
-from flows.commands import maps
+from flows.commands import clusters, embed, fetch, maps, pipeline, report
 
 # In the order `svcluster --help` lists them.
-COMMAND_MODULES = [maps]
+COMMAND_MODULES = [maps, fetch, embed, clusters, report, pipeline]
