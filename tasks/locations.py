@@ -60,7 +60,41 @@ def validate_map_name(name: str) -> str:
         raise MapFormatError("--map", "a map name cannot contain control characters")
     if "@" in name:
         raise MapFormatError("--map", "a map name cannot contain '@' (it separates MAP@vN)")
+    if _unstorable(name):
+        raise MapFormatError("--map", "a map name must be valid Unicode text (it holds a lone surrogate)")
     return name
+
+
+def _unstorable(text: str) -> bool:
+    """True when text cannot be written as UTF-8 (a lone surrogate, e.g. JSON's ``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _bad_value(value: Any, path: str) -> str | None:
+    """The dotted path of the first value JSON text or UTF-8 cannot carry (NaN, Infinity, lone
+    surrogate), or None when the whole value is storable."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, str):
+        return path if _unstorable(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if _unstorable(str(k)):
+                return sub.encode("utf-8", "backslashreplace").decode("utf-8")
+            found = _bad_value(v, sub)
+            if found:
+                return found.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        for v in value:
+            found = _bad_value(v, path)
+            if found:
+                return found
+    return None
 
 
 def read_map_file(path: str | Path, name: str | None = None) -> ParsedMap:
@@ -83,6 +117,8 @@ def parse_map_bytes(data: bytes, label: str, name: str) -> ParsedMap:
         raise MapFormatError(label, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise MapFormatError(label, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise MapFormatError(label, "not valid JSON: nested too deeply") from None
     envelope: dict[str, Any] | None = None
     if isinstance(doc, list):
         items, fmt = doc, "array"
@@ -91,6 +127,9 @@ def parse_map_bytes(data: bytes, label: str, name: str) -> ParsedMap:
         if not isinstance(items, list):
             raise MapFormatError(label, "must be a list of locations", field="customCoordinates")
         envelope = {k: (None if k == "customCoordinates" else v) for k, v in doc.items()}
+        bad = _bad_value(envelope, "")
+        if bad:
+            raise MapFormatError(label, "holds a value JSON text cannot carry (NaN, Infinity or a lone surrogate)", field=bad)
     else:
         shape = type(doc).__name__ if not isinstance(doc, dict) else "an object without customCoordinates"
         raise MapFormatError(
@@ -150,6 +189,9 @@ def build_rows(items: list, label: str, name: str, fmt: str) -> tuple[pa.Table, 
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise MapFormatError(label, f"must be a JSON object, got {type(item).__name__}", i)
+        bad = _bad_value(item, "")
+        if bad:
+            raise MapFormatError(label, "holds a value JSON text cannot carry (NaN, Infinity or a lone surrogate)", i, bad)
         lat = _number(item, "lat", label, i, True, -90, 90)
         lng = _number(item, "lng", label, i, True, -180, 180)
         heading = _number(item, "heading", label, i, False, -inf, inf)
