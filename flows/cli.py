@@ -22,6 +22,14 @@ from tasks.errors import SvclusterError
 from tasks.lake import Lake, open_lake
 from tasks.settings import Settings, load_settings
 
+try:  # typer >= 0.20 vendors click: its parser raises typer._click's exception classes
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _click_errors = click.exceptions
+_EXIT = (click.exceptions.Exit, typer.Exit, *filter(None, [getattr(_click_errors, "Exit", None)]))
+_ABORT = (click.exceptions.Abort, typer.Abort, *filter(None, [getattr(_click_errors, "Abort", None)]))
+_USAGE = (click.ClickException, _click_errors.ClickException)
+
 app = typer.Typer(
     name="svcluster",
     help="Cluster Google Street View locations by what they look like, in a Parquet/DuckDB lake.",
@@ -121,12 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=args, prog_name="svcluster", standalone_mode=False)
         code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except _ABORT:
         stderr.print("aborted", markup=False)
         code = 130
-    except click.ClickException as exc:
+    except _USAGE as exc:
         exc.show(file=sys.stderr)
         code = exc.exit_code
     except (SvclusterError, KeyboardInterrupt) as exc:
