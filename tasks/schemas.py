@@ -173,7 +173,24 @@ CLUSTER_ASSIGNMENTS = TableSpec(
     ),
 )
 
+CLUSTER_NAMES = TableSpec(
+    "cluster_names",
+    ("run_id", "cluster", "rank"),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("cluster", pa.int32()),
+            ("rank", pa.int32()),  # 1 = the best-matching description
+            ("name", pa.string()),  # a curated prompt, e.g. "a desert road"
+            ("score", pa.float32()),  # cosine(prompt text embedding, cluster centroid)
+            ("lift", pa.float32()),  # score minus the prompt's mean score over the run's clusters
+            ("model", pa.string()),  # the text tower used (the run's model)
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS)
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES)
 }
