@@ -152,6 +152,22 @@ class Lake:
         found = self.fs.find(base)
         return sorted(f[root_len:] if f.startswith(self.root) else f for f in found)
 
+    def list_modified(self, relprefix: str) -> dict[str, float]:
+        """Lake-relative paths of the files under a folder with their modification times
+        (seconds since the epoch), from one listing (no request per file on S3)."""
+        base = self.path(relprefix)
+        if not self.fs.exists(base):
+            return {}
+        root_len = len(self.root) + 1
+        out: dict[str, float] = {}
+        for f, info in self.fs.find(base, detail=True).items():
+            rel = f[root_len:] if f.startswith(self.root) else f
+            stamp = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+            if isinstance(stamp, datetime):
+                stamp = stamp.timestamp()
+            out[rel] = float(stamp) if stamp is not None else 0.0
+        return out
+
     # ---- blobs -----------------------------------------------------------------------------
     def put_blob(self, data: bytes, ext: str = "jpg", sha256: str | None = None) -> tuple[str, str]:
         """Store bytes content-addressed; returns (lake-relative path, sha256). Idempotent."""

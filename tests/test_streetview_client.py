@@ -1,0 +1,265 @@
+"""The Street View client against the local API server on 127.0.0.1: every answer class,
+retries with backoff, fatal refusals, signing, connection reuse and secret redaction."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from tasks.errors import SvclusterError
+from tasks.streetview import (
+    FatalApiError,
+    InvalidImage,
+    NoImagery,
+    RateLimiter,
+    RequestFailed,
+    Stopped,
+    StreetViewClient,
+    inspect_jpeg,
+    redact,
+    url_signature,
+)
+from tasks.streetview_server import Fault, StreetViewServer, location_pano_id, pano_date, synthetic_jpeg
+from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET
+
+
+def client_for(server: StreetViewServer, key: str = FAKE_KEY, **kw) -> StreetViewClient:
+    kw.setdefault("backoff_base", 0.001)
+    kw.setdefault("backoff_max", 0.01)
+    kw.setdefault("max_retries", 3)
+    kw.setdefault("timeout", 5.0)
+    return StreetViewClient(server.base_url, key, **kw)
+
+
+def test_metadata_by_pano_and_by_location(streetview_server):
+    client = client_for(streetview_server)
+    p = client.metadata(pano="PANO_abc")
+    assert (p.pano_id, p.capture_date) == ("PANO_abc", pano_date("PANO_abc"))
+    q = client.metadata(location=(-33.45, -70.66))
+    assert q.pano_id == location_pano_id(-33.45, -70.66) and q.lat == pytest.approx(-33.45)
+    sent = [r.params for r in streetview_server.requests]
+    assert sent[0]["pano"] == "PANO_abc" and "location" not in sent[0]
+    assert sent[1]["location"] == "-33.4500000,-70.6600000" and "pano" not in sent[1]
+    assert all(r.endpoint == "metadata" and r.params["key"] == FAKE_KEY for r in streetview_server.requests)
+
+
+def test_image_sends_every_view_parameter_and_return_error_code(streetview_server):
+    client = client_for(streetview_server)
+    img = client.image("PANO_x", 270, "320x200", 75.0, -10.0)
+    assert img.data == synthetic_jpeg("PANO_x", 270.0, (320, 200), 75.0, -10.0)
+    assert (img.width, img.height) == (320, 200)
+    (req,) = streetview_server.requests
+    assert req.params == {
+        "pano": "PANO_x", "heading": "270", "size": "320x200", "fov": "75", "pitch": "-10",
+        "return_error_code": "true", "key": FAKE_KEY,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["zero_results", "not_found"])
+def test_no_imagery_answers(streetview_server, kind):
+    streetview_server.add_fault(Fault(kind, times=None))
+    client = client_for(streetview_server)
+    with pytest.raises(NoImagery) as meta:
+        client.metadata(pano="gone")
+    assert meta.value.reason == kind.upper()
+    with pytest.raises(NoImagery) as img:
+        client.image("gone", 0, "64x64", 90, 0)
+    assert img.value.reason == "image HTTP 404"
+    assert streetview_server.counts["total"] == 2  # never retried
+
+
+@pytest.mark.parametrize(
+    ("kind", "endpoint"),
+    [("429", "image"), ("500", "image"), ("503", "metadata"), ("over_query_limit", "metadata"),
+     ("over_query_limit", "image"), ("unknown_error", "metadata"), ("bad_json", "metadata"), ("reset", "image")],
+)  # fmt: skip
+def test_transient_errors_are_retried_until_success(streetview_server, kind, endpoint):
+    streetview_server.add_fault(Fault(kind, endpoint=endpoint, times=2))
+    client = client_for(streetview_server)
+    if endpoint == "metadata":
+        assert client.metadata(pano="P").pano_id == "P"
+    else:
+        assert client.image("P", 90, "64x64", 90, 0).width == 64
+    assert streetview_server.counts[endpoint] == 3
+    assert client.requests_made == 3
+
+
+def test_retries_give_up_with_a_reason(streetview_server):
+    streetview_server.add_fault(Fault("500", endpoint="image", times=None))
+    streetview_server.add_fault(Fault("over_query_limit", endpoint="metadata", times=None))
+    client = client_for(streetview_server, max_retries=2)
+    with pytest.raises(RequestFailed) as img:
+        client.image("P", 0, "64x64", 90, 0)
+    assert img.value.reason == "image HTTP 500 after 3 attempts"
+    with pytest.raises(RequestFailed) as meta:
+        client.metadata(pano="P")
+    assert meta.value.reason == "OVER_QUERY_LIMIT after 3 attempts"
+    assert streetview_server.counts["total"] == 6
+
+
+def test_a_stalled_answer_times_out_and_is_retried(streetview_server):
+    streetview_server.add_fault(Fault("stall", endpoint="image", times=1, seconds=1.0))
+    client = client_for(streetview_server, timeout=0.2)
+    t0 = time.perf_counter()
+    assert client.image("P", 0, "64x64", 90, 0).width == 64
+    assert time.perf_counter() - t0 < 1.0
+    assert streetview_server.counts["image"] == 2
+
+
+def test_backoff_is_exponential_with_full_jitter_and_honours_retry_after():
+    client = StreetViewClient("http://127.0.0.1:9", "k", backoff_base=0.1, backoff_max=1.0)
+    for attempt, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (6, 1.0)]:
+        delays = [client._backoff(attempt, None) for _ in range(300)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8 and min(delays) < ceiling * 0.2  # jittered over the range
+    assert client._backoff(0, 0.7) >= 0.7
+    assert client._backoff(0, 99.0) == 1.0  # capped
+
+
+@pytest.mark.parametrize(
+    ("fault", "endpoint"),
+    [("request_denied", "metadata"), ("invalid_request", "metadata"), ("403", "metadata"),
+     ("request_denied", "image"), ("invalid_request", "image"), ("403", "image")],
+)  # fmt: skip
+def test_refusals_are_fatal_at_once(streetview_server, fault, endpoint):
+    streetview_server.add_fault(Fault(fault, endpoint=endpoint, times=None))
+    client = client_for(streetview_server)
+    with pytest.raises(FatalApiError) as err:
+        if endpoint == "metadata":
+            client.metadata(pano="P")
+        else:
+            client.image("P", 0, "64x64", 90, 0)
+    assert streetview_server.counts["total"] == 1
+    assert isinstance(err.value, SvclusterError) and "refused" in str(err.value)
+
+
+def test_a_wrong_key_is_fatal_and_never_named(streetview_server):
+    client = client_for(streetview_server, key="AIzaWRONGkey999")
+    with pytest.raises(FatalApiError) as err:
+        client.metadata(pano="P")
+    assert "REQUEST_DENIED" in str(err.value) and "AIzaWRONGkey999" not in str(err.value)
+    with pytest.raises(FatalApiError) as err:
+        client.image("P", 0, "64x64", 90, 0)
+    assert "HTTP 403" in str(err.value) and "AIzaWRONGkey999" not in str(err.value)
+
+
+def test_out_of_range_parameters_are_refused_by_the_server(streetview_server):
+    client = client_for(streetview_server)
+    for args in [("P", 0, "641x640", 90, 0), ("P", 0, "64x64", 130, 0), ("P", 0, "64x64", 90, 95), ("P", 400, "64x64", 90, 0)]:
+        with pytest.raises(FatalApiError, match="HTTP 400"):
+            client.image(*args)
+
+
+@pytest.mark.parametrize("kind", ["not_image", "truncated"])
+def test_bodies_that_are_not_whole_jpegs_fail_without_retry(streetview_server, kind):
+    streetview_server.add_fault(Fault(kind, endpoint="image"))
+    client = client_for(streetview_server)
+    with pytest.raises(InvalidImage) as err:
+        client.image("P", 0, "640x640", 90, 0)
+    assert ("not a JPEG" in err.value.reason) if kind == "not_image" else ("truncated" in err.value.reason)
+    assert streetview_server.counts["image"] == 1
+
+
+def test_inspect_jpeg_is_cheap_but_catches_broken_files():
+    good = synthetic_jpeg("P", 0, (100, 60), 90, 0)
+    assert inspect_jpeg(good) == (100, 60)
+    png = io.BytesIO()
+    Image.new("RGB", (50, 50)).save(png, "PNG")
+    bad_header = b"\xff\xd8\xff\xe0" + b"\x00" * 300 + b"\xff\xd9"
+    for data in [b"", good[:-2], good[: len(good) // 3], png.getvalue(), bad_header, b"<html>" * 50]:
+        with pytest.raises(InvalidImage):
+            inspect_jpeg(data)
+
+
+def test_signing_matches_googles_documented_example():
+    # https://developers.google.com/maps/documentation/maps-static/digital-signature
+    path = "/maps/api/geocode/json?address=New+York&client=clientID"
+    assert url_signature(path, "vNIXE0xscrmjlyV-12Nj_BvUPaw=") == "chaRF2hTJKOScPr-RQCEhZbSzIE="
+
+
+def test_signed_requests_are_verified_by_the_server():
+    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET) as server:
+        good = client_for(server, signing_secret=FAKE_SECRET)
+        assert good.metadata(pano="P").pano_id == "P"
+        assert good.image("P", 90, "64x64", 90, 0).width == 64
+        assert all(r.raw_query.rsplit("&", 1)[1].startswith("signature=") for r in server.requests)
+        other = "c3ZjbHVzdGVyLW90aGVyLXNlY3JldA=="
+        with pytest.raises(FatalApiError, match="signature is invalid"):
+            client_for(server, signing_secret=other).metadata(pano="P")
+        with pytest.raises(FatalApiError, match="requires a signature"):
+            client_for(server).image("P", 0, "64x64", 90, 0)
+
+
+def test_a_malformed_secret_is_a_clear_error():
+    with pytest.raises(SvclusterError, match="GOOGLE_MAPS_SIGNING_SECRET"):
+        StreetViewClient("http://127.0.0.1:9", "k", signing_secret="not base64 !!")
+
+
+def test_missing_key_and_bad_base_url_are_clear_errors():
+    with pytest.raises(SvclusterError, match="GOOGLE_MAPS_API_KEY"):
+        StreetViewClient("http://127.0.0.1:9", None)
+    with pytest.raises(SvclusterError, match="SVCLUSTER_STREETVIEW_URL"):
+        StreetViewClient("ftp://x/?key=zzz", "k")
+
+
+def test_connections_are_reused_across_threads(streetview_server):
+    client = client_for(streetview_server, pool_size=4)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: client.image(f"P{i}", 0, "64x64", 90, 0), range(40)))
+    ports = {r.client_port for r in streetview_server.requests}
+    assert len(streetview_server.requests) == 40 and len(ports) <= 4
+
+
+def test_rate_limit_spaces_requests():
+    limiter = RateLimiter(50)
+    t0 = time.monotonic()
+    for _ in range(11):
+        limiter.wait()
+    assert time.monotonic() - t0 >= 10 / 50 * 0.95
+    unlimited = RateLimiter(0)
+    t0 = time.monotonic()
+    for _ in range(1000):
+        unlimited.wait()
+    assert time.monotonic() - t0 < 0.1
+
+
+def test_stop_event_prevents_further_requests(streetview_server):
+    stop = threading.Event()
+    client = client_for(streetview_server, stop=stop)
+    stop.set()
+    with pytest.raises(Stopped):
+        client.metadata(pano="P")
+    assert streetview_server.counts["total"] == 0
+
+
+def test_no_secret_in_errors_or_debug_logs(caplog):
+    """Transport errors and urllib3's debug lines carry the URL: neither may show the key."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    caplog.set_level(logging.DEBUG)
+    client = StreetViewClient(f"http://127.0.0.1:{dead_port}/sv", FAKE_KEY, signing_secret=FAKE_SECRET, max_retries=1, backoff_base=0.001)
+    with pytest.raises(RequestFailed) as err:
+        client.metadata(pano="P")
+    assert err.value.reason == "metadata cannot connect after 2 attempts"
+    assert err.value.__cause__ is None and err.value.__context__ is None  # no chained urllib3 error
+    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET) as server:
+        server.add_fault(Fault("500", endpoint="image", times=1))
+        ok = StreetViewClient(server.base_url, FAKE_KEY, signing_secret=FAKE_SECRET, backoff_base=0.001)
+        ok.image("P", 0, "64x64", 90, 0)
+    text = caplog.text + str(err.value)
+    assert "GET /sv/metadata?" in caplog.text or "127.0.0.1" in caplog.text  # urllib3 did log the requests
+    assert FAKE_KEY not in text and FAKE_SECRET not in text and "signature=***" in caplog.text
+
+
+def test_redact_masks_key_and_signature_parameters():
+    url = f"http://h/x?pano=P&key={FAKE_KEY}&signature=abc-_=&fov=90"
+    assert redact(url) == "http://h/x?pano=P&key=***&signature=***&fov=90"
+    assert redact(f"boom {FAKE_KEY} boom", FAKE_KEY) == "boom *** boom"
