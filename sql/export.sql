@@ -2,15 +2,18 @@
 -- except that a cluster run adds one tag to extra.tags.
 
 -- THE PLUG: the tag a cluster run gives each location it assigned. `tag_format` placeholders:
--- {k} (the run's k), {cluster} (the cluster number), {run} (the run's MAP@vN name).
+-- {k} (the run's k), {cluster} (the cluster number), {run} (the run's MAP@vN name),
+-- {name} (the cluster's best name from cluster_names; empty when the run has none).
 CREATE OR REPLACE MACRO run_tags(run, tag_format) AS TABLE
 SELECT a.location_id,
-       replace(replace(replace(tag_format,
+       replace(replace(replace(replace(tag_format,
                '{k}', r.k::VARCHAR),
                '{cluster}', a.cluster::VARCHAR),
-               '{run}', r.name) AS tag
+               '{run}', r.name),
+               '{name}', coalesce(n.name, '')) AS tag
 FROM cluster_assignments a
 JOIN cluster_runs r ON r.run_id = a.run_id
+LEFT JOIN cluster_names n ON n.run_id = a.run_id AND n.cluster = a.cluster AND n.rank = 1
 WHERE a.run_id = run;
 
 -- One row per location of `map_name` in input order: its JSON object, with `run`'s tag

@@ -20,7 +20,7 @@ from tasks.lake import Lake
 from tasks.runs import resolve_run
 
 DEFAULT_TAG_FORMAT = "k{k}-c{cluster}"
-PLACEHOLDERS = ("{k}", "{cluster}", "{run}")
+PLACEHOLDERS = ("{k}", "{cluster}", "{run}", "{name}")
 _MARK = "\x00svcluster-locations\x00"
 
 
@@ -38,8 +38,8 @@ class ExportResult:
 
 def stale_tag_pattern(tag_format: str) -> str:
     """A regular expression matching any tag this template makes (for any k, cluster, run)."""
-    parts = re.split(r"(\{k\}|\{cluster\}|\{run\})", tag_format)
-    return "".join(r"[0-9]+" if p in ("{k}", "{cluster}") else ".+" if p == "{run}" else re.escape(p) for p in parts)
+    parts = re.split(r"(\{k\}|\{cluster\}|\{run\}|\{name\})", tag_format)
+    return "".join(r"[0-9]+" if p in ("{k}", "{cluster}") else ".+" if p == "{run}" else ".*" if p == "{name}" else re.escape(p) for p in parts)
 
 
 def check_tag_format(tag_format: str) -> str:
@@ -67,6 +67,10 @@ def export_map(
     if not name:
         raise SvclusterError("name a run or a map to export")
     check_tag_format(tag_format)
+    if run_ref and "{name}" in tag_format:
+        from tasks.naming import require_names
+
+        require_names(lake, run_ref)
     info = lake.query(load_sql("map_envelope"), {"map": name}).to_pylist()
     if not info:
         raise NotFoundError(f"no map named {name!r} in the lake at {lake.uri} (ingest it first)")
