@@ -1,9 +1,98 @@
-"""svcluster sub-commands for the fetch step (filled in by that step's work)."""
+"""``svcluster fetch``: Street View images of a map's locations into the lake (or imported from
+the original notebook's folder), with a progress bar and counts per status at the end."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from flows.cli import JsonOption, LakeOption, emit, invocation
+from flows.commands.progress import RichBar
+from tasks.errors import SvclusterError
+from tasks.fetch import FetchOptions, FetchResult, fetch_map
+from tasks.folder_import import import_folder
+
+DEFAULTS = FetchOptions()
+
+
+def parse_headings(text: str) -> tuple[int, ...]:
+    """``"0,90,180,270"`` -> (0, 90, 180, 270); SvclusterError naming the bad entry."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise SvclusterError(f"--headings: {part!r} is not a whole number of degrees") from None
+    return tuple(out)
+
+
+def fetch(
+    ctx: typer.Context,
+    map_name: Annotated[str, typer.Option("--map", help="Map name in the lake (as ingested).")],
+    headings: Annotated[str, typer.Option("--headings", help="Comma-separated headings in degrees.")] = "0,90,180,270",
+    size: Annotated[str, typer.Option("--size", help="Image size WIDTHxHEIGHT (at most 640x640).")] = DEFAULTS.size,
+    fov: Annotated[float, typer.Option("--fov", help="Horizontal field of view, 10-120 degrees.")] = DEFAULTS.fov,
+    pitch: Annotated[float, typer.Option("--pitch", help="Camera pitch, -90..90 degrees.")] = DEFAULTS.pitch,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = DEFAULTS.concurrency,
+    qps: Annotated[float, typer.Option("--qps", help="Requests per second at most (0 = no limit).")] = DEFAULTS.qps,
+    from_folder: Annotated[
+        Optional[Path],
+        typer.Option("--from-folder", help="Import panoramas/location_<i>/heading_<h>.jpg instead of fetching."),
+    ] = None,
+    max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a 429/5xx/timeout.")] = DEFAULTS.max_retries,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for one answer.")] = DEFAULTS.timeout,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", help="Rows per images append (a kill loses at most one chunk).")
+    ] = DEFAULTS.chunk_rows,
+    lake: LakeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Fetch the Street View images of a map (metadata first, then one image per heading).
+
+    Resumable: a rerun fetches only views that are missing or failed. Needs GOOGLE_MAPS_API_KEY
+    (and GOOGLE_MAPS_SIGNING_SECRET if the key requires signed URLs).
+    """
+    inv = invocation(ctx, lake, json_output)
+    options = FetchOptions(
+        headings=parse_headings(headings), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps,
+        timeout=timeout, max_retries=max_retries, chunk_rows=chunk_rows,
+    ).checked()  # fmt: skip
+    bar = RichBar(unit="img")
+    if from_folder is not None:
+        result = import_folder(inv.lake, map_name, from_folder, options, bar)
+    else:
+        result = fetch_map(inv.lake, map_name, inv.settings, options, bar)
+    emit(inv, result, summary_text(result))
+
+
+def summary_text(r: FetchResult) -> str:
+    """The human summary: counts per status, requests, speed, and the commonest failures."""
+    verb = "imported from the folder" if r.source == "folder" else "fetched"
+    lines = [
+        f"{r.map}: {r.views} views of {r.locations} locations — {r.ok} ok, {r.no_imagery} no imagery, "
+        f"{r.failed} failed, {r.skipped} already in the lake",
+    ]
+    if r.source == "folder":
+        lines.append(f"{r.ok} {verb} in {r.elapsed_seconds:.1f} s; {r.missing_files} views had no file, {r.unmatched_files} files matched no view")
+    else:
+        lines.append(
+            f"{r.requests} requests ({r.metadata_requests} metadata, {r.image_requests} image) in {r.elapsed_seconds:.1f} s"
+            + (f", {r.images_per_second:,.1f} img/s" if r.ok else "")
+        )
+    for reason, n in list(r.failure_reasons.items())[:5]:
+        lines.append(f"  failed {n}x: {reason}")
+    if r.failed:
+        lines.append("rerun the same command to retry the failed views")
+    if r.orphan_blobs_removed:
+        lines.append(f"removed {r.orphan_blobs_removed} orphaned blobs left by an interrupted run")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.command()(fetch)

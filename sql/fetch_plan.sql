@@ -1,0 +1,31 @@
+-- What the fetch step still has to do for a map, one row per location in input order:
+-- the wanted headings that have no 'ok' or 'no_imagery' row yet (NULL when none are missing),
+-- and the panorama to ask for: the one an earlier fetch pinned for this location (so all its
+-- views come from one panorama), else the map's panoId, else NULL (look up by location).
+-- $map: the map's name; $headings: the wanted headings (INTEGER[]).
+WITH locs AS (
+    SELECT location_id, min(position) AS position, any_value(lat) AS lat, any_value(lng) AS lng,
+           any_value(pano_id) AS pano_id
+    FROM locations
+    WHERE map = $map
+    GROUP BY location_id
+), done AS (
+    SELECT i.location_id, i.heading, i.status, i.pano_id, i.fetched_at
+    FROM images i
+    SEMI JOIN locs l ON l.location_id = i.location_id
+), pinned AS (
+    SELECT location_id, arg_max(pano_id, fetched_at) AS pano_id
+    FROM done
+    WHERE status = 'ok' AND pano_id IS NOT NULL
+    GROUP BY location_id
+)
+SELECT l.location_id, l.position, l.lat, l.lng,
+       coalesce(p.pano_id, l.pano_id) AS pano_id,
+       list(h.heading ORDER BY h.heading) FILTER (WHERE d.location_id IS NULL) AS headings
+FROM locs l
+CROSS JOIN (SELECT unnest($headings::INTEGER[]) AS heading) h
+LEFT JOIN done d
+       ON d.location_id = l.location_id AND d.heading = h.heading AND d.status IN ('ok', 'no_imagery')
+LEFT JOIN pinned p ON p.location_id = l.location_id
+GROUP BY l.location_id, l.position, l.lat, l.lng, p.pano_id, l.pano_id
+ORDER BY l.position;
