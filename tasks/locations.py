@@ -15,14 +15,19 @@ else from its coordinates rounded to 1e-6 degrees (about 10 cm) — never from i
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.errors import MapFormatError
 
@@ -111,34 +116,31 @@ def read_map_file(path: str | Path, name: str | None = None) -> ParsedMap:
 def parse_map_bytes(data: bytes, label: str, name: str) -> ParsedMap:
     """Parse a map file's bytes (see the module docstring for the shapes)."""
     validate_map_name(name)
-    try:
-        doc = json.loads(data)
-    except UnicodeDecodeError as exc:
-        raise MapFormatError(label, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise MapFormatError(label, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise MapFormatError(label, "not valid JSON: nested too deeply") from None
-    envelope: dict[str, Any] | None = None
-    if isinstance(doc, list):
-        items, fmt = doc, "array"
-    elif isinstance(doc, dict) and "customCoordinates" in doc:
-        items, fmt = doc["customCoordinates"], "customCoordinates"
-        if not isinstance(items, list):
-            raise MapFormatError(label, "must be a list of locations", field="customCoordinates")
-        envelope = {k: (None if k == "customCoordinates" else v) for k, v in doc.items()}
-        bad = _bad_value(envelope, "")
-        if bad:
-            raise MapFormatError(label, "holds a value JSON text cannot carry (NaN, Infinity or a lone surrogate)", field=bad)
-    else:
-        shape = type(doc).__name__ if not isinstance(doc, dict) else "an object without customCoordinates"
-        raise MapFormatError(
-            label,
-            f"expected a JSON array of locations or an object with 'customCoordinates', got {shape}",
-        )
-    if not items:
-        raise MapFormatError(label, "the map has no locations")
-    rows, duplicates, dialect = build_rows(items, label, name, fmt)
+    with paused_gc():  # millions of acyclic dicts: the cycle collector would only rescan them
+        doc, clean = load_json(data, label)
+        envelope: dict[str, Any] | None = None
+        if isinstance(doc, list):
+            items, fmt = doc, "array"
+        elif isinstance(doc, dict) and "customCoordinates" in doc:
+            items, fmt = doc["customCoordinates"], "customCoordinates"
+            if not isinstance(items, list):
+                raise MapFormatError(label, "must be a list of locations", field="customCoordinates")
+            envelope = {k: (None if k == "customCoordinates" else v) for k, v in doc.items()}
+            bad = _bad_value(envelope, "")
+            if bad:
+                raise MapFormatError(label, "holds a value JSON text cannot carry (NaN, Infinity or a lone surrogate)", field=bad)
+        else:
+            shape = type(doc).__name__ if not isinstance(doc, dict) else "an object without customCoordinates"
+            raise MapFormatError(
+                label,
+                f"expected a JSON array of locations or an object with 'customCoordinates', got {shape}",
+            )
+        if not items:
+            raise MapFormatError(label, "the map has no locations")
+        try:
+            rows, duplicates, dialect = build_rows(items, label, name, fmt, clean=clean, consume=True)
+        except RecursionError:
+            raise MapFormatError(label, "not valid JSON: nested too deeply") from None
     return ParsedMap(
         name=name,
         source_file=label,
@@ -151,7 +153,73 @@ def parse_map_bytes(data: bytes, label: str, name: str) -> ParsedMap:
     )
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Switch Python's cycle collector off for a block that builds many acyclic objects."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# Every digit becomes b"0", everything else b" ": a run of 19 zeros marks a number too long
+# for a 64-bit integer, which orjson would silently turn into a float.
+_DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def _orjson_limits_depth() -> bool:
+    """orjson before 3.10 recursed without limit and crashes on absurdly nested input."""
+    major, minor = (int(x) for x in orjson.__version__.split(".")[:2])
+    return (major, minor) >= (3, 10)
+
+
+FAST_PARSER = _orjson_limits_depth()
+
+
+def load_json(data: bytes, label: str) -> tuple[Any, bool]:
+    """The parsed document, and whether every value in it is known to be storable as is.
+
+    The fast parser (orjson) refuses NaN, Infinity, numbers that overflow a double, lone
+    surrogates and absurd nesting, so a document it accepts needs no further checks. Anything
+    it refuses, and any file with a 19-digit number (an integer orjson would round), goes
+    through the standard library, which keeps big integers exact and words errors precisely;
+    such a document is then checked value by value (the flag is False).
+    """
+    if FAST_PARSER and data.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) < 0:
+        try:
+            return orjson.loads(data), True
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(data), False
+    except UnicodeDecodeError as exc:
+        raise MapFormatError(label, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise MapFormatError(label, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise MapFormatError(label, "not valid JSON: nested too deeply") from None
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text of a parsed value (big integers and deep nesting included).
+
+    orjson's bytes keep a generously sized buffer; decoding right away keeps memory to the text.
+    """
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, or nesting orjson refuses
+        return _STDLIB_DUMPS(value)
+
+
+_STDLIB_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def _number(item: dict, key: str, label: str, i: int, required: bool, lo: float, hi: float) -> float | None:
+    """The item's number ``key`` as a float, or a MapFormatError saying what is wrong with it."""
     v = item.get(key)
     if v is None:
         if required:
@@ -159,9 +227,12 @@ def _number(item: dict, key: str, label: str, i: int, required: bool, lo: float,
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise MapFormatError(label, f"must be a number, got {json.dumps(v)[:40]}", i, key)
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
     if not math.isfinite(f) or f < lo or f > hi:
-        raise MapFormatError(label, f"must be between {lo:g} and {hi:g}, got {v}", i, key)
+        raise MapFormatError(label, f"must be between {lo:g} and {hi:g}, got {str(v)[:40]}", i, key)
     return f
 
 
@@ -172,80 +243,273 @@ def _text(item: dict, key: str, label: str, i: int, where: str | None = None) ->
     raise MapFormatError(label, f"must be a string, got {json.dumps(v)[:40]}", i, where or key)
 
 
-def build_rows(items: list, label: str, name: str, fmt: str) -> tuple[pa.Table, list[tuple[int, int]], str]:
-    """Validate every item and build the locations rows (first occurrence of a duplicate wins)."""
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "location_id", "position", "lat", "lng", "heading", "pitch", "zoom", "pano_id",
-            "country_code", "region_code", "tags", "extra", "raw",
-        )
-    }
+def _finite(v: Any) -> bool:
+    """True for a JSON number (not a bool) that is a finite double."""
+    if type(v) is float:
+        return v - v == 0.0
+    return type(v) is int and -1e308 < v < 1e308
+
+
+CHUNK_ITEMS = 100_000
+
+
+def build_rows(
+    items: list, label: str, name: str, fmt: str, clean: bool = False, consume: bool = False
+) -> tuple[pa.Table, list[tuple[int, int]], str]:
+    """Validate every item and build the locations rows (first occurrence of a duplicate wins).
+
+    ``clean`` says the items came from the strict parser, so no value needs checking for NaN,
+    Infinity or lone surrogates: such items are validated a column at a time (``_fast_batch``).
+    Anything that fails those checks, and every item of a file that is not clean, goes through
+    ``_checked_batch``, which looks at one item at a time and raises the error naming the item
+    and the field. With ``consume`` each chunk of ``items`` is dropped once it became rows, so a
+    huge map never sits in memory twice.
+    """
     seen: dict[str, int] = {}
     duplicates: list[tuple[int, int]] = []
-    inf = math.inf
+    batches: list[pa.RecordBatch] = []
     vali = links = False
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise MapFormatError(label, f"must be a JSON object, got {type(item).__name__}", i)
-        bad = _bad_value(item, "")
-        if bad:
-            raise MapFormatError(label, "holds a value JSON text cannot carry (NaN, Infinity or a lone surrogate)", i, bad)
-        lat = _number(item, "lat", label, i, True, -90, 90)
-        lng = _number(item, "lng", label, i, True, -180, 180)
-        heading = _number(item, "heading", label, i, False, -inf, inf)
-        pitch = _number(item, "pitch", label, i, False, -90, 90)
-        zoom = _number(item, "zoom", label, i, False, -inf, inf)
-        extra = item.get("extra")
-        if extra is not None and not isinstance(extra, dict):
-            raise MapFormatError(label, "must be an object", i, "extra")
-        pano = _text(item, "panoId", label, i)
-        tags = None
-        if extra:
-            pano = pano or _text(extra, "panoId", label, i, "extra.panoId")
-            tags = extra.get("tags")
-            if tags is not None:
-                if not isinstance(tags, list):
-                    raise MapFormatError(label, "must be a list of strings", i, "extra.tags")
-                for t in tags:
-                    if not isinstance(t, str):
-                        raise MapFormatError(label, f"must hold strings only, got {json.dumps(t)[:40]}", i, "extra.tags")
-        country = _text(item, "countryCode", label, i)
-        region = _text(item, "stateCode", label, i) or _text(item, "subdivisionCode", label, i)
-        vali = vali or "locationId" in item or "subdivisionCode" in item
-        links = links or "links" in item or "imageDate" in item
-        lid = location_id(pano, lat, lng)  # type: ignore[arg-type]
-        first = seen.get(lid)
-        if first is not None:
-            duplicates.append((i, first))
-            continue
-        seen[lid] = i
-        cols["location_id"].append(lid)
-        cols["position"].append(i)
-        cols["lat"].append(lat)
-        cols["lng"].append(lng)
-        cols["heading"].append(heading)
-        cols["pitch"].append(pitch)
-        cols["zoom"].append(zoom)
-        cols["pano_id"].append(pano)
-        cols["country_code"].append(country)
-        cols["region_code"].append(region)
-        cols["tags"].append(tags)
-        cols["extra"].append(dumps(extra) if extra is not None else None)
-        try:
-            cols["raw"].append(dumps(item))
-        except ValueError as exc:  # NaN/Infinity somewhere among the unknown fields
-            raise MapFormatError(label, f"holds a value JSON cannot carry: {exc}", i) from None
-    n = len(cols["position"])
-    table = pa.table(
-        {
-            "map": pa.array([name] * n, pa.string()),
-            **{k: v for k, v in cols.items()},
-        }
-    )
+    for start in range(0, len(items), CHUNK_ITEMS):
+        chunk = items[start : start + CHUNK_ITEMS]
+        batch = _fast_batch(chunk, start, seen, duplicates) if clean else None
+        if batch is None:
+            batch = _checked_batch(chunk, start, label, seen, duplicates, clean)
+        vali = vali or any("locationId" in x or "subdivisionCode" in x for x in chunk)
+        links = links or any("links" in x or "imageDate" in x for x in chunk)
+        batches.append(batch)
+        del chunk
+        if consume:
+            items[start : start + CHUNK_ITEMS] = [None] * min(CHUNK_ITEMS, len(items) - start)
+    table = pa.Table.from_batches(batches, schema=ROWS_SCHEMA)
+    table = table.add_column(0, "map", pa.array([name] * table.num_rows, pa.string()))
     if fmt == "array":
         dialect = "vali" if vali else "geoguessr"
     else:
         dialect = "map-making.app" if links else "map-generator"
     return table, duplicates, dialect
+
+
+# The locations columns a map file gives (``map`` is added for the whole table).
+ROWS_SCHEMA = pa.schema(
+    [
+        ("location_id", pa.string()),
+        ("position", pa.int64()),
+        ("lat", pa.float64()),
+        ("lng", pa.float64()),
+        ("heading", pa.float64()),
+        ("pitch", pa.float64()),
+        ("zoom", pa.float64()),
+        ("pano_id", pa.string()),
+        ("country_code", pa.string()),
+        ("region_code", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("extra", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+_NUMBER = {float, int}
+_NUMBER_OR_NULL = {float, int, type(None)}
+_TEXT_OR_NULL = {str, type(None)}
+
+
+def _numbers(values: list, lo: float, hi: float, optional: bool) -> pa.Array | None:
+    """The values as float64 if every one is a finite JSON number in [lo, hi] (or null when
+    ``optional``); None when any is not, so the caller looks at each item to say which."""
+    if not set(map(type, values)) <= (_NUMBER_OR_NULL if optional else _NUMBER):
+        return None
+    try:
+        arr = pa.array(values, pa.float64())
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+    if arr.null_count == len(arr):
+        return arr
+    if not pc.all(pc.is_finite(arr)).as_py():
+        return None
+    low, high = pc.min_max(arr).values()
+    if low.as_py() < lo or high.as_py() > hi:
+        return None
+    return arr
+
+
+def _fast_batch(
+    items: list, start: int, seen: dict[str, int], duplicates: list[tuple[int, int]]
+) -> pa.RecordBatch | None:
+    """Rows for strictly parsed items, checked a column at a time; None if any check fails.
+
+    Accepts exactly what ``_checked_batch`` accepts (a failing check hands the chunk to it).
+    Duplicates are only recorded once the whole chunk passed.
+    """
+    if not all(type(x) is dict for x in items):
+        return None
+    inf = math.inf
+    lat = _numbers([x.get("lat") for x in items], -90, 90, optional=False)
+    lng = _numbers([x.get("lng") for x in items], -180, 180, optional=False)
+    heading = _numbers([x.get("heading") for x in items], -inf, inf, optional=True)
+    pitch = _numbers([x.get("pitch") for x in items], -90, 90, optional=True)
+    zoom = _numbers([x.get("zoom") for x in items], -inf, inf, optional=True)
+    if lat is None or lng is None or heading is None or pitch is None or zoom is None:
+        return None
+    extras = [x.get("extra") for x in items]
+    own_panos = [x.get("panoId") for x in items]
+    countries = [x.get("countryCode") for x in items]
+    states = [x.get("stateCode") for x in items]
+    if not (
+        set(map(type, extras)) <= {dict, type(None)}
+        and set(map(type, own_panos)) <= _TEXT_OR_NULL
+        and set(map(type, countries)) <= _TEXT_OR_NULL
+        and set(map(type, states)) <= _TEXT_OR_NULL
+    ):
+        return None
+    panos = [p if (p or not e) else e.get("panoId") for p, e in zip(own_panos, extras)]
+    regions = [s if s else x.get("subdivisionCode") for s, x in zip(states, items)]
+    tags = [e.get("tags") if e else None for e in extras]
+    if not (
+        set(map(type, panos)) <= _TEXT_OR_NULL
+        and set(map(type, regions)) <= _TEXT_OR_NULL
+        and set(map(type, tags)) <= {list, type(None)}
+        and {type(t) for ts in tags if ts for t in ts} <= {str}
+    ):
+        return None
+    lats, lngs = lat.to_pylist(), lng.to_pylist()
+    ids = [location_id(p, la, ln) for p, la, ln in zip(panos, lats, lngs)]
+    keep = []
+    for j, lid in enumerate(ids, start):
+        first = seen.setdefault(lid, j)
+        if first != j:
+            duplicates.append((j, first))
+        else:
+            keep.append(j - start)
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.array(range(start, start + len(items)), pa.int64()),
+            lat,
+            lng,
+            heading,
+            pitch,
+            zoom,
+            pa.array(panos, pa.string()),
+            pa.array(countries, pa.string()),
+            pa.array(regions, pa.string()),
+            pa.array(tags, pa.list_(pa.string())),
+            pa.array([None if e is None else dump_json(e) for e in extras], pa.string()),
+            pa.array([dump_json(x) for x in items], pa.string()),
+        ],
+        schema=ROWS_SCHEMA,
+    )
+    if len(keep) < len(items):
+        batch = batch.take(pa.array(keep, pa.int64()))
+    return batch
+
+
+def _checked_batch(
+    items: list, start: int, label: str, seen: dict[str, int], duplicates: list[tuple[int, int]], clean: bool
+) -> pa.RecordBatch:
+    """Rows for items checked one by one: the first bad value raises a MapFormatError naming
+    its item (index in the file) and field. A value that passes the quick inline checks is
+    valid; one that fails them goes to ``_number``/``_text``, which say what is wrong."""
+    location_ids: list[str] = []
+    positions: list[int] = []
+    lats: list[float] = []
+    lngs: list[float] = []
+    headings: list[float | None] = []
+    pitches: list[float | None] = []
+    zooms: list[float | None] = []
+    panos: list[str | None] = []
+    countries: list[str | None] = []
+    regions: list[str | None] = []
+    tag_lists: list[list[str] | None] = []
+    extras: list[str | None] = []
+    raws: list[str] = []
+    inf = math.inf
+    for i, item in enumerate(items, start):
+        if type(item) is not dict:
+            raise MapFormatError(label, f"must be a JSON object, got {type(item).__name__}", i)
+        if not clean:
+            bad = _bad_value(item, "")
+            if bad:
+                raise MapFormatError(label, "holds a value JSON text cannot carry (NaN, Infinity or a lone surrogate)", i, bad)
+        get = item.get
+        lat = get("lat")
+        if not ((type(lat) is float or type(lat) is int) and -90 <= lat <= 90):
+            lat = _number(item, "lat", label, i, True, -90, 90)
+        lng = get("lng")
+        if not ((type(lng) is float or type(lng) is int) and -180 <= lng <= 180):
+            lng = _number(item, "lng", label, i, True, -180, 180)
+        heading = get("heading")
+        if heading is not None:
+            heading = float(heading) if _finite(heading) else _number(item, "heading", label, i, False, -inf, inf)
+        pitch = get("pitch")
+        if pitch is not None and not ((type(pitch) is float or type(pitch) is int) and -90 <= pitch <= 90):
+            pitch = _number(item, "pitch", label, i, False, -90, 90)
+        zoom = get("zoom")
+        if zoom is not None:
+            zoom = float(zoom) if _finite(zoom) else _number(item, "zoom", label, i, False, -inf, inf)
+        extra = get("extra")
+        if extra is not None and type(extra) is not dict:
+            raise MapFormatError(label, "must be an object", i, "extra")
+        pano = get("panoId")
+        if pano is not None and type(pano) is not str:
+            pano = _text(item, "panoId", label, i)
+        tags = None
+        if extra:
+            if not pano:
+                pano = extra.get("panoId")
+                if pano is not None and type(pano) is not str:
+                    pano = _text(extra, "panoId", label, i, "extra.panoId")
+            tags = extra.get("tags")
+            if tags is not None:
+                if type(tags) is not list:
+                    raise MapFormatError(label, "must be a list of strings", i, "extra.tags")
+                for t in tags:
+                    if type(t) is not str:
+                        raise MapFormatError(label, f"must hold strings only, got {json.dumps(t)[:40]}", i, "extra.tags")
+        country = get("countryCode")
+        if country is not None and type(country) is not str:
+            country = _text(item, "countryCode", label, i)
+        region = get("stateCode")
+        if region is not None and type(region) is not str:
+            region = _text(item, "stateCode", label, i)
+        if not region:
+            region = get("subdivisionCode")
+            if region is not None and type(region) is not str:
+                region = _text(item, "subdivisionCode", label, i)
+        lid = location_id(pano, lat, lng)
+        first = seen.get(lid)
+        if first is not None:
+            duplicates.append((i, first))
+            continue
+        seen[lid] = i
+        location_ids.append(lid)
+        positions.append(i)
+        lats.append(lat)
+        lngs.append(lng)
+        headings.append(heading)
+        pitches.append(pitch)
+        zooms.append(zoom)
+        panos.append(pano)
+        countries.append(country)
+        regions.append(region)
+        tag_lists.append(tags)
+        extras.append(None if extra is None else dump_json(extra))
+        raws.append(dump_json(item))
+    string = pa.string()
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(location_ids, string),
+            pa.array(positions, pa.int64()),
+            pa.array(lats, pa.float64()),
+            pa.array(lngs, pa.float64()),
+            pa.array(headings, pa.float64()),
+            pa.array(pitches, pa.float64()),
+            pa.array(zooms, pa.float64()),
+            pa.array(panos, string),
+            pa.array(countries, string),
+            pa.array(regions, string),
+            pa.array(tag_lists, pa.list_(string)),
+            pa.array(extras, string),
+            pa.array(raws, string),
+        ],
+        schema=ROWS_SCHEMA,
+    )
