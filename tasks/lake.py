@@ -37,6 +37,23 @@ from tasks.errors import LakeError
 from tasks.schemas import TABLES, TableSpec
 
 TMP_DIR = "_tmp"
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What storage raises when it cannot be reached: OSError, and botocore's own errors
+    (an unreachable S3 endpoint is ``EndpointConnectionError``, not an OSError)."""
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:  # pragma: no cover - s3fs not installed
+        return (OSError,)
+    return (OSError, BotoCoreError)
+
+
+STORAGE_ERRORS = _storage_errors()
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 STALE_TMP_SECONDS = 3600
 
 
@@ -95,10 +112,11 @@ class Lake:
                 if not self.exists(schema_file):
                     self.write_bytes(schema_file, parquet_bytes(t.schema.empty_table()))
             self._remove_stale_tmp()
-            if self.is_local:
-                self.write_bytes("svcluster.sql", self.duckdb_catalog_sql().encode())
-        except OSError as exc:
-            raise LakeError(f"cannot prepare the lake at {self.uri}: {exc.strerror or exc}") from None
+            catalog = self.duckdb_catalog_sql().encode()
+            if self.is_local and not (self.exists("svcluster.sql") and self.read_bytes("svcluster.sql") == catalog):
+                self.write_bytes("svcluster.sql", catalog)  # only when changed: a read-only lake still opens
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot prepare the lake at {self.uri}: {_reason(exc)}") from None
         return self
 
     def _remove_stale_tmp(self) -> None:
@@ -117,13 +135,18 @@ class Lake:
 
     # ---- bytes -----------------------------------------------------------------------------
     def exists(self, relpath: str) -> bool:
-        return bool(self.fs.exists(self.path(relpath)))
+        try:
+            return bool(self.fs.exists(self.path(relpath)))
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
 
     def read_bytes(self, relpath: str) -> bytes:
         try:
             return self.fs.cat_file(self.path(relpath))
         except FileNotFoundError:
             raise LakeError(f"missing from the lake at {self.uri}: {relpath}") from None
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot read {relpath} in the lake at {self.uri}: {_reason(exc)}") from None
 
     def write_bytes(self, relpath: str, data: bytes) -> str:
         """Write a file so that readers see either nothing or all of it. Returns its path."""
@@ -133,8 +156,8 @@ class Lake:
                 write_local_atomic(Path(target), data, Path(self.path(TMP_DIR)))
             else:
                 self.fs.pipe_file(target, data)
-        except OSError as exc:
-            raise LakeError(f"cannot write {relpath} in the lake at {self.uri}: {exc.strerror or exc}") from None
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot write {relpath} in the lake at {self.uri}: {_reason(exc)}") from None
         return target
 
     def delete(self, relpath: str) -> None:
