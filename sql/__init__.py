@@ -11,7 +11,7 @@ from importlib import resources
 
 
 # Files run, in order, on every lake connection: they define the views and macros users query.
-CATALOG = ("views", "cluster_names", "export")
+CATALOG = ("views", "cluster_names", "clusters", "export")
 
 
 @cache

@@ -152,6 +152,9 @@ CLUSTER_RUNS = TableSpec(
             ("sweep_id", pa.string()),
             ("aligned_to", pa.string()),  # run whose cluster numbers this run's were matched to
             ("cluster_names", pa.string()),  # JSON {cluster: [names]} when the model has text
+            ("pca_explained_variance", pa.float64()),  # share of variance the PCA kept
+            ("sizes", pa.string()),  # JSON list: locations per cluster number
+            ("n_iter", pa.int32()),  # iterations the fit ran
             ("code_version", pa.string()),
             ("created_at", TIMESTAMP),
             ("written_at", TIMESTAMP),

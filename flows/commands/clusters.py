@@ -1,9 +1,170 @@
-"""svcluster sub-commands for the clusters step (filled in by that step's work)."""
+"""``svcluster cluster``, ``runs`` and ``compare``: versioned clusterings and how they differ."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
+from rich.table import Table
+
+from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
+from flows.commands.progress import RichBar
+from tasks.cluster import ClusterOptions, ClusterResult, RunInfo, cluster_map, parse_k, runs as list_runs
+from tasks.compare import Comparison, compare_runs, compare_with_tags
+from tasks.errors import SvclusterError
+
+MAX_CONTINGENCY_COLUMNS = 30
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def cluster(
+    ctx: typer.Context,
+    map_name: Annotated[str, typer.Option("--map", help="Map to cluster (its embeddings must exist).")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model [default: the map's only one, else geolocal/StreetCLIP].")] = None,
+    pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean | stitched [default: mean when there].")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16 | int8 [default: the only one there].")] = None,
+    k: Annotated[str, typer.Option("--k", help="Clusters: 5, a sweep 2..20, or a list 4,8,16.")] = "5",
+    pca: Annotated[Optional[int], typer.Option("--pca", help="Reduce the vectors to DIMS with PCA first.")] = None,
+    algorithm: Annotated[str, typer.Option("--algorithm", help="kmeans | minibatch (large maps).")] = "kmeans",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (k-means++ init, PCA, silhouette sample).")] = 42,
+    n_init: Annotated[int, typer.Option("--n-init", help="K-means restarts; the best is kept.")] = 1,
+    silhouette_sample: Annotated[int, typer.Option("--silhouette-sample", help="Locations the silhouette is computed on (0: skip).")] = 10_000,
+    lake: LakeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Cluster a map's embeddings into a new run (or reuse the identical run already there)."""
+    inv = invocation(ctx, lake, json_output)
+    ks = parse_k(k)
+    options = ClusterOptions(
+        model=model,
+        pooling=pooling,
+        precision=precision,
+        k=ks[0],
+        ks=ks if len(ks) > 1 else None,
+        pca_dims=pca,
+        algorithm=algorithm,
+        seed=seed,
+        n_init=n_init,
+        silhouette_sample=silhouette_sample,
+    )
+    result = cluster_map(inv.lake, map_name, options, RichBar(unit="run", enabled=not inv.json))
+    emit(inv, result, lambda: print_cluster(result))
+
+
+def print_cluster(r: ClusterResult) -> None:
+    if r.note:
+        stdout.print(r.note, highlight=False, markup=False)
+    missing = r.map_locations - r.n_locations
+    head = f"{r.map}: {r.n_locations} locations clustered ({r.model} / {r.pooling} / {r.precision})"
+    if missing:
+        head += f"; {missing} without an embedding left out"
+    stdout.print(head, highlight=False, markup=False)
+    if len(r.runs) == 1:
+        run = r.run
+        state = "reused (same embeddings and parameters)" if run.reused else "new"
+        stdout.print(
+            f"{run.name}  run {run.run_id}  k={run.k}  {state}\n"
+            f"inertia {_num(run.inertia, 1)}  silhouette {_num(run.silhouette)}"
+            + (f"  numbered to match {run.aligned_to}" if run.aligned_to else ""),
+            highlight=False,
+            markup=False,
+        )
+        stdout.print("sizes: " + "  ".join(f"{c}:{n}" for c, n in enumerate(run.sizes)), highlight=False, markup=False)
+        return
+    table = Table("k", "run", "inertia", "silhouette", "smallest", "largest", "", title=f"k sweep {r.sweep_id}")
+    for run in r.runs:
+        mark = "<- recommended" if run.k == r.recommended_k else ""
+        sizes = run.sizes or [0]
+        table.add_row(str(run.k), run.name + (" (reused)" if run.reused else ""), _num(run.inertia, 1), _num(run.silhouette), str(min(sizes)), str(max(sizes)), mark)
+    stdout.print(table)
+    if r.recommendation:
+        stdout.print(r.recommendation, highlight=False, markup=False)
+
+
+def runs(
+    ctx: typer.Context,
+    map_name: Annotated[Optional[str], typer.Option("--map", help="Only this map's runs.")] = None,
+    lake: LakeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List cluster runs with their parameters and metrics."""
+    inv = invocation(ctx, lake, json_output)
+    found = list_runs(inv.lake, map_name)
+    emit(inv, found, lambda: print_runs(found, map_name))
+
+
+def print_runs(found: list[RunInfo], map_name: str | None) -> None:
+    if not found:
+        stdout.print(f"no cluster runs{' of ' + map_name if map_name else ''} yet (svcluster cluster --map NAME)", highlight=False, markup=False)
+        return
+    width = max(len(r.name) for r in found)
+    lines = []
+    for r in found:
+        embedding = " ".join(v for v in (r.model, r.pooling, r.precision) if v)
+        extra = (f"  pca {r.pca_dims}" if r.pca_dims else "") + (f"  numbered like {r.aligned_to_name}" if r.aligned_to_name else "")
+        lines.append(
+            f"{r.name:<{width}}  {r.run_id}  k={r.k:<3} {r.algorithm:<9} seed {r.seed:<4} {r.n_locations:>7} locs  "
+            f"inertia {_num(r.inertia, 1):>10}  silhouette {_num(r.silhouette):>6}  {embedding}{extra}  {str(r.created_at)[:19]}"
+        )
+    stdout.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+
+
+def compare(
+    ctx: typer.Context,
+    run_a: Annotated[str, typer.Argument(help="A run: run_id or MAP@vN.")],
+    run_b: Annotated[Optional[str], typer.Argument(help="The run to compare with.")] = None,
+    tags: Annotated[bool, typer.Option("--tags", help="Compare with the tags already in the map instead.")] = False,
+    lake: LakeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Compare two runs (ARI, NMI, contingency, movers), or a run with the map's own tags."""
+    inv = invocation(ctx, lake, json_output)
+    if tags == (run_b is not None):
+        raise SvclusterError("give either a second run or --tags: svcluster compare RUN_A (RUN_B | --tags)")
+    result = compare_with_tags(inv.lake, run_a) if tags else compare_runs(inv.lake, run_a, run_b)
+    emit(inv, result, lambda: print_comparison(result))
+
+
+def print_comparison(c: Comparison) -> None:
+    vs_tags = c.run_b is None
+    what = "location-tag pairs" if vs_tags else "locations in both"
+    lines = [f"{c.a} vs {c.b}: {c.compared} {what}", f"adjusted Rand index {c.ari:.3f}   normalised mutual information {c.nmi:.3f}"]
+    if vs_tags:
+        lines.append(f"{c.only_a} clustered locations carry no tag of their own (left out); svcluster tags ignored")
+    else:
+        lines.append(f"{c.changed} locations changed cluster number ({c.unmatched} outside the best one-to-one match of clusters)")
+        if c.only_a or c.only_b:
+            lines.append(f"{c.only_a} only in {c.a}, {c.only_b} only in {c.b}")
+    stdout.print("\n".join(lines), highlight=False, markup=False)
+    columns = sorted({cell.b for cell in c.contingency}, key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b))
+    if len(columns) <= MAX_CONTINGENCY_COLUMNS:
+        counts = {(cell.a, cell.b): cell.locations for cell in c.contingency}
+        rows = sorted({cell.a for cell in c.contingency})
+        table = Table(f"{c.a} \\ {c.b}", *columns, "purity", title="contingency")
+        purity = {p.category: p for p in c.purity}
+        for a in rows:
+            p = purity.get(str(a))
+            table.add_row(str(a), *[str(counts.get((a, b), "")) for b in columns], f"{p.purity:.0%} {p.dominant}" if p else "")
+        stdout.print(table)
+    else:
+        stdout.print(f"contingency: {len(c.contingency)} non-empty cells (see --json or the cluster_contingency SQL macro)", highlight=False, markup=False)
+    if vs_tags:
+        stdout.print(
+            "per tag, the cluster holding most of it: "
+            + ", ".join(f"{s.category} {s.dominant_locations}/{s.size} in {s.dominant}" for s in c.spread),
+            highlight=False,
+            markup=False,
+        )
+    elif c.movers:
+        shown = ", ".join(f"{m.location_id} {m.cluster_a}->{m.cluster_b}" for m in c.movers[:10])
+        stdout.print(f"movers (first {min(10, len(c.movers))}): {shown}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.command()(cluster)
+    app.command()(runs)
+    app.command()(compare)

@@ -1,0 +1,4 @@
+-- One committed run by run_id, with its MAP@vN name and its sizes.
+SELECT run_id, name, map, k, n_locations, inertia, silhouette, sizes, aligned_to, sweep_id
+FROM cluster_runs
+WHERE run_id = $run_id;

@@ -1,0 +1,150 @@
+"""Embedding vectors of one map, read from the lake into one float32 matrix.
+
+The ``embeddings`` table holds one row per (location, model, pooling, precision) and write; the
+latest write wins. Reading 200,000 vectors of 768 floats through the ``embeddings`` view would
+carry every vector through the view's dedup, so the read happens in two passes on one DuckDB
+connection: first the *keys* (file, row number, location) of the latest rows, then only those
+rows' vectors, joined by file and row number and copied batch by batch straight into a
+preallocated numpy matrix (no per-row Python).
+
+Rows of the matrix are in a canonical order, the locations sorted by ``location_id``, so the
+same embeddings always give the same matrix whatever order the files were written in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sql import load_sql
+from tasks.errors import LakeError, NotFoundError
+from tasks.lake import Lake
+from tasks.progress import NullProgress, Progress
+
+BATCH_ROWS = 16_384
+
+
+@dataclass(frozen=True)
+class EmbeddingChoice:
+    """A kind of embedding that exists for a map, and how many of its locations have one."""
+
+    model: str
+    pooling: str
+    precision: str
+    locations: int
+    dim: int
+    map_locations: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} / {self.pooling} / {self.precision}"
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """The exact embedding rows a clustering reads (before their vectors are loaded).
+
+    ``fingerprint`` identifies those rows: every row is immutable and a re-embedded location gets
+    a newer row, so the same fingerprint means the very same vectors.
+    """
+
+    map: str
+    model: str
+    pooling: str
+    precision: str
+    count: int
+    dim: int
+    fingerprint: str
+
+
+@dataclass
+class Vectors:
+    """Embeddings as a matrix: row ``i`` of ``matrix`` (float32, n x d) is ``location_ids[i]``."""
+
+    location_ids: np.ndarray  # str objects, sorted
+    matrix: np.ndarray
+    fingerprint: str = ""
+
+
+def embedding_choices(con: duckdb.DuckDBPyConnection, map_name: str) -> list[EmbeddingChoice]:
+    """Every (model, pooling, precision) with embeddings for locations of ``map_name``.
+
+    ``con`` is a lake connection (``Lake.connect()``)."""
+    rows = con.sql(load_sql("cluster_embedding_choices"), params={"map": map_name}).to_arrow_table().to_pylist()
+    return [EmbeddingChoice(**r) for r in rows]
+
+
+def _select(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: str, precision: str) -> EmbeddingSet:
+    params = {"map": map_name, "model": model, "pooling": pooling, "precision": precision}
+    con.execute(load_sql("cluster_embedding_keys"), params)
+    keys = con.sql(load_sql("cluster_embedding_keys_list")).to_arrow_table()
+    if keys.num_rows == 0:
+        raise NotFoundError(
+            f"no embeddings {model} / {pooling} / {precision} for map {map_name!r} (run `svcluster embed --map {map_name}`)"
+        )
+    dims = pc.unique(keys.column("dim")).to_pylist()
+    if len(dims) != 1 or dims[0] is None:
+        raise LakeError(f"embeddings {model} / {pooling} / {precision} of map {map_name!r} mix vector sizes {dims}")
+    return EmbeddingSet(map_name, model, pooling, precision, keys.num_rows, int(dims[0]), fingerprint_keys(keys))
+
+
+def fingerprint_keys(keys: pa.Table) -> str:
+    """A hash of the selected rows' identities: location, write time and model revision."""
+    h = hashlib.sha256()
+    for name in ("location_id", "written_us", "model_revision", "dim"):
+        col = keys.column(name).combine_chunks()
+        h.update(name.encode())
+        h.update("\x1f".join(map(str, col.to_pylist())).encode("utf-8"))
+    return h.hexdigest()
+
+
+def embedding_set(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: str, precision: str) -> EmbeddingSet:
+    """Which rows ``load_vectors`` would read, and their fingerprint (cheap: no vectors read)."""
+    return _select(con, map_name, model, pooling, precision)
+
+
+def load_vectors(
+    lake: Lake,
+    map_name: str,
+    model: str,
+    pooling: str,
+    precision: str,
+    progress: Progress | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Vectors:
+    """The latest embedding of every location of ``map_name`` that has one, as a matrix.
+
+    ``con``: an open connection of ``lake`` to use (else one is opened for the read)."""
+    progress = progress or NullProgress()
+    with lake.connect() if con is None else nullcontext(con) as con:
+        chosen = _select(con, map_name, model, pooling, precision)
+        ids = con.sql(load_sql("cluster_embedding_keys_list")).to_arrow_table().column("location_id")
+        files = [r[0] for r in con.sql(load_sql("cluster_embedding_files")).fetchall()]
+        n, d = chosen.count, chosen.dim
+        matrix = np.empty((n, d), dtype=np.float32)
+        filled = np.zeros(n, dtype=bool)
+        progress.start(n, "loading vectors")
+        reader = con.sql(load_sql("cluster_embedding_vectors"), params={"files": files}).to_arrow_reader(BATCH_ROWS)
+        for batch in reader:
+            pos = batch.column(0).to_numpy()
+            vec = batch.column(1)
+            flat = vec.flatten()
+            if vec.null_count or len(flat) != len(vec) * d:
+                raise LakeError(f"embeddings of map {map_name!r} hold a null vector or one not of size {d}")
+            block = flat.to_numpy(zero_copy_only=False).reshape(len(vec), d)
+            if len(pos) and np.all(np.diff(pos) == 1):
+                matrix[pos[0] : pos[0] + len(pos)] = block
+            else:
+                matrix[pos] = block
+            filled[pos] = True
+            progress.advance(len(pos))
+        progress.finish()
+    if not filled.all():
+        raise LakeError(f"{int((~filled).sum())} embedding rows of map {map_name!r} could not be read back")
+    return Vectors(np.asarray(ids.to_pylist(), dtype=object), matrix, chosen.fingerprint)
