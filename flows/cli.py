@@ -40,7 +40,7 @@ app = typer.Typer(
 )
 
 stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 LakeOption = Annotated[
     Optional[str],

@@ -19,6 +19,7 @@ import gc
 import hashlib
 import json
 import math
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,18 +57,31 @@ def location_id(pano_id: str | None, lat: float, lng: float) -> str:
 
 
 def validate_map_name(name: str) -> str:
-    """A map name is free text but must stay printable, short and unambiguous in ``MAP@vN``."""
+    """A map name is free text but must stay printable, short and unambiguous in ``MAP@vN``.
+
+    It never becomes a path (keyed files are named by its hash), but it does reach file
+    names chosen by users, terminals and ``MAP@vN``: so no path separators, no ``.``/``..``,
+    no control or bidirectional-override characters, no surrounding spaces.
+    """
     if not name or not name.strip():
         raise MapFormatError("--map", "a map name cannot be empty")
     if len(name) > MAX_MAP_NAME:
         raise MapFormatError("--map", f"a map name is at most {MAX_MAP_NAME} characters")
-    if any(ord(c) < 32 or c == "\x7f" for c in name):
+    if _unstorable(name):
+        raise MapFormatError("--map", "a map name must be valid Unicode text (it holds a lone surrogate)")
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in name):
         raise MapFormatError("--map", "a map name cannot contain control characters")
     if "@" in name:
         raise MapFormatError("--map", "a map name cannot contain '@' (it separates MAP@vN)")
-    if _unstorable(name):
-        raise MapFormatError("--map", "a map name must be valid Unicode text (it holds a lone surrogate)")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise MapFormatError("--map", "a map name cannot contain '/' or '\\' or be '.' or '..'")
+    if name != name.strip():
+        raise MapFormatError("--map", "a map name cannot start or end with a space")
     return name
+
+
+# Characters that reorder how text is displayed (they can make a name look like another).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _unstorable(text: str) -> bool:

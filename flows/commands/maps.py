@@ -62,8 +62,13 @@ def export(
 
 def sql(
     ctx: typer.Context,
-    statement: Annotated[str, typer.Argument(help="SQL over the lake's views: maps, locations, images, embeddings, cluster_runs, ...")],
+    statement: Annotated[
+        Optional[str], typer.Argument(help="SQL over the lake's views: maps, locations, images, embeddings, cluster_runs, ...")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    catalog: Annotated[
+        bool, typer.Option("--catalog", help="Print the SQL that opens this lake in the duckdb CLI (duckdb -init FILE), then exit.")
+    ] = False,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -71,10 +76,15 @@ def sql(
     inv = invocation(ctx, lake, json_output)
     if fmt not in ("table", "json", "csv"):
         raise SvclusterError(f"--format must be table, json or csv, not {fmt!r}")
+    if catalog:
+        sys.stdout.write(inv.lake.duckdb_catalog_sql())
+        return
+    if not statement:
+        raise SvclusterError("give a SQL statement, e.g. svcluster sql \"SELECT map, count(*) FROM locations GROUP BY map\"")
     try:
         result = inv.lake.query(statement)
     except Exception as exc:  # duckdb's own message says what is wrong with the statement
-        raise SvclusterError(f"SQL failed: {str(exc).strip()}") from None
+        raise SvclusterError(f"SQL failed: {' '.join(str(exc).split())}") from None
     rows = result.to_pylist()
     if inv.json or fmt == "json":
         sys.stdout.write(json.dumps(to_jsonable(rows), ensure_ascii=False, indent=2) + "\n")
