@@ -114,11 +114,19 @@ def emit(inv: Invocation, result: Any, summary: str | Callable[[], None]) -> Non
         stdout.print(summary, highlight=False, markup=False)
 
 
+_registered = False
+
+
 def _register_commands() -> None:
+    """Add every step's commands to the app (once per process: main() may run many times)."""
+    global _registered
+    if _registered:
+        return
     from flows.commands import COMMAND_MODULES
 
     for module in COMMAND_MODULES:
         module.register(app)
+    _registered = True
 
 
 def main(argv: list[str] | None = None) -> int:
