@@ -1,9 +1,53 @@
-"""svcluster sub-commands for the embed step (filled in by that step's work)."""
+"""``svcluster embed``: every 'ok' view of a map through the image model, pooled per location."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from flows.cli import JsonOption, LakeOption, emit, invocation
+from flows.commands.progress import RichBar
+from tasks.embed import EmbedOptions, default_workers, embed_map
+from tasks.models import DEFAULT_MODEL
+
+
+def embed(
+    ctx: typer.Context,
+    map_name: Annotated[str, typer.Option("--map", help="Map whose locations to embed.")],
+    model: Annotated[
+        str, typer.Option("--model", help="Hugging Face id, a local model folder, or 'baseline' (no weights).")
+    ] = DEFAULT_MODEL,
+    pooling: Annotated[
+        str, typer.Option("--pooling", help="mean: each view embedded, vectors averaged; stitched: the notebook's strip.")
+    ] = "mean",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 32,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps (auto: cuda, then mps, then cpu).")] = "auto",
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 | int8 (recorded with the vectors).")
+    ] = "auto",
+    workers: Annotated[int, typer.Option("--workers", help="Threads decoding and preprocessing images.")] = default_workers(),
+    lake: LakeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Embed a map's street views (incremental: only locations without a vector are done)."""
+    inv = invocation(ctx, lake, json_output)
+    options = EmbedOptions(
+        model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision, workers=workers
+    )
+    r = embed_map(inv.lake, map_name, options, RichBar(unit="img", enabled=not inv.json))
+    lines = [f"{r.map}: {r.locations_embedded} locations embedded with {r.model} ({r.pooling}, {r.precision}, {r.device})"]
+    if r.views_embedded:
+        lines.append(f"{r.views_embedded} images in {r.seconds:.1f} s ({r.images_per_second:.1f} img/s)")
+    if r.views_reused:
+        lines.append(f"{r.views_reused} view vectors re-pooled from the lake")
+    if r.locations_up_to_date:
+        lines.append(f"{r.locations_up_to_date} locations were already embedded")
+    if r.locations_without_views:
+        lines.append(f"{r.locations_without_views} locations have no fetched image: run `svcluster fetch --map {r.map}`")
+    emit(inv, r, "\n".join(lines))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.command()(embed)

@@ -1,0 +1,239 @@
+"""The embed step with a tiny CLIP loaded by path, a real lake and real images.
+
+Pooling is checked against an independent computation (the model's own processor and
+``get_image_features`` one view at a time), stitched mode against the processor on the strip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessor, CLIPModel
+
+from flows.cli import main as cli_main
+from tasks.embed import EmbedOptions, embed_batch, embed_map, plan_embed, pool_views
+from tasks.errors import NotFoundError, SvclusterError
+from tasks.models import model_key, text_features
+from tests.fixtures.models import add_views, jpeg_bytes, scene_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reference_vectors(folder: Path, images: list[Image.Image]) -> np.ndarray:
+    """The model's own processor + get_image_features, one image at a time, L2-normalised."""
+    model = CLIPModel.from_pretrained(folder).eval()
+    processor = CLIPImageProcessor.from_pretrained(folder)
+    out = []
+    with torch.inference_mode():
+        for img in images:
+            pixels = processor(images=img, return_tensors="pt")["pixel_values"]
+            v = model.get_image_features(pixel_values=pixels).pooler_output[0].numpy()
+            out.append(v / np.linalg.norm(v))
+    return np.stack(out)
+
+
+def embeddings(lake, pooling: str = "mean") -> dict[str, dict]:
+    rows = lake.query("SELECT * FROM embeddings WHERE pooling = ?", [pooling]).to_pylist()
+    return {r["location_id"]: r for r in rows}
+
+
+def raw_count(lake, table: str) -> int:
+    return lake.query(f"SELECT count(*) FROM {table}").column(0)[0].as_py()  # table names are constants
+
+
+def options(tiny_clip, **kw) -> EmbedOptions:
+    base = dict(model=str(tiny_clip), device="cpu", precision="fp32", batch_size=3, locations_per_batch=2, workers=2)
+    base.update(kw)
+    return EmbedOptions(**base)
+
+
+def test_mean_pooling_matches_independent_per_view_computation(small_lake_map, tiny_clip):
+    lake, map_name, ids = small_lake_map
+    locs = ids[:5]
+    status = {(locs[1], 90): "failed", (locs[1], 270): "no_imagery"} | {(locs[4], h): "no_imagery" for h in (0, 90, 180, 270)}
+    stored = add_views(lake, locs, status=status)
+    result = embed_map(lake, map_name, options(tiny_clip))
+
+    assert result.locations == 20 and result.locations_with_views == 4 and result.locations_embedded == 4
+    assert result.locations_without_views == 16 and result.views_embedded == 14 and result.dim == 24
+    assert result.model == str(tiny_clip.resolve()) == model_key(str(tiny_clip))
+    assert result.model_revision.startswith("folder-") and result.precision == "fp32"
+    got = embeddings(lake)
+    assert set(got) == set(locs[:4])  # the location without any ok view gets no embedding
+    views = {(r["location_id"], r["heading"]): r for r in lake.query("SELECT * FROM embedding_views").to_pylist()}
+    assert set(views) == set(stored)
+    keys = sorted(stored)
+    ref = dict(zip(keys, reference_vectors(tiny_clip, [stored[k] for k in keys])))
+    for key in keys:
+        np.testing.assert_allclose(views[key]["vector"], ref[key], atol=2e-5)
+    for loc in locs[:4]:
+        own = np.stack([ref[k] for k in keys if k[0] == loc])
+        pooled = own.mean(0)
+        pooled /= np.linalg.norm(pooled)
+        row = got[loc]
+        assert row["view_count"] == len(own) and row["dim"] == 24 and row["model_revision"] == result.model_revision
+        np.testing.assert_allclose(row["vector"], pooled, atol=2e-5)
+        assert abs(np.linalg.norm(row["vector"]) - 1) < 1e-5
+    assert got[locs[1]]["view_count"] == 2
+
+
+def test_stitched_reproduces_the_notebook_strip(small_lake_map, tiny_clip):
+    lake, map_name, ids = small_lake_map
+    locs = ids[:3]
+    stored = add_views(lake, locs, status={(locs[2], 180): "failed"})
+    result = embed_map(lake, map_name, options(tiny_clip, pooling="stitched"))
+    assert result.locations_embedded == 3 and result.views_embedded == 11
+    strips = []
+    for loc in locs:
+        views = [stored[(loc, h)] for h in (0, 90, 180, 270) if (loc, h) in stored]
+        strip = Image.new("RGB", (sum(v.width for v in views), views[0].height))
+        for i, v in enumerate(views):
+            strip.paste(v, (i * v.width, 0))
+        strips.append(strip)
+    ref = reference_vectors(tiny_clip, strips)
+    got = embeddings(lake, "stitched")
+    for loc, vec in zip(locs, ref):
+        np.testing.assert_allclose(got[loc]["vector"], vec, atol=2e-5)
+    assert [got[loc]["view_count"] for loc in locs] == [4, 4, 3]
+    assert raw_count(lake, "embedding_views") == 0  # stitched keeps no per-view vectors
+    # Mean and stitched are different vector sets side by side.
+    embed_map(lake, map_name, options(tiny_clip))
+    assert len(embeddings(lake, "mean")) == 3 and len(embeddings(lake, "stitched")) == 3
+
+
+def test_incremental_rerun_new_views_and_no_duplicates(small_lake_map, tiny_clip):
+    lake, map_name, ids = small_lake_map
+    opts = options(tiny_clip)
+    add_views(lake, ids[:4], headings=(0, 90))
+    first = embed_map(lake, map_name, opts)
+    assert first.locations_embedded == 4 and first.views_embedded == 8
+    files = lake.table_files("embeddings") + lake.table_files("embedding_views")
+
+    again = embed_map(lake, map_name, opts)
+    assert again.locations_embedded == 0 and again.locations_up_to_date == 4 and again.model_revision is None
+    assert plan_embed(lake, map_name, opts) == []
+    assert lake.table_files("embeddings") + lake.table_files("embedding_views") == files
+
+    # A resumed fetch adds two views to one location and a new location: only those are redone,
+    # and the location's existing view vectors are re-pooled, not recomputed.
+    add_views(lake, [ids[0]], headings=(180, 270))
+    add_views(lake, [ids[5]], headings=(0,))
+    assert plan_embed(lake, map_name, opts) == [[ids[0], ids[5]]]
+    third = embed_map(lake, map_name, opts)
+    assert third.locations_embedded == 2 and third.views_embedded == 3 and third.views_reused == 2
+    got = embeddings(lake)
+    assert got[ids[0]]["view_count"] == 4 and len(got) == 5
+    views = lake.query("SELECT * FROM embedding_views WHERE location_id = ? ORDER BY heading", [ids[0]]).to_pylist()
+    np.testing.assert_allclose(got[ids[0]]["vector"], pool_views(np.array([v["vector"] for v in views])), atol=1e-6)
+    for table, key in (("embeddings", "location_id, model, pooling, precision"), ("embedding_views", "location_id, heading, model, precision")):
+        n, distinct = lake.query(f"SELECT count(*), count(DISTINCT ({key})) FROM {table}").to_pylist()[0].values()
+        assert n == distinct
+
+
+def test_a_crash_loses_at_most_one_batch_and_a_rerun_resumes(small_lake_map, tiny_clip):
+    lake, map_name, ids = small_lake_map
+    opts = options(tiny_clip, locations_per_batch=2)
+    add_views(lake, ids[:4], headings=(0, 90))
+    # A broken blob for the third location: the first batch is written, the error names the view.
+    path, sha = lake.put_blob(b"definitely not a jpeg", "jpg")
+    lake.append("images", pa.table({"location_id": [ids[2]], "heading": [90], "status": ["ok"], "path": [path], "sha256": [sha]}))
+    with pytest.raises(SvclusterError, match=f"location {ids[2]} heading 90 .*{path}.*cannot decode"):
+        embed_map(lake, map_name, opts)
+    assert set(embeddings(lake)) == set(ids[:2])
+    # The view is fetched again (fixed); the rerun does only what is left.
+    data = jpeg_bytes(scene_image("forest", 5))
+    good, good_sha = lake.put_blob(data, "jpg")
+    lake.append("images", pa.table({"location_id": [ids[2]], "heading": [90], "status": ["ok"], "path": [good], "sha256": [good_sha]}))
+    rerun = embed_map(lake, map_name, opts)
+    assert rerun.locations_embedded == 2 and rerun.locations_up_to_date == 2
+    assert set(embeddings(lake)) == set(ids[:4])
+
+
+def test_embed_batch_on_an_s3_lake_with_the_baseline(s3_lake, small_map):
+    from tasks.ingest import ingest_map
+    from tests.fixtures.models import map_location_ids
+
+    ingest_map(s3_lake, small_map, "small")
+    ids = map_location_ids(s3_lake, "small")
+    add_views(s3_lake, ids[:3], headings=(0, 90), kinds={ids[0]: "desert", ids[1]: "desert", ids[2]: "forest"})
+    opts = EmbedOptions(model="baseline", batch_size=4)
+    batches = plan_embed(s3_lake, "small", opts)
+    assert batches == [ids[:3]]
+    stats = embed_batch(s3_lake.uri, batches[0], opts)
+    assert stats.locations == 3 and stats.views_embedded == 6
+    got = embeddings(s3_lake)
+    vec = {k: np.array(v["vector"]) for k, v in got.items()}
+    assert all(v["model"] == "baseline" and v["precision"] == "fp32" and v["dim"] == 376 for v in got.values())
+    assert vec[ids[0]] @ vec[ids[1]] > vec[ids[0]] @ vec[ids[2]]
+
+
+def test_missing_models_say_how_to_get_them(tmp_path, monkeypatch, small_lake_map):
+    lake, map_name, ids = small_lake_map
+    add_views(lake, ids[:1], headings=(0,))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(NotFoundError, match=r"no-such-org/no-such-clip.*hf download no-such-org/no-such-clip.*--model /path/to/folder"):
+        embed_map(lake, map_name, EmbedOptions(model="no-such-org/no-such-clip", device="cpu", precision="fp32"))
+    with pytest.raises(NotFoundError, match="model folder './missing/clip' does not exist"):
+        embed_map(lake, map_name, EmbedOptions(model="./missing/clip", device="cpu", precision="fp32"))
+    with pytest.raises(NotFoundError, match="map 'nope' is not in the lake"):
+        embed_map(lake, "nope", EmbedOptions(model="baseline"))
+    with pytest.raises(SvclusterError, match="--pooling must be mean or stitched"):
+        embed_map(lake, map_name, EmbedOptions(model="baseline", pooling="max"))
+    assert raw_count(lake, "embeddings") == 0
+
+
+def test_text_features_for_cluster_naming(tiny_clip):
+    prompts = ["a photo of a desert road", "a photo of a forest", "a city street"]
+    feats = text_features(str(tiny_clip), prompts)
+    assert feats.shape == (3, 24) and feats.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1, atol=1e-5)
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    from transformers import AutoTokenizer
+
+    tokens = AutoTokenizer.from_pretrained(tiny_clip)(prompts[:1], return_tensors="pt")
+    with torch.inference_mode():
+        ref = model.get_text_features(**tokens).pooler_output[0].numpy()
+    np.testing.assert_allclose(feats[0], ref / np.linalg.norm(ref), atol=1e-5)
+    assert text_features("baseline", prompts) is None
+
+
+def test_cli_embeds_a_hub_model_from_the_cache_offline(small_lake_map, tiny_clip, tmp_path):
+    """`svcluster embed --model org/name` resolves through HF_HOME's hub cache, offline, and
+    records the snapshot's commit hash as the revision; --json prints the result."""
+    lake, map_name, ids = small_lake_map
+    add_views(lake, ids[:2], headings=(0, 180))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = tmp_path / "hf" / "hub" / "models--tiny-org--tiny-clip"
+    shutil.copytree(tiny_clip, repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--lake", lake.uri, "embed", "--map", map_name,
+           "--model", "tiny-org/tiny-clip", "--precision", "fp32", "--json"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["model"] == "tiny-org/tiny-clip" and doc["model_revision"] == commit
+    assert doc["locations_embedded"] == 2 and doc["views_embedded"] == 4
+    rows = lake.query("SELECT DISTINCT model, model_revision FROM embeddings").to_pylist()
+    assert rows == [{"model": "tiny-org/tiny-clip", "model_revision": commit}]
+
+
+def test_cli_summary_and_errors(small_lake_map, capsys):
+    lake, map_name, ids = small_lake_map
+    add_views(lake, ids[:2], headings=(0,))
+    assert cli_main(["--lake", lake.uri, "embed", "--map", map_name, "--model", "baseline"]) == 0
+    out = capsys.readouterr().out
+    assert "2 locations embedded with baseline (mean, fp32, cpu)" in out and "18 locations have no fetched image" in out
+    assert cli_main(["--lake", lake.uri, "embed", "--map", map_name, "--model", "baseline", "--device", "tpu"]) == 1
+    assert "--device must be one of" in capsys.readouterr().err
