@@ -1,9 +1,243 @@
-"""svcluster sub-commands for the pipeline step (filled in by that step's work)."""
+"""``svcluster run`` (a map through the whole Prefect pipeline) and ``svcluster demo`` (the same,
+offline, on a generated map of Chile).
+
+Both start the ``svcluster-pipeline`` flow in this process: against the Prefect server at
+``PREFECT_API_URL`` when set, else a temporary local API that lives as long as the command.
+Prefect's own console logs are kept to warnings (``--verbose`` shows every flow and task run);
+progress bars and the summary are the command's.
+"""
 
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
+
+from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
+from tasks.errors import SvclusterError
+
+RUNNERS = ("thread", "dask")
+
+
+def parse_headings(text: str) -> list[int]:
+    """``"0,90,180,270"`` -> [0, 90, 180, 270]; an error names the entry that is not a number."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise SvclusterError(f"--headings: {part!r} is not a whole number of degrees") from None
+    return out
+
+
+def runner_options(runner: str, dask_address: str | None, dask_workers: int, threads: int) -> Any:
+    from flows.runner import RunnerOptions
+
+    if runner not in RUNNERS:
+        raise SvclusterError(f"--runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+    if dask_address and runner != "dask":
+        runner = "dask"
+    return RunnerOptions(kind=runner, dask_address=dask_address, dask_workers=dask_workers, threads=threads)
+
+
+def start_prefect(verbose: bool) -> Any:
+    """Prepare Prefect before it is imported (see ``flows.prefect_env``)."""
+    from flows.prefect_env import prepare_prefect
+
+    return prepare_prefect("INFO" if verbose else "WARNING")
+
+
+def progress_bars(enabled: bool):
+    """Console progress bars for the flows this command runs (off with --json)."""
+    if not enabled:
+        return nullcontext()
+    from flows.artifacts import console_progress
+    from flows.commands.progress import RichBar
+
+    return console_progress(lambda unit: RichBar(unit=unit))
+
+
+RunnerOpt = Annotated[str, typer.Option("--runner", help="Where tasks run: thread (this process) or dask.")]
+DaskAddressOpt = Annotated[
+    Optional[str], typer.Option("--dask-address", help="Dask scheduler (tcp://host:8786); without it --runner dask starts a LocalCluster.")
+]
+DaskWorkersOpt = Annotated[int, typer.Option("--dask-workers", help="LocalCluster worker processes.")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="Task threads for --runner thread.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's flow and task run logs.")]
+
+
+def run(
+    ctx: typer.Context,
+    map_file: Annotated[Path, typer.Argument(help="Map JSON (GeoGuessr, Vali, map-generator, map-making.app).")],
+    map_name: Annotated[Optional[str], typer.Option("--map", help="Map name in the lake [default: the file's stem].")] = None,
+    headings: Annotated[str, typer.Option("--headings", help="Fetch: comma-separated headings.")] = "0,90,180,270",
+    size: Annotated[str, typer.Option("--size", help="Fetch: image size WIDTHxHEIGHT (max 640x640).")] = "640x640",
+    fov: Annotated[float, typer.Option("--fov", help="Fetch: field of view, degrees.")] = 90.0,
+    pitch: Annotated[float, typer.Option("--pitch", help="Fetch: camera pitch, degrees.")] = 0.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Fetch: requests in flight.")] = 16,
+    qps: Annotated[float, typer.Option("--qps", help="Fetch: requests per second at most (0 = no limit).")] = 100.0,
+    model: Annotated[str, typer.Option("--model", help="Embed: CLIP id, local folder, or 'baseline'.")] = "geolocal/StreetCLIP",
+    pooling: Annotated[str, typer.Option("--pooling", help="Embed: mean | stitched.")] = "mean",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Embed: images per forward pass.")] = 32,
+    device: Annotated[str, typer.Option("--device", help="Embed: auto | cpu | cuda | mps.")] = "auto",
+    k: Annotated[str, typer.Option("--k", help="Cluster: k (5), a sweep (2..20) or a list (4,8,16).")] = "5",
+    pca: Annotated[Optional[int], typer.Option("--pca", help="Cluster: PCA dimensions first.")] = None,
+    algorithm: Annotated[str, typer.Option("--algorithm", help="Cluster: kmeans | minibatch.")] = "kmeans",
+    seed: Annotated[int, typer.Option("--seed", help="Cluster: random seed.")] = 42,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Tagged map JSON [default: out/<map>.tagged.json].")] = None,
+    summary: Annotated[Optional[Path], typer.Option("--summary", help="Run summary markdown [default: out/<map>.summary.md].")] = None,
+    tag_format: Annotated[str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}.")] = "k{k}-c{cluster}",
+    runner: RunnerOpt = "thread",
+    dask_address: DaskAddressOpt = None,
+    dask_workers: DaskWorkersOpt = 2,
+    threads: ThreadsOpt = 2,
+    verbose: VerboseOpt = False,
+    lake: LakeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run the whole pipeline on a map as one Prefect flow: ingest, fetch, embed, cluster, export.
+
+    Resumable: a rerun does only what the lake is missing. Needs GOOGLE_MAPS_API_KEY for the fetch.
+    """
+    inv = invocation(ctx, lake, json_output)
+    if not map_file.is_file():
+        raise SvclusterError(f"{map_file}: no such map file")
+    target = start_prefect(verbose)
+    from flows.params import ClusterParams, EmbedParams, FetchParams
+    from flows.pipeline import default_outputs, pipeline
+    from tasks.cluster import parse_k
+
+    ks = parse_k(k)
+    params = dict(
+        fetch=FetchParams(headings=parse_headings(headings), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps),
+        embed=EmbedParams(model=model, pooling=pooling, batch_size=batch_size, device=device),
+        cluster=ClusterParams(k=ks[0], ks=ks if len(ks) > 1 else None, pca_dims=pca, algorithm=algorithm, seed=seed),
+    )
+    name = map_name or map_file.stem
+    default_export, default_summary = default_outputs(name)
+    started = time.perf_counter()
+    with progress_bars(not inv.json):
+        result = pipeline(
+            map_file=str(map_file.resolve()),
+            lake=inv.settings.lake,
+            map_name=map_name,
+            export_out=str((out or Path(default_export)).resolve()),
+            summary_out=str((summary or Path(default_summary)).resolve()),
+            tag_format=tag_format,
+            runner=runner_options(runner, dask_address, dask_workers, threads),
+            **params,
+        )
+    elapsed = time.perf_counter() - started
+    emit(inv, result, lambda: print_pipeline(result, elapsed, target.describe()))
+
+
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's map, lake, export and summary.")] = Path("svcluster-demo"),
+    model: Annotated[str, typer.Option("--model", help="'baseline' (no weights) or a cached CLIP such as geolocal/StreetCLIP.")] = "baseline",
+    locations: Annotated[int, typer.Option("--locations", help="Size of the generated Chile map.", min=20, max=20000)] = 1000,
+    k: Annotated[int, typer.Option("--k", help="Clusters.", min=2, max=100)] = 5,
+    runner: RunnerOpt = "thread",
+    dask_address: DaskAddressOpt = None,
+    dask_workers: DaskWorkersOpt = 2,
+    threads: ThreadsOpt = 2,
+    verbose: VerboseOpt = False,
+    lake: LakeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run the whole pipeline offline on a generated map of Chile: no network, no API key.
+
+    A local Street View look-alike on 127.0.0.1 serves a landscape per latitude band (desert,
+    central valley, forest, Patagonian steppe, ice); the real fetch, embed, cluster, compare
+    and export steps run as one Prefect flow. Outputs go under --out (lake included).
+    """
+    state_lake = (ctx.find_root().obj.lake if ctx.find_root().obj else None)
+    inv = invocation(ctx, lake, json_output)
+    target = start_prefect(verbose)
+    from tasks.demo import run_demo
+
+    with progress_bars(not inv.json):
+        result = run_demo(
+            out,
+            lake=lake or state_lake,
+            model=model,
+            locations=locations,
+            k=k,
+            runner=runner_options(runner, dask_address, dask_workers, threads),
+        )
+    emit(inv, result, lambda: print_demo(result, target.describe()))
+
+
+# ---- summaries ---------------------------------------------------------------------------------
+
+
+def _step_lines(r: Any) -> list[str]:
+    f, e, c, x = r.fetch, r.embed, r.cluster, r.export
+    s = r.seconds
+    statuses = {row["status"]: row["views"] for row in f.status_counts}
+    run = c.run
+    lines = [
+        f"  ingest   {r.ingest.locations} locations"
+        + (" (unchanged)" if r.ingest.unchanged else f" ({r.ingest.dialect})")
+        + f"  [{s.get('ingest', 0):.1f} s]",
+        f"  fetch    {statuses.get('ok', 0)} views ok, {statuses.get('no_imagery', 0)} no imagery, "
+        f"{statuses.get('failed', 0)} failed; {f.ok + f.no_imagery + f.failed} fetched now in {f.batches} batches"
+        f"  [{s.get('fetch', 0):.1f} s]",
+        f"  embed    {e.locations_planned} locations embedded now with {e.model} ({e.pooling}) in {e.batches} batches"
+        f"  [{s.get('embed', 0):.1f} s]",
+        f"  cluster  {run.name}: k={run.k}, silhouette {run.silhouette:.3f}" if run.silhouette is not None else f"  cluster  {run.name}: k={run.k}",
+    ]
+    if run.reused:
+        lines[-1] += " (reused: same embeddings and parameters)"
+    lines[-1] += f"  [{s.get('cluster', 0):.1f} s]"
+    if c.vs_tags is not None:
+        lines.append(f"           vs the map's own tags: ARI {c.vs_tags.ari:.2f}, NMI {c.vs_tags.nmi:.2f} over {c.vs_tags.compared} tagged locations")
+    if c.vs_previous is not None:
+        lines.append(f"           vs {c.previous}: {c.vs_previous.changed} of {c.vs_previous.compared} locations changed cluster")
+    lines.append(f"  export   {x.tagged} of {x.locations} locations tagged  [{s.get('export', 0):.1f} s]")
+    return lines
+
+
+def print_pipeline(r: Any, elapsed: float, target: str) -> None:
+    lines = [f"{r.map}: pipeline finished in {elapsed:.0f} s ({r.runner} runner, {target})", *_step_lines(r), ""]
+    lines += [
+        f"Tagged map:   {r.export.out}",
+        f"Run summary:  {r.summary_file}",
+        f"Lake:         {r.lake}",
+    ]
+    stdout.print("\n".join(lines), highlight=False, markup=False)
+
+
+def print_demo(d: Any, target: str) -> None:
+    r = d.pipeline
+    lake_sql = str(Path(d.lake) / "svcluster.sql") if "://" not in d.lake else None
+    lines = [
+        f"svcluster demo: {d.locations} Chile locations clustered offline in {d.seconds:.0f} s ({target})",
+        *_step_lines(r),
+        "",
+        "Where everything is:",
+        f"  Tagged map (import into map-making.app):  {d.export_file}",
+        f"  Run summary (sizes, metrics, comparisons): {d.summary_file}",
+        f"  SQL lake (Parquet tables + DuckDB views):  {d.lake}",
+        f"      svcluster --lake {d.lake} sql \"SELECT cluster, count(*) AS n FROM cluster_assignments GROUP BY ALL ORDER BY 1\"",
+    ]
+    if lake_sql:
+        lines.append(f"      duckdb -init {lake_sql}        (the plain DuckDB CLI, same views)")
+    lines += [
+        "",
+        "On a real map, with a Street View key and StreetCLIP:",
+        "  export GOOGLE_MAPS_API_KEY=...            # Street View Static API key",
+        "  svcluster run MY_MAP.json --model geolocal/StreetCLIP --k 2..12",
+        "  (StreetCLIP is fetched from Hugging Face once; `svcluster demo --model geolocal/StreetCLIP` uses it here too)",
+    ]
+    stdout.print("\n".join(lines), highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the CLI."""
+    app.command()(run)
+    app.command()(demo)

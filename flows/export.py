@@ -1,0 +1,28 @@
+"""The export flow: a map written back in its own shape, tagged by a cluster run.
+
+The output path is where the flow runs: a local file for ``svcluster run``, a path inside the
+container (on a volume) for a deployment.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.retries import retry_unless_user_error
+from tasks.export import DEFAULT_TAG_FORMAT, ExportResult, export_map
+from tasks.lake import open_lake
+
+
+@task(name="export-map", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=1800, cache_policy=NO_CACHE)
+def export_task(lake_uri: str, out: str, run: str | None, map_name: str | None, tag_format: str) -> ExportResult:
+    """Write the tagged map to ``out`` (atomically)."""
+    return export_map(open_lake(lake_uri), out, map_name=map_name, run=run, tag_format=tag_format)
+
+
+@flow(name="svcluster-export", log_prints=False, validate_parameters=True)
+def export_flow(
+    lake: str, out: str, run: str | None = None, map_name: str | None = None, tag_format: str = DEFAULT_TAG_FORMAT
+) -> ExportResult:
+    """Export ``run`` (run_id or MAP@vN) — or ``map_name`` untagged — as JSON to ``out``."""
+    return export_task(open_lake(lake).uri, str(out), run, map_name, tag_format)

@@ -1,0 +1,174 @@
+"""The fetch flow: a map's missing Street View views into the lake, in batches of locations.
+
+The flow plans from the lake (what is missing or failed), submits ``fetch_batch`` tasks of
+``batch_locations`` locations each with at most one batch per worker in flight, advances a
+progress artifact as batches complete, removes orphaned blobs, and leaves a table artifact of
+the map's view status counts. Request concurrency and the qps budget are split among the batches
+running at once. When the Prefect server has a global concurrency limit named
+``params.concurrency_limit`` every batch takes a slot while it runs (a rate limit, i.e. one with
+slot decay, is taken once as the batch starts): that caps the API traffic of every flow run and
+worker together. Without such a limit (or without a server) nothing is taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import FlowProgress, artifact_key, table_artifact
+from flows.params import FetchParams
+from flows.retries import retry_unless_user_error
+from flows.runner import current_parallelism, run_windowed
+from sql import load_sql
+from tasks.fetch import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch
+from tasks.lake import open_lake
+from tasks.progress import NullProgress
+from tasks.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class GlobalLimit:
+    """A Prefect global concurrency limit found on the server, and how to take it."""
+
+    name: str
+    rate_limit: bool  # slot decay set: take once per batch start; else hold a slot per batch
+
+
+@dataclass
+class FetchFlowResult:
+    """What the fetch flow did: the step's counters plus the map's status counts afterwards."""
+
+    map: str
+    locations_planned: int
+    batches: int
+    ok: int
+    no_imagery: int
+    failed: int
+    requests: int
+    image_requests: int
+    orphan_blobs_removed: int
+    global_limit: str | None
+    status_counts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def find_global_limit(name: str | None) -> GlobalLimit | None:
+    """The limit ``name`` if the Prefect server has it (and it is active), else None."""
+    if not name:
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        return None
+    if not getattr(limit, "active", True):
+        return None
+    return GlobalLimit(name, bool(getattr(limit, "slot_decay_per_second", 0) or 0))
+
+
+@task(
+    name="fetch-batch",
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=retry_unless_user_error,
+    timeout_seconds=3600,
+    cache_policy=NO_CACHE,
+)
+def fetch_batch_task(
+    lake_uri: str, items: list[FetchItem], settings: Settings, options: FetchOptions, limit: GlobalLimit | None
+) -> FetchStats:
+    """Fetch one batch of locations (a rerun resumes: the plan only holds missing views)."""
+    if limit is None:
+        return fetch_batch(lake_uri, items, settings, options, NullProgress())
+    if limit.rate_limit:
+        from prefect.concurrency.sync import rate_limit
+
+        rate_limit(limit.name, occupy=1)
+        return fetch_batch(lake_uri, items, settings, options, NullProgress())
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(limit.name, occupy=1):
+        return fetch_batch(lake_uri, items, settings, options, NullProgress())
+
+
+@task(name="fetch-plan", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=600, cache_policy=NO_CACHE)
+def plan_fetch_task(lake_uri: str, map_name: str, options: FetchOptions) -> list[FetchItem]:
+    """The map's locations with views still missing or failed, in input order."""
+    return plan_fetch(open_lake(lake_uri), map_name, options)
+
+
+@task(name="fetch-cleanup", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
+def gc_blobs_task(lake_uri: str) -> int:
+    """Remove blobs that no images row refers to (left by an interrupted fetch)."""
+    return gc_blobs(open_lake(lake_uri)).removed
+
+
+@task(name="image-status", retries=1, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
+def image_status_task(lake_uri: str, map_name: str) -> list[dict[str, Any]]:
+    """The map's view counts per status (ok / no_imagery / failed)."""
+    return open_lake(lake_uri).query(load_sql("pipeline_image_status"), {"map": map_name}).to_pylist()
+
+
+def chunked(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
+
+
+@flow(name="svcluster-fetch", log_prints=False, validate_parameters=True)
+def fetch_flow(
+    lake: str,
+    map_name: str,
+    params: FetchParams = FetchParams(),
+    parallelism: int | None = None,
+) -> FetchFlowResult:
+    """Fetch the map's missing Street View views (credentials from the environment)."""
+    logger = get_run_logger()
+    lake_uri = open_lake(lake).uri
+    in_flight = parallelism or current_parallelism(default=1)
+    options = params.to_options(in_flight)
+    settings = load_settings(lake=lake_uri)
+    items = plan_fetch_task(lake_uri, map_name, options)
+    batches = chunked(items, params.batch_locations)
+    limit = find_global_limit(params.concurrency_limit) if batches else None
+    if limit:
+        logger.info("fetch batches take the Prefect global concurrency limit %r", limit.name)
+    total = FetchStats()
+    progress = FlowProgress(artifact_key("fetch", map_name), unit="img")
+    progress.start(sum(len(i.headings) for i in items), f"fetching {map_name}")
+
+    def done(batch: list[FetchItem], stats: FetchStats) -> None:
+        nonlocal total
+        total = total.merge(stats)
+        progress.advance(sum(len(i.headings) for i in batch))
+
+    try:
+        run_windowed(
+            lambda batch: fetch_batch_task.submit(lake_uri, batch, settings, options, limit),
+            batches,
+            in_flight,
+            done,
+        )
+    finally:
+        progress.finish()
+    removed = gc_blobs_task(lake_uri) if batches else 0
+    counts = image_status_task(lake_uri, map_name)
+    table_artifact(artifact_key("fetch-status", map_name), counts, f"Street View views of {map_name} by status")
+    logger.info("fetched %d views of %s in %d batches (%d ok, %d no imagery, %d failed)",
+                total.ok + total.no_imagery + total.failed, map_name, len(batches), total.ok, total.no_imagery, total.failed)  # fmt: skip
+    return FetchFlowResult(
+        map=map_name,
+        locations_planned=len(items),
+        batches=len(batches),
+        ok=total.ok,
+        no_imagery=total.no_imagery,
+        failed=total.failed,
+        requests=total.requests,
+        image_requests=total.image_requests,
+        orphan_blobs_removed=removed,
+        global_limit=limit.name if limit else None,
+        status_counts=counts,
+    )

@@ -1,0 +1,105 @@
+"""How svcluster talks to Prefect: a real server when ``PREFECT_API_URL`` is set, else a temporary
+(ephemeral) one that Prefect starts for the run and stops at exit.
+
+``prepare_prefect`` must run before ``prefect`` is first imported (Prefect reads its settings
+and logging configuration at import). It turns analytics off, allows the ephemeral server when
+no API URL is given, keeps Prefect's console logs to warnings unless asked for more (the API
+still receives every log), and drops the temporary server's start/stop announcements, which
+would otherwise be the last lines a user sees after the command's own summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+# Messages Prefect's ephemeral server logs on the "prefect" logger when it starts and stops.
+EPHEMERAL_NOISE = ("Starting temporary server on", "Stopping temporary server on", "See https://docs.prefect.io")
+
+
+class EphemeralNoiseFilter(logging.Filter):
+    """Drops the ephemeral server's start/stop announcements."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record we cannot format is not ours to judge
+            return True
+        return not message.startswith(EPHEMERAL_NOISE)
+
+
+@dataclass(frozen=True)
+class PrefectTarget:
+    """Which Prefect API the flows report to."""
+
+    api_url: str | None
+
+    @property
+    def ephemeral(self) -> bool:
+        return not self.api_url
+
+    def describe(self) -> str:
+        return f"Prefect server {self.api_url}" if self.api_url else "a temporary local Prefect API (no server)"
+
+
+class ThreadTimeoutNoticeFilter(logging.Filter):
+    """Drops Prefect's notice, repeated for every task run in a thread pool or on a Dask worker,
+    that a task timeout there cannot interrupt blocking I/O. Our timeouts are a backstop on
+    top of the steps' own request timeouts, so that is expected (docs/scaling.md)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not (msg.startswith("Timeout of") and "running in a worker thread" in msg)
+
+
+_NOISE_FILTER = EphemeralNoiseFilter()
+_TIMEOUT_FILTER = ThreadTimeoutNoticeFilter()
+
+
+def prepare_prefect(console_level: str = "WARNING") -> PrefectTarget:
+    """Configure the environment for Prefect (idempotent). ``console_level`` is what Prefect prints
+    on stderr (INFO shows every flow and task run); logs sent to the API are unaffected."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    api_url = os.environ.get("PREFECT_API_URL") or None
+    if not api_url:
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = console_level.upper()
+    # Dask's own INFO chatter (workers starting and stopping) is not for the user.
+    os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
+    silence_ephemeral_noise()
+    if "prefect" in sys.modules:  # imported already: apply the console level to the live handlers
+        _apply_console_level(console_level.upper())
+    return PrefectTarget(api_url)
+
+
+def silence_ephemeral_noise() -> None:
+    """Filter the temporary server's announcements out of the ``prefect`` logger."""
+    logger = logging.getLogger("prefect")
+    if _NOISE_FILTER not in logger.filters:
+        logger.addFilter(_NOISE_FILTER)
+    task_runs = logging.getLogger("prefect.task_runs")
+    if _TIMEOUT_FILTER not in task_runs.filters:
+        task_runs.addFilter(_TIMEOUT_FILTER)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def _apply_console_level(level: str) -> None:
+    try:
+        from prefect.logging.handlers import PrefectConsoleHandler
+    except ImportError:  # pragma: no cover - prefect is a dependency
+        return
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(level)
+
+
+def current_api_url() -> str:
+    """The API the current flow run reports to (the ephemeral server's address included)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
