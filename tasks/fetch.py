@@ -52,6 +52,7 @@ from tasks.streetview import (
 log = logging.getLogger("svcluster.fetch")
 
 MAX_SIDE = 640
+STORE_THREADS = 8  # blob writers per batch, beside the request workers
 GC_MIN_AGE_SECONDS = 600.0  # younger orphans may belong to a fetch still running elsewhere
 
 __all__ = [
@@ -286,11 +287,19 @@ class _Outcome:
 
 
 def _fetch_location(
-    client: StreetViewClient, lake: Lake, item: FetchItem, options: FetchOptions, looked_up: threading.Event
+    client: StreetViewClient,
+    store: ThreadPoolExecutor,
+    lake: Lake,
+    item: FetchItem,
+    options: FetchOptions,
+    looked_up: threading.Event,
 ) -> _Outcome:
-    """Metadata, then each missing heading by the pinned pano id; blobs stored here (in the
-    worker thread, so hashing and writing run in parallel), rows returned to the writer."""
+    """Metadata, then each missing heading by the pinned pano id. Blobs are written by the
+    ``store`` pool while this worker already waits for its next image (a blob write with its
+    fsync takes milliseconds: it must not hold a request slot); rows come back to the writer
+    once their blobs are safely stored."""
     rows: list[dict[str, Any]] = []
+    storing: list[tuple[dict[str, Any], Future[tuple[str, str]]]] = []
     try:
         try:
             if item.pano_id:
@@ -313,18 +322,23 @@ def _fetch_location(
             except RequestFailed as exc:
                 rows.append(image_row(item.location_id, h, "failed", options, "api", reason=exc.reason, **common))
             else:
-                path, digest = lake.put_blob(img.data, "jpg")
-                rows.append(
-                    image_row(
-                        item.location_id, h, "ok", options, "api", path=path, sha256=digest,
-                        size_bytes=len(img.data), width=img.width, height=img.height, **common,
-                    )
+                row = image_row(
+                    item.location_id, h, "ok", options, "api", size_bytes=len(img.data), width=img.width, height=img.height, **common
                 )
+                rows.append(row)
+                storing.append((row, store.submit(lake.put_blob, img.data, "jpg")))
     except Stopped:
         pass
     except FatalApiError as exc:
-        return _Outcome(rows, exc)
-    return _Outcome(rows)
+        return _Outcome(_stored(rows, storing), exc)
+    return _Outcome(_stored(rows, storing))
+
+
+def _stored(rows: list[dict[str, Any]], storing: list[tuple[dict[str, Any], Future[tuple[str, str]]]]) -> list[dict[str, Any]]:
+    """The rows, once every blob they name is written (a failed write raises here)."""
+    for row, fut in storing:
+        row["path"], row["sha256"] = fut.result()
+    return rows
 
 
 def fetch_batch(
@@ -359,11 +373,14 @@ def fetch_batch(
     started = time.perf_counter()
     progress.start(sum(len(i.headings) for i in items), "fetching Street View images")
     try:
-        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="svcluster-fetch") as pool:
+        with (
+            ThreadPoolExecutor(options.concurrency, thread_name_prefix="svcluster-fetch") as pool,
+            ThreadPoolExecutor(min(STORE_THREADS, options.concurrency), thread_name_prefix="svcluster-store") as store,
+        ):
             try:
                 queue = iter(items)
                 first_lookup = threading.Event()
-                pending: set[Future[_Outcome]] = {pool.submit(_fetch_location, client, lake, next(queue), options, first_lookup)}
+                pending: set[Future[_Outcome]] = {pool.submit(_fetch_location, client, store, lake, next(queue), options, first_lookup)}
                 probing = True
                 while True:
                     if pending:
@@ -384,7 +401,7 @@ def fetch_batch(
                         item = next(queue, None)
                         if item is None:
                             break
-                        pending.add(pool.submit(_fetch_location, client, lake, item, options, threading.Event()))
+                        pending.add(pool.submit(_fetch_location, client, store, lake, item, options, threading.Event()))
                     if not pending:
                         break
             except BaseException:

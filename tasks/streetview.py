@@ -22,8 +22,8 @@ an image body that is not a whole JPEG      :class:`InvalidImage` (a ``RequestFa
                                             never stored
 ==========================================  ==========================================
 
-HTTP library: **urllib3** (the engine under ``requests``), one ``PoolManager`` shared by all
-worker threads with ``maxsize = concurrency`` and ``block=True``. Its connection pool is
+HTTP library: **urllib3** (the engine under ``requests``), one connection pool for the API's
+origin shared by all worker threads, with ``maxsize = concurrency`` and ``block=True``. Its connection pool is
 thread-safe, so every thread reuses the same keep-alive connections and never opens more than
 ``concurrency`` — where ``requests.Session`` is not documented thread-safe and would need a
 session per thread. It also costs about 2.5x less CPU per request than ``requests`` (measured
@@ -242,8 +242,10 @@ class StreetViewClient:
         self.backoff_max = backoff_max
         self.stop = stop or threading.Event()
         self._limiter = RateLimiter(qps)
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
+        # One connection pool for the API's origin (no per-request URL routing, as a PoolManager
+        # would do): at most pool_size keep-alive connections, threads wait for a free one.
+        self._pool = urllib3.connection_from_url(
+            self._origin,
             maxsize=max(1, pool_size),
             block=True,
             retries=False,
@@ -259,7 +261,7 @@ class StreetViewClient:
         return self.metadata_requests + self.image_requests
 
     def close(self) -> None:
-        self._pool.clear()
+        self._pool.close()
 
     # ---- endpoints ---------------------------------------------------------------------------
     def metadata(self, *, pano: str | None = None, location: tuple[float, float] | None = None) -> Panorama:
@@ -301,7 +303,7 @@ class StreetViewClient:
 
     def _request(self, endpoint: str, path: str, params: dict[str, str]):
         """GET with retries; metadata -> its JSON document (status OK), image -> body bytes."""
-        url = self._origin + self._signed_path(path, params)
+        path_and_query = self._signed_path(path, params)
         attempts = self.max_retries + 1
         last = ""
         for attempt in range(attempts):
@@ -317,7 +319,7 @@ class StreetViewClient:
                     self.image_requests += 1
             retry_after: float | None = None
             try:
-                resp = self._pool.request("GET", url, redirect=False, preload_content=True)
+                resp = self._pool.urlopen("GET", path_and_query, redirect=False, preload_content=True)
             except urllib3.exceptions.HTTPError as exc:
                 # Timeouts, refused/reset connections, truncated transfers. The exception's
                 # text holds the URL (and so the key): only its class name is kept.

@@ -161,7 +161,7 @@ def default_resolver(pano_id: str | None, location: tuple[float, float] | None) 
 
 @lru_cache(maxsize=16)
 def _base_jpeg(width: int, height: int) -> bytes:
-    """A textured JPEG of the given size (about 30-60 KB at 640x640, like Street View's)."""
+    """A textured JPEG of the given size (about 70 KB at 640x640, like Street View's)."""
     from PIL import Image
 
     rng = random.Random(width * 10007 + height)
@@ -169,7 +169,7 @@ def _base_jpeg(width: int, height: int) -> bytes:
     img = Image.merge("RGB", (noise, noise.transpose(Image.Transpose.FLIP_LEFT_RIGHT), noise.rotate(180)))
     img = img.resize((width, height), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=80)
+    img.save(buf, "JPEG", quality=55)
     return buf.getvalue()
 
 
