@@ -83,7 +83,7 @@ WITH counts AS (
     GROUP BY ALL
 ), ranked AS (
     SELECT *, row_number() OVER (PARTITION BY run_id, region ORDER BY n DESC, cluster) AS rank,
-           sum(n) OVER (PARTITION BY run_id, region) AS locations,
+           (sum(n) OVER (PARTITION BY run_id, region))::BIGINT AS locations,
            count(*) OVER (PARTITION BY run_id, region) AS clusters
     FROM counts
 )

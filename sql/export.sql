@@ -23,15 +23,19 @@ CREATE OR REPLACE MACRO export_locations(map_name, run, tag_format, stale_tag_pa
 SELECT l.position,
        l.location_id,
        t.tag,
-       CASE WHEN t.tag IS NULL THEN l.raw
+       -- Only extra.tags is patched (a nested merge patch keeps every other field of extra,
+       -- nulls included). A location the run did not assign keeps its object verbatim unless
+       -- it carries an earlier svcluster tag, which is dropped: it would be stale.
+       CASE WHEN run IS NULL
+              OR (t.tag IS NULL AND len(list_filter(coalesce(l.tags, []::VARCHAR[]),
+                                                    lambda x: regexp_full_match(x, stale_tag_pattern))) = 0)
+            THEN l.raw
             ELSE json_merge_patch(
                      l.raw::JSON,
-                     json_object('extra', json_merge_patch(
-                         coalesce(json_extract(l.raw, '$.extra'), '{}'::JSON),
-                         json_object('tags', to_json(list_append(
-                             list_filter(coalesce(l.tags, []::VARCHAR[]),
-                                         lambda x: NOT regexp_full_match(x, stale_tag_pattern)),
-                             t.tag))))))::VARCHAR
+                     json_object('extra', json_object('tags', to_json(list_concat(
+                         list_filter(coalesce(l.tags, []::VARCHAR[]),
+                                     lambda x: NOT regexp_full_match(x, stale_tag_pattern)),
+                         CASE WHEN t.tag IS NULL THEN []::VARCHAR[] ELSE [t.tag] END)))))::VARCHAR
        END AS json
 FROM locations l
 LEFT JOIN run_tags(run, tag_format) t ON t.location_id = l.location_id
