@@ -351,6 +351,7 @@ class StreetViewClient:
         return delay
 
     def _fatal(self, what: str, detail: str) -> FatalApiError:
+        self.stop.set()  # no other thread starts a request from now on
         detail = redact(detail, self._key, self._secret).strip().rstrip(".")
         hint = " Check GOOGLE_MAPS_API_KEY, GOOGLE_MAPS_SIGNING_SECRET and that the Street View Static API is enabled for the key."
         return FatalApiError(f"Street View API refused the request ({what}){': ' + detail if detail else ''}.{hint}")

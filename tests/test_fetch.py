@@ -19,7 +19,6 @@ import pytest
 from flows.cli import main as cli_main
 from tasks.errors import NotFoundError, SvclusterError
 from tasks.fetch import FatalApiError, FetchItem, FetchOptions, fetch_batch, fetch_map, gc_blobs, plan_fetch
-from tasks.lake import open_lake
 from tasks.settings import load_settings
 from tasks.streetview_server import Fault, StreetViewServer, location_pano_id, pano_date
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET, ingest_locations, sample_locations

@@ -13,7 +13,7 @@ from tasks.errors import SvclusterError
 from tasks.fetch import FetchOptions, fetch_map
 from tasks.folder_import import import_folder
 from tasks.streetview_server import synthetic_jpeg
-from tests.fixtures.streetview import FAKE_KEY, ingest_locations, sample_locations
+from tests.fixtures.streetview import ingest_locations, sample_locations
 
 OPTIONS = FetchOptions(qps=0, concurrency=4, backoff_base=0.001)
 

@@ -145,16 +145,18 @@ def test_a_wrong_key_is_fatal_and_never_named(streetview_server):
     with pytest.raises(FatalApiError) as err:
         client.metadata(pano="P")
     assert "REQUEST_DENIED" in str(err.value) and "AIzaWRONGkey999" not in str(err.value)
-    with pytest.raises(FatalApiError) as err:
+    with pytest.raises(Stopped):  # after a refusal the client makes no further request
         client.image("P", 0, "64x64", 90, 0)
+    with pytest.raises(FatalApiError) as err:
+        client_for(streetview_server, key="AIzaWRONGkey999").image("P", 0, "64x64", 90, 0)
     assert "HTTP 403" in str(err.value) and "AIzaWRONGkey999" not in str(err.value)
+    assert streetview_server.counts["total"] == 2
 
 
 def test_out_of_range_parameters_are_refused_by_the_server(streetview_server):
-    client = client_for(streetview_server)
     for args in [("P", 0, "641x640", 90, 0), ("P", 0, "64x64", 130, 0), ("P", 0, "64x64", 90, 95), ("P", 400, "64x64", 90, 0)]:
         with pytest.raises(FatalApiError, match="HTTP 400"):
-            client.image(*args)
+            client_for(streetview_server).image(*args)
 
 
 @pytest.mark.parametrize("kind", ["not_image", "truncated"])
