@@ -19,6 +19,7 @@ import pyarrow as pa
 from sql import load_sql
 from tasks.errors import NotFoundError, SvclusterError
 from tasks.lake import Lake
+from tasks.models import text_features
 from tasks.runs import RunRef, resolve_run
 
 PROMPT_TEMPLATE = "a photo of {}"
@@ -185,34 +186,6 @@ def rank_descriptions(
     return out
 
 
-def text_features_for(model_ref: str, prompts: list[str]) -> np.ndarray | None:
-    """The text tower's embedding of each prompt, or None when the model has no text tower."""
-    try:
-        from tasks.models import text_features  # the embed step's model loader
-    except ImportError:
-        return _clip_text_features(model_ref, prompts)
-    return text_features(model_ref, prompts)
-
-
-def _clip_text_features(model_ref: str, prompts: list[str]) -> np.ndarray | None:
-    """Stand-in until ``tasks.models.text_features`` exists: a CLIP model's projected text embedding."""
-    if model_ref == "baseline":
-        return None
-    import torch
-    from transformers import AutoTokenizer, CLIPModel
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_ref)
-    except (OSError, ValueError):
-        return None
-    model = CLIPModel.from_pretrained(model_ref).eval()
-    inputs = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        out = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    tensor = getattr(out, "pooler_output", out)
-    return tensor.float().cpu().numpy()
-
-
 def name_clusters(
     lake: Lake,
     run: str | RunRef,
@@ -235,7 +208,7 @@ def name_clusters(
     data = load_run_vectors(lake, ref.run_id)
     if not data.location_ids:
         raise NotFoundError(f"run {ref.name}: no embeddings of model {model!r} found for its locations")
-    text = text_features_for(model, prompts_for(descriptions))
+    text = text_features(model, prompts_for(descriptions))
     if text is None:
         return NamingResult(ref.run_id, ref.name, model, reason=f"no names: the model {model!r} has no text tower")
     if text.shape[1] != data.vectors.shape[1]:

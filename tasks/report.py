@@ -54,6 +54,7 @@ class ReportResult:
     names: str  # how the clusters got (or did not get) names
     html_bytes: int
     seconds: float
+    timings: dict[str, float]  # seconds per stage: points, vectors, clusters, lookalikes, ...
 
 
 class ReportArtifacts(NamedTuple):
@@ -121,6 +122,7 @@ def build_report(
         names=note,
         html_bytes=len(html.encode("utf-8")),
         seconds=round(time.perf_counter() - started, 2),
+        timings={k: round(v, 3) for k, v in data.timings.items()},
     )
 
 

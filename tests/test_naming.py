@@ -4,7 +4,6 @@ the baseline's explicit "no names", the export's {name} placeholder and the CLI.
 from __future__ import annotations
 
 import json
-import string
 
 import numpy as np
 import pytest
@@ -23,29 +22,7 @@ from tasks.naming import (
 from tests.report_helpers import run_ref, synthetic_map, write_embeddings, write_run
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    """A CLIP with small sizes and a character-level tokenizer, saved like a hub model."""
-    import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in string.ascii_lowercase + string.digits + "-'.,":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+DIM = 24  # the tiny CLIP's projection size
 
 
 def reference_text_features(model_dir: str, prompts: list[str]) -> np.ndarray:
@@ -55,7 +32,8 @@ def reference_text_features(model_dir: str, prompts: list[str]) -> np.ndarray:
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = CLIPModel.from_pretrained(model_dir).eval()
-    enc = tok(prompts, padding=True, return_tensors="pt")
+    max_len = model.config.text_config.max_position_embeddings
+    enc = tok(prompts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     with torch.no_grad():
         out = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     t = getattr(out, "pooler_output", out).numpy()
@@ -63,31 +41,38 @@ def reference_text_features(model_dir: str, prompts: list[str]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def text(tiny_clip) -> np.ndarray:
-    return reference_text_features(tiny_clip, prompts_for(DESCRIPTIONS))
+def model_dir(tiny_clip) -> str:
+    """The tiny CLIP of tests/fixtures/models.py (text tower, processor, tokenizer), by path."""
+    return str(tiny_clip)
 
 
-def named_lake(lake, tmp_path, tiny_clip, text, n=300):
+@pytest.fixture(scope="module")
+def text(model_dir) -> np.ndarray:
+    return reference_text_features(model_dir, prompts_for(DESCRIPTIONS))
+
+
+def named_lake(lake, tmp_path, model_dir, text, n=300):
     """A map whose 3 clusters' embeddings sit around 3 mutually distinct descriptions' text vectors."""
-    m = synthetic_map(lake, tmp_path, n, dim=16, model=tiny_clip)
+    m = synthetic_map(lake, tmp_path, n, dim=DIM, model=model_dir)
     sims = text @ text.T
     # three descriptions whose text vectors are as far apart as this tiny model allows
     a, b = np.unravel_index(np.argmin(sims), sims.shape)
     c = int(np.argmin(sims[a] + sims[b]))
     chosen = [int(a), int(b), c]
+    assert len(set(chosen)) == 3
     labels = np.arange(n) % 3
     rng = np.random.default_rng(1)
-    vectors = text[chosen][labels] + 0.05 * rng.normal(size=(n, 16))
+    vectors = text[chosen][labels] + 0.05 * rng.normal(size=(n, DIM))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    write_embeddings(lake, m.location_ids, vectors, tiny_clip)  # supersedes the band vectors
-    run_id = write_run(lake, m.name, m.location_ids, vectors, labels, tiny_clip)
+    write_embeddings(lake, m.location_ids, vectors, model_dir)  # supersedes the band vectors
+    run_id = write_run(lake, m.name, m.location_ids, vectors, labels, model_dir)
     return m, run_id, chosen, vectors, labels
 
 
-def test_names_match_the_descriptions_the_clusters_look_like(lake, tmp_path, tiny_clip, text):
-    m, run_id, chosen, vectors, labels = named_lake(lake, tmp_path, tiny_clip, text)
+def test_names_match_the_descriptions_the_clusters_look_like(lake, tmp_path, model_dir, text):
+    m, run_id, chosen, vectors, labels = named_lake(lake, tmp_path, model_dir, text)
     result = name_clusters(lake, run_id, top=3)
-    assert result.reason is None and result.stored and result.model == tiny_clip
+    assert result.reason is None and result.stored and result.model == model_dir
     assert sorted(result.names) == [0, 1, 2]
     # the top name of each cluster is the description its embeddings were built around
     assert [result.names[c][0].name for c in range(3)] == [DESCRIPTIONS[j] for j in chosen]
@@ -107,8 +92,8 @@ def test_names_match_the_descriptions_the_clusters_look_like(lake, tmp_path, tin
     assert cluster_names(lake, run_id) == {c: [n.name for n in result.names[c]] for c in range(3)}
 
 
-def test_naming_is_deterministic_and_idempotent(lake, tmp_path, tiny_clip, text):
-    _, run_id, *_ = named_lake(lake, tmp_path, tiny_clip, text, n=120)
+def test_naming_is_deterministic_and_idempotent(lake, tmp_path, model_dir, text):
+    _, run_id, *_ = named_lake(lake, tmp_path, model_dir, text, n=120)
     first = name_clusters(lake, run_id)
     second = name_clusters(lake, run_id)
     assert first.names == second.names
@@ -126,8 +111,8 @@ def test_baseline_runs_get_no_names_and_say_so(lake, tmp_path):
         export_map(lake, tmp_path / "out.json", run=run_id, tag_format="k{k}-{name}-c{cluster}")
 
 
-def test_export_tag_with_name_placeholder(lake, tmp_path, tiny_clip, text):
-    m, run_id, chosen, _, labels = named_lake(lake, tmp_path, tiny_clip, text, n=90)
+def test_export_tag_with_name_placeholder(lake, tmp_path, model_dir, text):
+    m, run_id, chosen, _, labels = named_lake(lake, tmp_path, model_dir, text, n=90)
     ref = run_ref(lake, run_id)
     with pytest.raises(SvclusterError, match="no cluster names yet"):
         export_map(lake, tmp_path / "x.json", run=run_id, tag_format="{name}-c{cluster}")
@@ -144,8 +129,8 @@ def test_export_tag_with_name_placeholder(lake, tmp_path, tiny_clip, text):
     assert [loc["extra"]["tags"] for loc in again["customCoordinates"]] == [loc["extra"]["tags"] for loc in doc["customCoordinates"]]
 
 
-def test_names_command_prints_json(lake, tmp_path, tiny_clip, text, capsys):
-    _, run_id, chosen, *_ = named_lake(lake, tmp_path, tiny_clip, text, n=60)
+def test_names_command_prints_json(lake, tmp_path, model_dir, text, capsys):
+    _, run_id, chosen, *_ = named_lake(lake, tmp_path, model_dir, text, n=60)
     code = main(["--lake", lake.uri, "names", run_id, "--top", "2", "--json"])
     assert code == 0
     doc = json.loads(capsys.readouterr().out)

@@ -289,6 +289,13 @@
   root.setAttribute("data-painted", String(painted));
   root.setAttribute("data-render-ms", (performance.now() - t0).toFixed(1));
   root.setAttribute("data-points", String(N));
+  if (hash.bench) {  // report.html#bench: time full redraws of the map (zoom/pan/highlight cost)
+    var tb = performance.now();
+    for (var rep = 0; rep < 5; rep++) { highlighted = rep % 2 ? 0 : -1; draw(); }
+    ctx.getImageData(0, 0, 1, 1);
+    highlighted = -1; draw();
+    root.setAttribute("data-redraw-ms", ((performance.now() - tb) / 6).toFixed(1));
+  }
   performance.mark("svcluster-rendered");
   root.setAttribute("data-rendered", "1");
 })();
