@@ -59,6 +59,7 @@ __all__ = [
     "FatalApiError",
     "FetchItem",
     "FetchOptions",
+    "FetchPlan",
     "FetchResult",
     "FetchStats",
     "GcResult",
@@ -67,6 +68,7 @@ __all__ = [
     "fetch_map",
     "gc_blobs",
     "plan_fetch",
+    "plan_views",
 ]
 
 
@@ -211,21 +213,25 @@ class GcResult:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class FetchPlan:
+    """A map's fetch plan: the items still to do, and how many locations and views it has."""
+
     items: list[FetchItem]
     locations: int
-    views: int
+    views: int  # locations x wanted headings
     positions: frozenset[int] = frozenset()  # every location's position in the map file
 
     @property
     def skipped(self) -> int:
+        """Views already ok or no_imagery in the lake."""
         return self.views - sum(len(i.headings) for i in self.items)
 
 
 # ---- planning ------------------------------------------------------------------------------
 
 
-def _plan(lake: Lake, map_name: str, options: FetchOptions) -> _Plan:
+def plan_views(lake: Lake, map_name: str, options: FetchOptions) -> FetchPlan:
+    """The plan of ``plan_fetch`` with the map's totals (options already checked)."""
     rows = lake.query(load_sql("fetch_plan"), {"map": map_name, "headings": list(options.headings)}).to_pylist()
     if not rows:
         raise NotFoundError(f"map {map_name!r} has no locations in the lake at {lake.uri}; run `svcluster ingest` first")
@@ -234,12 +240,12 @@ def _plan(lake: Lake, map_name: str, options: FetchOptions) -> _Plan:
         for r in rows
         if r["headings"]
     ]
-    return _Plan(items, len(rows), len(rows) * len(options.headings), frozenset(r["position"] for r in rows))
+    return FetchPlan(items, len(rows), len(rows) * len(options.headings), frozenset(r["position"] for r in rows))
 
 
 def plan_fetch(lake: Lake, map_name: str, options: FetchOptions) -> list[FetchItem]:
     """The locations of a map with views still missing or failed, in input order."""
-    return _plan(lake, map_name, options.checked()).items
+    return plan_views(lake, map_name, options.checked()).items
 
 
 # ---- writing -------------------------------------------------------------------------------
@@ -429,14 +435,14 @@ def fetch_map(
 ) -> FetchResult:
     """Fetch every missing or failed view of a map, then remove orphaned blobs."""
     options = options.checked()
-    plan = _plan(lake, map_name, options)
+    plan = plan_views(lake, map_name, options)
     stats = fetch_batch(lake.uri, plan.items, settings, options, progress) if plan.items else FetchStats()
     stats.skipped = plan.skipped
     removed = gc_blobs(lake).removed if plan.items else 0
-    return _result(map_name, "api", plan, stats, removed)
+    return result_of(map_name, "api", plan, stats, removed)
 
 
-def _result(map_name: str, source: str, plan: _Plan, stats: FetchStats, removed: int, unmatched: int = 0) -> FetchResult:
+def result_of(map_name: str, source: str, plan: FetchPlan, stats: FetchStats, removed: int, unmatched: int = 0) -> FetchResult:
     elapsed = stats.elapsed_seconds
     return FetchResult(
         map=map_name,

@@ -31,9 +31,9 @@ from tasks.fetch import (
     FetchResult,
     FetchStats,
     ImageRowWriter,
-    _plan,
-    _result,
+    plan_views,
     gc_blobs,
+    result_of,
     image_row,
 )
 from tasks.lake import Lake
@@ -100,7 +100,7 @@ def import_folder(
     options = options.checked()
     panoramas = panoramas_dir(folder)
     files = scan_folder(panoramas)
-    plan = _plan(lake, map_name, options)
+    plan = plan_views(lake, map_name, options)
     work = [(item, h, files[(item.position, h)]) for item in plan.items for h in item.headings if (item.position, h) in files]
     wanted = set(options.headings)
     unmatched = sum(1 for (pos, h) in files if pos not in plan.positions or h not in wanted)
@@ -120,6 +120,6 @@ def import_folder(
         progress.finish()
         stats.elapsed_seconds = time.perf_counter() - started
     removed = gc_blobs(lake).removed if work else 0
-    result = _result(map_name, "folder", plan, stats, removed, unmatched)
+    result = result_of(map_name, "folder", plan, stats, removed, unmatched)
     result.missing_files = missing
     return result
