@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -80,6 +81,18 @@ class Lake:
             options.setdefault("use_listings_cache", False)
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
+        self._db: duckdb.DuckDBPyConnection | None = None  # the views, defined once (see connect)
+        self._db_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A Lake travels to other processes (Prefect, Dask) without its DuckDB database."""
+        state = self.__dict__.copy()
+        state["_db"], state["_db_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._db_lock = threading.Lock()
 
     # ---- paths -----------------------------------------------------------------------------
     def path(self, relpath: str) -> str:
@@ -235,16 +248,32 @@ class Lake:
 
     # ---- DuckDB ----------------------------------------------------------------------------
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-process DuckDB connection with the lake's views (``sql/views.sql``)."""
-        con = duckdb.connect()
-        if not self.is_local:
-            con.register_filesystem(self.fs)
+        """A DuckDB connection with the lake's views (``sql/views.sql``); close it when done.
+
+        The views are defined once per Lake in an in-memory database (binding them reads every
+        table's schema: many requests on S3) and each call returns a new cursor on it. A view
+        is re-planned on every query, so new files are always seen; DuckDB's file cache is off
+        because keyed files are replaced under the same name.
+        """
+        with self._db_lock:
+            if self._db is None:
+                self._db = self._open_database()
+            con = self._db.cursor()
         con.execute("SET VARIABLE lake_root = ?", [self.root_url])
-        try:
-            con.execute(catalog_sql())
-        except duckdb.Error as exc:
-            raise LakeError(f"cannot open the lake at {self.uri}: {exc}") from None
         return con
+
+    def _open_database(self) -> duckdb.DuckDBPyConnection:
+        db = duckdb.connect()
+        db.execute("SET enable_external_file_cache = false")
+        if not self.is_local:
+            db.register_filesystem(self.fs)
+        db.execute("SET VARIABLE lake_root = ?", [self.root_url])
+        try:
+            db.execute(catalog_sql())
+        except duckdb.Error as exc:
+            db.close()
+            raise LakeError(f"cannot open the lake at {self.uri}: {exc}") from None
+        return db
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
         """Run one SQL statement against the lake's views; the result as an Arrow table."""
