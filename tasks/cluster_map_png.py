@@ -72,7 +72,8 @@ def render_cluster_map(
     while lng0 <= e:
         x, _ = proj.project(np.array([s]), np.array([lng0]))
         mdraw.line([(float(x[0]), 0), (float(x[0]), h)], fill=GRID, width=1)
-        mdraw.text((float(x[0]) + 2, h - 14), _deg(lng0, "E", "W"), font=small, fill=MUTED)
+        if float(x[0]) < w - 40:
+            mdraw.text((float(x[0]) + 2, h - 14), _deg(lng0, "E", "W"), font=small, fill=MUTED)
         lng0 += step
     pixels = np.asarray(map_img).copy()
 

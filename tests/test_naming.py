@@ -137,3 +137,16 @@ def test_names_command_prints_json(lake, tmp_path, model_dir, text, capsys):
     assert doc["reason"] is None
     assert [doc["names"][str(c)][0]["name"] for c in range(3)] == [DESCRIPTIONS[j] for j in chosen]
     assert all(len(v) == 2 for v in doc["names"].values())
+
+
+def test_report_names_unnamed_clusters_and_shows_them(lake, tmp_path, model_dir, text):
+    from tasks.report import build_report
+    from tests.test_report import page_json
+
+    _, run_id, chosen, *_ = named_lake(lake, tmp_path, model_dir, text, n=90)
+    assert cluster_names(lake, run_id) == {}
+    result = build_report(lake, run_id, tmp_path / "named-report")
+    assert result.names.startswith("names: ")
+    data = page_json((tmp_path / "named-report" / "report.html").read_text(encoding="utf-8"))
+    assert [c["names"][0] for c in data["clusters"]] == [DESCRIPTIONS[j] for j in chosen]
+    assert cluster_names(lake, run_id)[0][0] == DESCRIPTIONS[chosen[0]]

@@ -65,7 +65,10 @@
     for (lng0 = Math.ceil(ll1[1] / s) * s; lng0 <= ll2[1]; lng0 += s) { var x = sx(project(cLat, lng0)[0]); ctx.moveTo(x, 0); ctx.lineTo(x, H); }
     ctx.stroke();
     for (lat0 = Math.ceil(ll2[0] / s) * s; lat0 <= ll1[0]; lat0 += s) ctx.fillText(degLabel(lat0, "N", "S"), 3, sy(project(lat0, cLng)[1]) - 2);
-    for (lng0 = Math.ceil(ll1[1] / s) * s; lng0 <= ll2[1]; lng0 += s) ctx.fillText(degLabel(lng0, "E", "W"), sx(project(cLat, lng0)[0]) + 2, H - 4);
+    for (lng0 = Math.ceil(ll1[1] / s) * s; lng0 <= ll2[1]; lng0 += s) {
+      var lx = sx(project(cLat, lng0)[0]);
+      if (lx < W - 34) ctx.fillText(degLabel(lng0, "E", "W"), lx + 2, H - 4);
+    }
   }
   function degLabel(v, pos, neg) { var r = Math.round(Math.abs(v) * 10) / 10; return r + "°" + (v >= 0 ? pos : neg); }
   function invView(x, y) { return [(x - view.tx) / view.s, (y - view.ty) / view.s]; }
