@@ -83,9 +83,9 @@ def export_map(
     head, tail = frame(info[0]["format"], info[0]["envelope"])
     total = tagged = 0
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(head)
             for batch in lake.iter_batches(load_sql("export_map"), params):
@@ -95,6 +95,8 @@ def export_map(
                 total += len(objects)
             fh.write("\n" + tail)
         os.replace(tmp, out_path)
+    except OSError as exc:  # a full or read-only disk: one line naming the file
+        raise SvclusterError(f"cannot write the export {out_path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(str(out_path), name, run_ref.name if run_ref else None, total, tagged, total - tagged if run_ref else 0)
