@@ -1,0 +1,1 @@
+"""Reliability tests: crashes, API and storage faults, bad input, concurrency, secrets."""
