@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,18 +24,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sql import load_sql  # noqa: E402
-from tasks.lake import open_lake  # noqa: E402
-from tasks.report import build_report  # noqa: E402
-from tests.report_helpers import synthetic_map, write_run  # noqa: E402
-from tests.test_report_browser import CHROMIUM_FLAGS, ensure_chromium  # noqa: E402
+from sql import load_sql
+from tasks.lake import open_lake
+from tasks.report import build_report
+from tests.report_helpers import synthetic_map, write_run
+from tests.test_report_browser import CHROMIUM_FLAGS, ensure_chromium
 
 
 def chromium_render_ms(binary: str, profile: Path, page: Path, fragment: str = "") -> tuple[float, float, dict[str, str]]:
     """(wall seconds for chromium to load+dump, the page's own render ms, <html> attributes)."""
     t = time.perf_counter()
     done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri() + fragment],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     wall = time.perf_counter() - t
     tag = re.search(r"<html([^>]*)>", done.stdout)
     attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1))) if tag else {}
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--k", type=int, default=12)
+    ap.add_argument("--keep", type=Path, help="copy report.html and cluster_map.png here")
     args = ap.parse_args()
     n, dim = (10_000, 128) if args.quick else (args.n, args.dim)
 
@@ -90,12 +92,16 @@ def main() -> None:
         print("  stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items()))
         print(f"baseline (read points + dump JSON): {base_s:6.2f} s   ratio ours/baseline = {ours_s / base_s:.1f}x")
 
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(result.html, args.keep)
+            shutil.copy(result.png, args.keep)
         binary = ensure_chromium()
         wall, render_ms, attrs = chromium_render_ms(binary, folder / "profile", Path(result.html), "#bench=1")
         assert attrs.get("data-rendered") == "1" and int(attrs.get("data-points", 0)) == n, attrs
         svg_page = folder / "svg.html"
         svg_baseline_page(svg_page, m.lat, m.lng, labels)
-        svg_wall, svg_ms, _ = chromium_render_ms(binary, folder / "profile", svg_page)
+        svg_wall, _, _ = chromium_render_ms(binary, folder / "profile", svg_page)
         print(f"page first render (canvas, script start -> map drawn + all sections built): {render_ms:8.1f} ms "
               f"(chromium load+dump {wall:.1f} s)")
         print(f"map redraw (zoom / pan / highlight), {n:,} points on one canvas: {float(attrs['data-redraw-ms']):.1f} ms")

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tasks.report_geo import Projection, fitted_bounds, graticule_step, hex_rgb, map_size
+from tasks.report_geo import (
+    Projection,
+    fitted_bounds,
+    graticule_step,
+    hex_rgb,
+    map_size,
+)
 
 BACKGROUND = (238, 243, 247)
 PANEL = (255, 255, 255)

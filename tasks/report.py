@@ -10,6 +10,7 @@ points, with a graticule), so 100,000 locations stay responsive. The data comes 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -190,7 +191,7 @@ def page_data(data: ReportData) -> dict[str, Any]:
             "lat": np.round(pts.lat, 5).tolist(),
             "lng": np.round(pts.lng, 5).tolist(),
             "c": [cluster_pos[int(c)] for c in pts.cluster.tolist()],
-            "d": [None if d != d else d for d in distance.tolist()],
+            "d": [None if math.isnan(d) else d for d in distance.tolist()],
             "r": region_idx.tolist(),
             "t": tag_idx.tolist(),
         },
@@ -332,7 +333,6 @@ def report_artifacts(lake: Lake, run: str | RunRef, out_dir: str | Path | None =
 
 def _summary_rows(lake: Lake, ref: RunRef) -> list[dict[str, Any]]:
     from sql import load_sql
-
     from tasks.naming import cluster_names
 
     t = lake.query(load_sql("report_points"), {"run": ref.run_id})

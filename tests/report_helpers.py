@@ -8,7 +8,7 @@ import io
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,6 @@ from PIL import Image, ImageDraw
 from tasks.ingest import ingest_map
 from tasks.lake import Lake
 from tasks.sample import BANDS, band_of, generate_locations, to_format
-from tasks.schemas import vector_type
 
 HEADINGS = (0, 90, 180, 270)
 BAND_COLORS = {"desert": (214, 180, 120), "valley": (120, 170, 90), "forest": (40, 110, 60), "steppe": (170, 160, 110), "ice": (220, 230, 240)}
@@ -135,7 +134,7 @@ def write_run(
         pa.table({"run_id": [run_id] * len(labels), "location_id": location_ids,
                   "cluster": pa.array(labels, pa.int32()), "distance": pa.array(dist, pa.float32())}),
     )
-    created = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=created_offset_s)
+    created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=created_offset_s)
     lake.append(
         "cluster_runs",
         pa.table({

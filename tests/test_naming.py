@@ -14,13 +14,11 @@ from tasks.export import export_map
 from tasks.naming import (
     DESCRIPTIONS,
     NO_TEXT_TOWER,
-    cluster_centroids,
     cluster_names,
     name_clusters,
     prompts_for,
 )
 from tests.report_helpers import run_ref, synthetic_map, write_embeddings, write_run
-
 
 DIM = 24  # the tiny CLIP's projection size
 
@@ -70,7 +68,7 @@ def named_lake(lake, tmp_path, model_dir, text, n=300):
 
 
 def test_names_match_the_descriptions_the_clusters_look_like(lake, tmp_path, model_dir, text):
-    m, run_id, chosen, vectors, labels = named_lake(lake, tmp_path, model_dir, text)
+    _, run_id, chosen, vectors, labels = named_lake(lake, tmp_path, model_dir, text)
     result = name_clusters(lake, run_id, top=3)
     assert result.reason is None and result.stored and result.model == model_dir
     assert sorted(result.names) == [0, 1, 2]
@@ -78,7 +76,8 @@ def test_names_match_the_descriptions_the_clusters_look_like(lake, tmp_path, mod
     assert [result.names[c][0].name for c in range(3)] == [DESCRIPTIONS[j] for j in chosen]
     # scores are the cosine between centroid and text vector; ranks by lift (score minus the
     # description's mean over clusters), computed here independently of tasks/naming
-    ids, centroids = cluster_centroids(labels, vectors)
+    centroids = np.stack([vectors[labels == c].mean(axis=0) for c in range(3)])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     scores = centroids.astype(np.float64) @ text.T
     lift = scores - scores.mean(axis=0)
     for c in range(3):
@@ -112,7 +111,7 @@ def test_baseline_runs_get_no_names_and_say_so(lake, tmp_path):
 
 
 def test_export_tag_with_name_placeholder(lake, tmp_path, model_dir, text):
-    m, run_id, chosen, _, labels = named_lake(lake, tmp_path, model_dir, text, n=90)
+    _, run_id, chosen, *_ = named_lake(lake, tmp_path, model_dir, text, n=90)
     ref = run_ref(lake, run_id)
     with pytest.raises(SvclusterError, match="no cluster names yet"):
         export_map(lake, tmp_path / "x.json", run=run_id, tag_format="{name}-c{cluster}")

@@ -21,7 +21,7 @@ from tests.report_helpers import synthetic_map, write_run, write_sweep
 
 
 def page_json(html: str) -> dict:
-    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.DOTALL)
     assert m, "the page embeds its data"
     return json.loads(m.group(1))
 

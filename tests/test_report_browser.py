@@ -34,7 +34,7 @@ def ensure_chromium() -> str:
         pytest.fail("Chromium is required for the report browser test: install Debian's `chromium` package (apt-get install -y chromium)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True, timeout=600)
-    done = subprocess.run(["apt-get", "install", "-y", "chromium"], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(["apt-get", "install", "-y", "chromium"], check=False, env=env, capture_output=True, text=True, timeout=900)
     found = shutil.which("chromium")
     if not found:
         pytest.fail(f"could not install chromium with apt-get: {done.stderr[-500:]}")
@@ -49,7 +49,7 @@ def chromium() -> str:
 def run_chromium(binary: str, profile: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
 
 
@@ -109,12 +109,12 @@ def test_report_renders_in_chromium_without_errors(chromium, which, request, tmp
     assert attrs.get("data-rendered") == "1", "the page script ran to the end"
     assert int(attrs["data-points"]) >= 190
     assert int(attrs["data-painted"]) > 200, "the map canvas has coloured points on it"
-    assert re.search(r'<pre id="js-errors"></pre>', dom), re.search(r'<pre id="js-errors">(.*?)</pre>', dom, re.S).group(1)
+    assert re.search(r'<pre id="js-errors"></pre>', dom), re.search(r'<pre id="js-errors">(.*?)</pre>', dom, re.DOTALL).group(1)
     assert console_errors(done.stderr) == []
     # legend and every cluster section, each with its contact sheet
     assert len(re.findall(r'<li data-cluster="\d+"', dom)) == facts["clusters"]
     for c in range(facts["clusters"]):
-        section = re.search(rf'<div class="cluster" id="cluster-{c}" data-cluster="{c}"(.*?)(?=<div class="cluster" |</div></section>)', dom, re.S)
+        section = re.search(rf'<div class="cluster" id="cluster-{c}" data-cluster="{c}"(.*?)(?=<div class="cluster" |</div></section>)', dom, re.DOTALL)
         assert section, f"cluster {c} has a section"
         assert section.group(1).count('class="loc typical"') >= 2
         assert section.group(1).count('class="loc edge"') >= 1
@@ -126,11 +126,11 @@ def test_report_renders_in_chromium_without_errors(chromium, which, request, tmp
 
 def test_pinned_location_shows_its_views(chromium, report, tmp_path):
     html, _ = report
-    data = re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.S).group(1)
+    data = re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.DOTALL).group(1)
     sample = re.search(r'"id":"([^"]+)","p":\d+,[^{]*?"views":\[\{"h":0', data).group(1)
     done = run_chromium(chromium, tmp_path / "profile", f"{html.as_uri()}#pin={sample}&cluster=1", "--dump-dom")
     dom = done.stdout
-    pinned = re.search(r'<div id="pinned">(.*?)</div>\s*</aside>', dom, re.S).group(1)
+    pinned = re.search(r'<div id="pinned">(.*?)</div>\s*</aside>', dom, re.DOTALL).group(1)
     assert "Cluster" in pinned and re.search(r"-?\d+\.\d{5}, -?\d+\.\d{5}", pinned)
     assert pinned.count("<img") == 4 and "data:image/jpeg;base64," in pinned
     assert re.search(r'<li data-cluster="1"[^>]*class="on"', dom)
@@ -157,7 +157,7 @@ def test_page_errors_are_reported(chromium, report, tmp_path):
     broken = tmp_path / "broken.html"
     broken.write_text(html.read_text(encoding="utf-8").replace('"clusters":[', '"clusters":null,"x":[', 1), encoding="utf-8")
     done = run_chromium(chromium, tmp_path / "profile", broken.as_uri(), "--dump-dom")
-    errors = re.search(r'<pre id="js-errors">(.*?)</pre>', done.stdout, re.S).group(1)
+    errors = re.search(r'<pre id="js-errors">(.*?)</pre>', done.stdout, re.DOTALL).group(1)
     assert "TypeError" in errors or "null" in errors
     assert console_errors(done.stderr), "Chromium's log shows the uncaught error too"
     assert html_attrs(done.stdout).get("data-rendered") is None
