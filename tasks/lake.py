@@ -83,6 +83,7 @@ class Lake:
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
         self._db: duckdb.DuckDBPyConnection | None = None  # the views, defined once (see connect)
         self._db_lock = threading.Lock()
+        self._db_pid = 0
 
     def __getstate__(self) -> dict[str, Any]:
         """A Lake travels to other processes (Prefect, Dask) without its DuckDB database."""
@@ -256,8 +257,8 @@ class Lake:
         because keyed files are replaced under the same name.
         """
         with self._db_lock:
-            if self._db is None:
-                self._db = self._open_database()
+            if self._db is None or self._db_pid != os.getpid():  # a forked child opens its own
+                self._db, self._db_pid = self._open_database(), os.getpid()
             con = self._db.cursor()
         con.execute("SET VARIABLE lake_root = ?", [self.root_url])
         return con

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from tasks.errors import MapFormatError
 
 MAX_MAP_NAME = 200
-COORD_DECIMALS = 6
+COORD_DECIMALS = 6  # location_ids rounds coordinates to this many decimals (about 10 cm)
 
 
 @dataclass
@@ -52,8 +52,15 @@ class ParsedMap:
 
 def location_id(pano_id: str | None, lat: float, lng: float) -> str:
     """Stable id: from the panorama id when there is one, else from the rounded coordinates."""
-    key = f"pano:{pano_id}" if pano_id else f"ll:{lat:.{COORD_DECIMALS}f},{lng:.{COORD_DECIMALS}f}"
-    return hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
+    return location_ids([pano_id], [lat], [lng])[0]
+
+
+def location_ids(pano_ids: list[str | None], lats: list[float], lngs: list[float]) -> list[str]:
+    """``location_id`` of many locations at once: 16 hex digits of blake2b of ``pano:<id>``,
+    or of ``ll:<lat>,<lng>`` with both rounded to 6 decimals when there is no panorama id."""
+    blake2b, places = hashlib.blake2b, COORD_DECIMALS
+    keys = (f"pano:{p}" if p else f"ll:{la:.{places}f},{ln:.{places}f}" for p, la, ln in zip(pano_ids, lats, lngs))
+    return [blake2b(k.encode("utf-8"), digest_size=8).hexdigest() for k in keys]
 
 
 def validate_map_name(name: str) -> str:
@@ -229,6 +236,15 @@ def dump_json(value: Any) -> str:
         return _STDLIB_DUMPS(value)
 
 
+def dump_json_many(values: list[Any]) -> list[str | None]:
+    """``dump_json`` of each value (None stays None), in one tight loop when orjson can."""
+    dumps = orjson.dumps
+    try:
+        return [None if v is None else dumps(v).decode("utf-8") for v in values]
+    except orjson.JSONEncodeError:
+        return [None if v is None else dump_json(v) for v in values]
+
+
 _STDLIB_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -386,14 +402,20 @@ def _fast_batch(
     ):
         return None
     lats, lngs = lat.to_pylist(), lng.to_pylist()
-    ids = [location_id(p, la, ln) for p, la, ln in zip(panos, lats, lngs)]
-    keep = []
-    for j, lid in enumerate(ids, start):
-        first = seen.setdefault(lid, j)
-        if first != j:
-            duplicates.append((j, first))
-        else:
-            keep.append(j - start)
+    ids = location_ids(panos, lats, lngs)
+    positions = range(start, start + len(items))
+    fresh = dict(zip(ids, positions))
+    if len(fresh) == len(ids) and seen.keys().isdisjoint(fresh):
+        seen.update(fresh)  # the usual case: no duplicates at all
+        keep = positions
+    else:
+        keep = []
+        for j, lid in zip(positions, ids):
+            first = seen.setdefault(lid, j)
+            if first != j:
+                duplicates.append((j, first))
+            else:
+                keep.append(j)
     batch = pa.RecordBatch.from_arrays(
         [
             pa.array(ids, pa.string()),
@@ -407,13 +429,13 @@ def _fast_batch(
             pa.array(countries, pa.string()),
             pa.array(regions, pa.string()),
             pa.array(tags, pa.list_(pa.string())),
-            pa.array([None if e is None else dump_json(e) for e in extras], pa.string()),
-            pa.array([dump_json(x) for x in items], pa.string()),
+            pa.array(dump_json_many(extras), pa.string()),
+            pa.array(dump_json_many(items), pa.string()),
         ],
         schema=ROWS_SCHEMA,
     )
     if len(keep) < len(items):
-        batch = batch.take(pa.array(keep, pa.int64()))
+        batch = batch.take(pa.array([j - start for j in keep], pa.int64()))
     return batch
 
 
