@@ -181,6 +181,31 @@ def inspect_jpeg(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+def is_placeholder(data: bytes) -> bool:
+    """True for the flat light-grey picture Google serves where a view has no imagery.
+
+    Decoded at 1/8 scale in JPEG draft mode (well under a millisecond): a photo has texture,
+    the placeholder is one grey (a little text at most) with no colour.
+    """
+    from PIL import Image, ImageStat
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if len(data) > 0.1 * img.width * img.height:  # a textured photo: no need to decode
+                return False
+            img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+            rgb = img.convert("RGB")
+    except (OSError, SyntaxError, ValueError):
+        return False
+    grey = rgb.convert("L")
+    hist = grey.histogram()
+    total = sum(hist)
+    peak = max(range(256), key=hist.__getitem__)
+    near = sum(hist[max(0, peak - 6): peak + 7])
+    r, g, b = ImageStat.Stat(rgb).mean
+    return near >= 0.97 * total and peak >= 150 and max(r, g, b) - min(r, g, b) < 12
+
+
 class RateLimiter:
     """At most ``qps`` request starts per second across threads (0 = unlimited), evenly spaced."""
 
@@ -292,6 +317,8 @@ class StreetViewClient:
         }
         data = self._request("image", self._path, params)
         width, height = inspect_jpeg(data)
+        if is_placeholder(data):
+            raise NoImagery("image is the grey 'no imagery' placeholder")
         return StreetViewImage(data, width, height)
 
     # ---- transport ---------------------------------------------------------------------------
