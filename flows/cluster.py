@@ -23,6 +23,7 @@ from tasks.compare import Comparison, compare_runs, compare_with_tags
 from tasks.errors import SvclusterError
 from tasks.lake import open_lake
 from tasks.progress import NullProgress
+from tasks.settings import load_settings
 
 
 @dataclass
@@ -115,10 +116,10 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
 
 
 @flow(name="svcluster-cluster", log_prints=False, validate_parameters=True)
-def cluster_flow(lake: str, map_name: str, params: ClusterParams = ClusterParams()) -> ClusterFlowResult:
+def cluster_flow(map_name: str, lake: str | None = None, params: ClusterParams = ClusterParams()) -> ClusterFlowResult:
     """Cluster the map's embeddings (one k or a sweep), compare, and summarise the run."""
     logger = get_run_logger()
-    lake_uri = open_lake(lake).uri
+    lake_uri = open_lake(lake or load_settings().lake).uri
     result = cluster_task(lake_uri, map_name, params.to_options())
     run = chosen_run(result)
     previous, vs_previous, vs_tags = compare_task(lake_uri, run, map_name)

@@ -23,6 +23,7 @@ from flows.runner import run_windowed
 from sql import load_sql
 from tasks.lake import open_lake
 from tasks.progress import NullProgress
+from tasks.settings import load_settings
 
 
 @dataclass
@@ -85,10 +86,12 @@ def add_counters(totals: dict[str, float], stats: Any) -> None:
 
 
 @flow(name="svcluster-embed", log_prints=False, validate_parameters=True)
-def embed_flow(lake: str, map_name: str, params: EmbedParams = EmbedParams(), parallelism: int | None = None) -> EmbedFlowResult:
+def embed_flow(
+    map_name: str, lake: str | None = None, params: EmbedParams = EmbedParams(), parallelism: int | None = None
+) -> EmbedFlowResult:
     """Embed the map's fetched views that have no embedding yet for this model and pooling."""
     logger = get_run_logger()
-    lake_uri = open_lake(lake).uri
+    lake_uri = open_lake(lake or load_settings().lake).uri
     options = params.to_options()
     from tasks.models import choose_model
 

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.retries import retry_unless_user_error
 from tasks.export import DEFAULT_TAG_FORMAT, ExportResult, export_map
 from tasks.lake import open_lake
+from tasks.settings import load_settings
 
 
 @task(name="export-map", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=1800, cache_policy=NO_CACHE)
@@ -22,7 +23,7 @@ def export_task(lake_uri: str, out: str, run: str | None, map_name: str | None, 
 
 @flow(name="svcluster-export", log_prints=False, validate_parameters=True)
 def export_flow(
-    lake: str, out: str, run: str | None = None, map_name: str | None = None, tag_format: str = DEFAULT_TAG_FORMAT
+    out: str, run: str | None = None, map_name: str | None = None, tag_format: str = DEFAULT_TAG_FORMAT, lake: str | None = None
 ) -> ExportResult:
     """Export ``run`` (run_id or MAP@vN) — or ``map_name`` untagged — as JSON to ``out``."""
-    return export_task(open_lake(lake).uri, str(out), run, map_name, tag_format)
+    return export_task(open_lake(lake or load_settings().lake).uri, str(out), run, map_name, tag_format)

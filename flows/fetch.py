@@ -120,14 +120,14 @@ def chunked(items: list[Any], size: int) -> list[list[Any]]:
 
 @flow(name="svcluster-fetch", log_prints=False, validate_parameters=True)
 def fetch_flow(
-    lake: str,
     map_name: str,
+    lake: str | None = None,
     params: FetchParams = FetchParams(),
     parallelism: int | None = None,
 ) -> FetchFlowResult:
     """Fetch the map's missing Street View views (credentials from the environment)."""
     logger = get_run_logger()
-    lake_uri = open_lake(lake).uri
+    lake_uri = open_lake(lake or load_settings().lake).uri
     in_flight = parallelism or current_parallelism(default=1)
     options = params.to_options(in_flight)
     settings = load_settings(lake=lake_uri)

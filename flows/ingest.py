@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.retries import retry_unless_user_error
 from tasks.ingest import IngestResult, ingest_map
 from tasks.lake import open_lake
+from tasks.settings import load_settings
 
 
 @task(name="ingest-map", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=1800, cache_policy=NO_CACHE)
@@ -22,6 +23,6 @@ def ingest_task(lake_uri: str, map_file: str, map_name: str | None) -> IngestRes
 
 
 @flow(name="svcluster-ingest", log_prints=False, validate_parameters=True)
-def ingest_flow(lake: str, map_file: str, map_name: str | None = None) -> IngestResult:
+def ingest_flow(map_file: str, lake: str | None = None, map_name: str | None = None) -> IngestResult:
     """Load a map file (GeoGuessr, Vali, map-generator or map-making.app JSON) into the lake."""
-    return ingest_task(open_lake(lake).uri, str(map_file), map_name)
+    return ingest_task(open_lake(lake or load_settings().lake).uri, str(map_file), map_name)

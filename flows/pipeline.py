@@ -83,27 +83,27 @@ def pipeline(
         seconds[step] = round(time.perf_counter() - started, 3)
 
     t = time.perf_counter()
-    ingested = ingest_flow(lake_uri, str(map_file), map_name)
+    ingested = ingest_flow(str(map_file), lake_uri, map_name)
     timed("ingest", t)
     name = ingested.map
     with open_runner(runner) as plan:
         embed_parallelism = 1 if runner.kind == "thread" else plan.parallelism
         t = time.perf_counter()
-        fetched = fetch_flow.with_options(task_runner=plan.task_runner())(lake_uri, name, fetch, plan.parallelism)
+        fetched = fetch_flow.with_options(task_runner=plan.task_runner())(name, lake_uri, fetch, plan.parallelism)
         timed("fetch", t)
         t = time.perf_counter()
-        embedded = embed_flow.with_options(task_runner=plan.task_runner())(lake_uri, name, embed, embed_parallelism)
+        embedded = embed_flow.with_options(task_runner=plan.task_runner())(name, lake_uri, embed, embed_parallelism)
         timed("embed", t)
     t = time.perf_counter()
     # Cluster what was just embedded unless told otherwise.
     params = cluster if cluster.model else cluster.model_copy(
         update={"model": embedded.model, "pooling": cluster.pooling or embedded.pooling, "precision": cluster.precision or embedded.precision}
     )
-    clustered = cluster_flow(lake_uri, name, params)
+    clustered = cluster_flow(name, lake_uri, params)
     timed("cluster", t)
     default_export, default_summary = default_outputs(name)
     t = time.perf_counter()
-    exported = export_flow(lake_uri, export_out or default_export, clustered.run.run_id, None, tag_format)
+    exported = export_flow(export_out or default_export, clustered.run.run_id, None, tag_format, lake_uri)
     timed("export", t)
     summary_path = Path(summary_out or default_summary)
     summary_path.parent.mkdir(parents=True, exist_ok=True)
