@@ -103,6 +103,7 @@ class EmbedResult:
     pooling: str
     precision: str
     device: str
+    runtime: str | None  # torch | onnxruntime | numpy; None when nothing needed embedding
     dim: int | None
     locations: int  # in the map
     locations_with_views: int  # with at least one 'ok' view
@@ -204,10 +205,10 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
     todo = _todo(lake, map_name, options)
     started = time.perf_counter()
     stats = EmbedStats()
-    revision, dim = None, None
+    revision, dim, runtime = None, None, None
     if todo:
         embedder = get_embedder(options)
-        revision, dim = embedder.revision, embedder.dim
+        revision, dim, runtime = embedder.revision, embedder.dim, embedder.runtime
         progress.start(sum(v for _, v in todo), f"embedding {map_name} ({embedder.precision})")
         try:
             for s in run_embedding(lake, embedder, _chunks([loc for loc, _ in todo], options.locations_per_batch), options, progress):
@@ -223,6 +224,7 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
         pooling=options.pooling,
         precision=choice.precision,
         device=choice.device,
+        runtime=runtime,
         dim=dim,
         locations=n_locations,
         locations_with_views=with_views,

@@ -32,7 +32,7 @@ from PIL import Image
 
 from tasks import baseline
 from tasks.errors import NotFoundError, SvclusterError
-from tasks.precision import autocast, prepare_model, resolve_precision
+from tasks.precision import make_runner, resolve_precision, runtime_for
 from tasks.preprocess import PreprocessSpec, preprocess_image
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Embedder(Protocol):
     revision: str
     precision: str
     device: str
+    runtime: str  # torch | onnxruntime | numpy (baseline)
     dim: int
 
     def prepare(self, img: Image.Image) -> np.ndarray: ...
@@ -141,11 +142,15 @@ def quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_clip_parts(ref: str) -> tuple[Any, Any, str, str]:
@@ -188,6 +193,7 @@ class BaselineEmbedder:
     revision = baseline.BASELINE_REVISION
     precision = "fp32"
     device = "cpu"
+    runtime = "numpy"
     dim = baseline.DIM
 
     def prepare(self, img: Image.Image) -> np.ndarray:
@@ -200,9 +206,7 @@ class BaselineEmbedder:
 class ClipEmbedder:
     """A CLIP's image tower: ``embed`` returns ``get_image_features(...).pooler_output``, normalised."""
 
-    def __init__(self, ref: str, device: str, precision: str):
-        import torch
-
+    def __init__(self, ref: str, device: str, precision: str, runtime: str = "auto"):
         model, processor, key, revision = load_clip_parts(ref)
         # Only the image tower runs here: drop the text tower (a third of StreetCLIP's weights).
         model.text_model = None
@@ -211,22 +215,17 @@ class ClipEmbedder:
         self.revision = revision
         self.device = device
         self.precision = precision
+        self.runtime = runtime_for(precision, device, runtime)
         self.spec = PreprocessSpec.from_processor(processor)
         self.dim = int(model.config.projection_dim)
-        self._torch = torch
-        self._net = prepare_model(model.to(device).eval(), precision, device)
+        image_hw = self.spec.output_hw or (model.config.vision_config.image_size,) * 2
+        self._run = make_runner(model.to(device).eval(), revision, precision, device, image_hw, self.runtime)
 
     def prepare(self, img: Image.Image) -> np.ndarray:
         return preprocess_image(img, self.spec)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        pixels = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        with torch.inference_mode(), autocast(self.precision, self.device):
-            features = self._net.get_image_features(pixel_values=pixels)
-            features = getattr(features, "pooler_output", features)
-        out = features.float().cpu().numpy()
-        return l2_normalise(out)
+        return l2_normalise(self._run(batch))
 
 
 def l2_normalise(v: np.ndarray) -> np.ndarray:
@@ -256,13 +255,16 @@ def choose_model(ref: str, device: str = "auto", precision: str = "auto") -> Mod
 
 
 @functools.lru_cache(maxsize=4)
-def load_embedder(ref: str, device: str = "auto", precision: str = "auto") -> Embedder:
-    """The model ``ref`` ready to embed on ``device`` at ``precision``; cached per process."""
+def load_embedder(ref: str, device: str = "auto", precision: str = "auto", runtime: str = "auto") -> Embedder:
+    """The model ``ref`` ready to embed on ``device`` at ``precision``; cached per process.
+
+    ``runtime`` forces ``torch`` or ``onnxruntime`` (default: see ``tasks.precision``).
+    """
     choice = choose_model(ref, device, precision)
     if is_baseline(ref):
         return BaselineEmbedder()
     log.info("loading %s on %s (%s)", ref, choice.device, choice.precision)
-    return ClipEmbedder(ref, choice.device, choice.precision)
+    return ClipEmbedder(ref, choice.device, choice.precision, runtime)
 
 
 @functools.lru_cache(maxsize=2)

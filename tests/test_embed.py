@@ -217,7 +217,7 @@ def test_cli_embeds_a_hub_model_from_the_cache_offline(small_lake_map, tiny_clip
     shutil.copytree(tiny_clip, repo_dir / "snapshots" / commit)
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "SVCLUSTER_ONNX": "0"}
     cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--lake", lake.uri, "embed", "--map", map_name,
            "--model", "tiny-org/tiny-clip", "--precision", "fp32", "--json"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -234,6 +234,6 @@ def test_cli_summary_and_errors(small_lake_map, capsys):
     add_views(lake, ids[:2], headings=(0,))
     assert cli_main(["--lake", lake.uri, "embed", "--map", map_name, "--model", "baseline"]) == 0
     out = capsys.readouterr().out
-    assert "2 locations embedded with baseline (mean, fp32, cpu)" in out and "18 locations have no fetched image" in out
+    assert "2 locations embedded with baseline (mean, fp32, cpu, numpy)" in out and "18 locations have no fetched image" in out
     assert cli_main(["--lake", lake.uri, "embed", "--map", map_name, "--model", "baseline", "--device", "tpu"]) == 1
     assert "--device must be one of" in capsys.readouterr().err

@@ -27,6 +27,14 @@ def embed(
         str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 | int8 (recorded with the vectors).")
     ] = "auto",
     workers: Annotated[int, typer.Option("--workers", help="Threads decoding and preprocessing images.")] = default_workers(),
+    check_precision: Annotated[
+        bool,
+        typer.Option(
+            "--check-precision",
+            help="Compare --precision with fp32 on a sample of views (cosine, K-means ARI, speed); writes nothing.",
+        ),
+    ] = False,
+    check_sample: Annotated[int, typer.Option("--check-sample", help="Views sampled by --check-precision.")] = 256,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -35,8 +43,12 @@ def embed(
     options = EmbedOptions(
         model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision, workers=workers
     )
+    if check_precision:
+        _check(inv, map_name, options, check_sample)
+        return
     r = embed_map(inv.lake, map_name, options, RichBar(unit="img", enabled=not inv.json))
-    lines = [f"{r.map}: {r.locations_embedded} locations embedded with {r.model} ({r.pooling}, {r.precision}, {r.device})"]
+    runtime = f", {r.runtime}" if r.runtime else ""
+    lines = [f"{r.map}: {r.locations_embedded} locations embedded with {r.model} ({r.pooling}, {r.precision}, {r.device}{runtime})"]
     if r.views_embedded:
         lines.append(f"{r.views_embedded} images in {r.seconds:.1f} s ({r.images_per_second:.1f} img/s)")
     if r.views_reused:
@@ -46,6 +58,22 @@ def embed(
     if r.locations_without_views:
         lines.append(f"{r.locations_without_views} locations have no fetched image: run `svcluster fetch --map {r.map}`")
     emit(inv, r, "\n".join(lines))
+
+
+def _check(inv, map_name: str, options: EmbedOptions, sample: int) -> None:
+    from tasks.precision_check import check_precision
+
+    c = check_precision(inv.lake, map_name, options, sample=sample)
+    verdict = "PASS" if c.passed else "FAIL"
+    text = (
+        f"{verdict}: {c.precision} ({c.runtime}) vs fp32 on {c.views} views of {c.map} with {c.model}\n"
+        f"cosine min {c.cosine_min:.4f}, median {c.cosine_median:.4f}; K-means k={c.k} ARI {c.ari:.3f}  "
+        f"(targets: {c.targets})\n"
+        f"speed {c.images_per_second:.2f} img/s vs fp32 {c.reference_images_per_second:.2f} img/s ({c.speedup:.2f}x)"
+    )
+    emit(inv, c, text)
+    if not c.passed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,127 @@
+"""Precision paths with the tiny CLIP: every one that runs here, recorded in the lake's key;
+auto's choice from the CPU flags and the cached speed probe; ONNX exports cached on disk;
+the quality gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flows.cli import main as cli_main
+from tasks import precision
+from tasks.embed import EmbedOptions, embed_map, plan_embed
+from tasks.errors import SvclusterError
+from tasks.models import load_embedder
+from tasks.precision_check import check_precision, compare_vectors
+from tests.fixtures.models import add_views
+
+
+def opts(tiny_clip, prec: str, **kw) -> EmbedOptions:
+    return EmbedOptions(model=str(tiny_clip), device="cpu", precision=prec, batch_size=4, workers=2, **kw)
+
+
+def test_every_cpu_precision_is_its_own_vector_set(small_lake_map, tiny_clip):
+    lake, map_name, ids = small_lake_map
+    add_views(lake, ids[:4], kinds={ids[0]: "desert", ids[1]: "forest"})
+    results = {p: embed_map(lake, map_name, opts(tiny_clip, p)) for p in ("fp32", "bf16", "int8")}
+    assert {p: (r.precision, r.runtime) for p, r in results.items()} == {
+        "fp32": ("fp32", "onnxruntime"), "bf16": ("bf16", "torch"), "int8": ("int8", "onnxruntime")
+    }
+    assert all(r.locations_embedded == 4 for r in results.values())
+    rows = lake.query("SELECT location_id, precision, vector FROM embeddings").to_pylist()
+    vec = {(r["location_id"], r["precision"]): np.array(r["vector"]) for r in rows}
+    assert len(vec) == 12
+    views = lake.query("SELECT precision, count(*) AS n FROM embedding_views GROUP BY precision ORDER BY precision").to_pylist()
+    assert views == [{"precision": "bf16", "n": 16}, {"precision": "fp32", "n": 16}, {"precision": "int8", "n": 16}]
+    for loc in ids[:4]:
+        for p in ("bf16", "int8"):
+            assert abs(np.linalg.norm(vec[(loc, p)]) - 1) < 1e-5
+            assert vec[(loc, p)] @ vec[(loc, "fp32")] > 0.99
+    # Each precision is incremental on its own; a new precision starts from nothing.
+    assert plan_embed(lake, map_name, opts(tiny_clip, "int8")) == []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SVCLUSTER_ONNX", "0")
+        load_embedder.cache_clear()
+        eager = embed_map(lake, map_name, opts(tiny_clip, "fp32"))
+        assert eager.locations_embedded == 0  # fp32 is fp32, whichever runtime made it
+        with pytest.raises(SvclusterError, match="pip install onnxruntime"):
+            embed_map(lake, map_name, opts(tiny_clip, "int8", locations_per_batch=1))
+    load_embedder.cache_clear()
+
+
+def test_onnx_exports_are_cached_by_revision_and_precision(tiny_clip, svcluster_cache):
+    load_embedder.cache_clear()
+    e = load_embedder(str(tiny_clip), "cpu", "int8")
+    folder = svcluster_cache / "onnx" / e.revision / "32x32"
+    files = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    assert set(files) == {"vision-fp32.onnx", "vision-int8.onnx"}
+    load_embedder.cache_clear()
+    again = load_embedder(str(tiny_clip), "cpu", "int8")
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == files  # not exported again
+    x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    ref = load_embedder(str(tiny_clip), "cpu", "fp32", "torch").embed(x)
+    assert ((again.embed(x) * ref).sum(1) > 0.99).all()
+    assert ((load_embedder(str(tiny_clip), "cpu", "fp32").embed(x) * ref).sum(1) > 0.99999).all()
+    load_embedder.cache_clear()
+
+
+def test_auto_follows_cpu_flags_and_the_cached_probe(svcluster_cache, monkeypatch):
+    probe = svcluster_cache / "cpu-probe.json"
+    native = precision.cpu_has_native_bf16()
+    assert native == bool(precision.cpu_flags() & {"avx512_bf16", "amx_bf16"}) or "AMX" in str(
+        __import__("torch").backends.cpu.get_cpu_capability()
+    )
+    try:
+        for speedup, expect_bf16 in ((2.0, native), (0.6, False)):
+            probe.write_text(json.dumps({"machine": precision._machine_key(), "bf16_speedup": speedup}))
+            precision.bf16_speedup.cache_clear()
+            assert precision.resolve_precision("auto", "cpu") == ("bf16" if expect_bf16 else "fp32")
+        # No native bf16: auto never picks it, whatever a probe said.
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+        probe.write_text(json.dumps({"machine": precision._machine_key(), "bf16_speedup": 5.0}))
+        precision.bf16_speedup.cache_clear()
+        assert precision.resolve_precision("auto", "cpu") == "fp32"
+    finally:
+        probe.unlink(missing_ok=True)
+        precision.bf16_speedup.cache_clear()
+    assert precision.resolve_precision("auto", "mps") == "fp32"
+    assert precision.resolve_precision("auto", "cpu", baseline=True) == "fp32"
+    for args, message in (
+        (("fp16", "cpu"), "fp16 is for GPUs"),
+        (("int8", "cuda"), "int8 runs on the CPU only"),
+        (("bf16", "mps"), "not supported"),
+        (("fp64", "cpu"), "--precision must be one of"),
+    ):
+        with pytest.raises(SvclusterError, match=message):
+            precision.resolve_precision(*args)
+    with pytest.raises(SvclusterError, match="baseline computes its descriptor in fp32 only"):
+        precision.resolve_precision("int8", "cpu", baseline=True)
+
+
+def test_compare_vectors_measures_agreement():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(10, 32)) * 3
+    ref = np.concatenate([c + rng.normal(size=(20, 32)) for c in centres])
+    cos, ari = compare_vectors(ref, ref.copy())
+    assert cos.min() > 0.99999 and ari == 1.0
+    noisy = ref + rng.normal(size=ref.shape) * 8
+    cos2, ari2 = compare_vectors(ref, noisy)
+    assert np.median(cos2) < 0.95 and ari2 < 0.9
+
+
+def test_check_precision_gate_and_cli(small_lake_map, tiny_clip, capsys):
+    lake, map_name, ids = small_lake_map
+    add_views(lake, ids[:8], kinds={loc: ("desert" if i % 2 else "forest") for i, loc in enumerate(ids[:8])})
+    c = check_precision(lake, map_name, opts(tiny_clip, "int8"), sample=24, k=4)
+    assert c.views == 24 and c.precision == "int8" and c.runtime == "onnxruntime" and c.k == 4
+    assert 0.99 < c.cosine_min <= c.cosine_median <= 1.0
+    assert c.passed == (c.cosine_median >= 0.995 and c.ari >= 0.95)
+    assert c.images_per_second > 0 and c.reference_images_per_second > 0
+    code = cli_main(["--lake", lake.uri, "--json", "embed", "--map", map_name, "--model", str(tiny_clip),
+                     "--precision", "bf16", "--check-precision", "--check-sample", "16", "--device", "cpu"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["precision"] == "bf16" and doc["views"] == 16 and code == (0 if doc["passed"] else 1)
+    assert lake.query("SELECT count(*) FROM embeddings").column(0)[0].as_py() == 0  # the check writes nothing
