@@ -162,6 +162,28 @@ class Lake:
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot read {relpath} in the lake at {self.uri}: {_reason(exc)}") from None
 
+    def read_into(self, relpath: str, buffer: memoryview) -> int:
+        """Fill ``buffer`` (writable bytes, e.g. a numpy array's memory) with a file's bytes, read
+        in place with no intermediate copy. Returns the file's size; reads nothing when it is not
+        the buffer's size."""
+        target = self.path(relpath)
+        try:
+            size = int(self.fs.size(target))
+            if size != buffer.nbytes:
+                return size
+            got = 0
+            with self.fs.open(target, "rb") as fh:
+                while got < size:
+                    n = fh.readinto(buffer[got:])
+                    if not n:
+                        raise LakeError(f"{relpath} in the lake at {self.uri} ended early")
+                    got += n
+            return size
+        except FileNotFoundError:
+            raise LakeError(f"missing from the lake at {self.uri}: {relpath}") from None
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot read {relpath} in the lake at {self.uri}: {_reason(exc)}") from None
+
     def write_bytes(self, relpath: str, data: bytes) -> str:
         """Write a file so that readers see either nothing or all of it. Returns its path."""
         target = self.path(relpath)

@@ -9,6 +9,13 @@ preallocated numpy matrix (no per-row Python).
 
 Rows of the matrix are in a canonical order, the locations sorted by ``location_id``, so the
 same embeddings always give the same matrix whatever order the files were written in.
+
+Decoding Parquet lists costs far more than the bytes they hold (every float carries list
+levels), and users cluster the same embeddings many times (k=5, k=18, a sweep, with PCA or
+not). So the first read also leaves the matrix as raw float32 bytes in the lake under
+``cache/vectors/<fingerprint>.f32``; later reads of the very same rows (same fingerprint) read
+that file instead, at the speed of ``np.load``. The fingerprint names exact rows, so a cached
+matrix is never stale; deleting ``cache/`` only costs one slower read.
 """
 
 from __future__ import annotations
@@ -91,22 +98,35 @@ def _select(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: 
     dims = pc.unique(keys.column("dim")).to_pylist()
     if len(dims) != 1 or dims[0] is None:
         raise LakeError(f"embeddings {model} / {pooling} / {precision} of map {map_name!r} mix vector sizes {dims}")
-    return EmbeddingSet(map_name, model, pooling, precision, keys.num_rows, int(dims[0]), fingerprint_keys(keys))
+    fingerprint = fingerprint_keys(keys, (model, pooling, precision))
+    return EmbeddingSet(map_name, model, pooling, precision, keys.num_rows, int(dims[0]), fingerprint)
 
 
-def fingerprint_keys(keys: pa.Table) -> str:
-    """A hash of the selected rows' identities: location, write time and model revision."""
-    h = hashlib.sha256()
+def fingerprint_keys(keys: pa.Table, kind: tuple[str, str, str]) -> str:
+    """A hash of the selected rows' identities: (model, pooling, precision), and per row its
+    location, write time, model revision and size (hashed from the Arrow buffers, in order)."""
+    h = hashlib.sha256("\x1e".join(kind).encode("utf-8"))
     for name in ("location_id", "written_us", "model_revision", "dim"):
         col = keys.column(name).combine_chunks()
         h.update(name.encode())
-        h.update("\x1f".join(map(str, col.to_pylist())).encode("utf-8"))
+        if not pa.types.is_integer(col.type):
+            col = col.cast(pa.string())
+            offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + len(col) + 1]
+            h.update((offsets - offsets[0]).astype("<i4").tobytes())
+            h.update(memoryview(col.buffers()[2])[offsets[0] : offsets[-1]])
+        else:
+            h.update(col.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
     return h.hexdigest()
 
 
 def embedding_set(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: str, precision: str) -> EmbeddingSet:
     """Which rows ``load_vectors`` would read, and their fingerprint (cheap: no vectors read)."""
     return _select(con, map_name, model, pooling, precision)
+
+
+def cache_path(fingerprint: str) -> str:
+    """Where the matrix of one fingerprint is kept (raw float32, row-major)."""
+    return f"cache/vectors/{fingerprint}.f32"
 
 
 def load_vectors(
@@ -117,34 +137,54 @@ def load_vectors(
     precision: str,
     progress: Progress | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    cache: bool = True,
 ) -> Vectors:
     """The latest embedding of every location of ``map_name`` that has one, as a matrix.
 
-    ``con``: an open connection of ``lake`` to use (else one is opened for the read)."""
+    ``con``: an open connection of ``lake`` to use (else one is opened for the read).
+    ``cache``: read and keep the matrix cache (see the module docstring)."""
     progress = progress or NullProgress()
     with lake.connect() if con is None else nullcontext(con) as con:
         chosen = _select(con, map_name, model, pooling, precision)
-        ids = con.sql(load_sql("cluster_embedding_keys_list")).to_arrow_table().column("location_id")
-        files = [r[0] for r in con.sql(load_sql("cluster_embedding_files")).fetchall()]
-        n, d = chosen.count, chosen.dim
-        matrix = np.empty((n, d), dtype=np.float32)
-        filled = np.zeros(n, dtype=bool)
-        progress.start(n, "loading vectors")
-        reader = con.sql(load_sql("cluster_embedding_vectors"), params={"files": files}).to_arrow_reader(BATCH_ROWS)
-        for batch in reader:
-            pos = batch.column(0).to_numpy()
-            vec = batch.column(1)
-            flat = vec.flatten()
-            if vec.null_count or len(flat) != len(vec) * d:
-                raise LakeError(f"embeddings of map {map_name!r} hold a null vector or one not of size {d}")
-            block = flat.to_numpy(zero_copy_only=False).reshape(len(vec), d)
-            if len(pos) and np.all(np.diff(pos) == 1):
-                matrix[pos[0] : pos[0] + len(pos)] = block
-            else:
-                matrix[pos] = block
-            filled[pos] = True
-            progress.advance(len(pos))
-        progress.finish()
+        return load_selected(lake, con, chosen, progress, cache)
+
+
+def load_selected(
+    lake: Lake, con: duckdb.DuckDBPyConnection, chosen: EmbeddingSet, progress: Progress, cache: bool = True
+) -> Vectors:
+    """The vectors of the rows ``embedding_set`` just selected on ``con`` (see ``load_vectors``)."""
+    ids = con.sql(load_sql("cluster_embedding_keys_list")).to_arrow_table().column("location_id")
+    n, d = chosen.count, chosen.dim
+    cached = cache_path(chosen.fingerprint)
+    matrix = np.empty((n, d), dtype=np.float32)
+    if not (cache and lake.exists(cached) and lake.read_into(cached, memoryview(matrix).cast("B")) == matrix.nbytes):
+        matrix = read_matrix(con, chosen.map, n, d, progress)
+        if cache:
+            lake.write_bytes(cached, matrix.tobytes())
+    return Vectors(np.asarray(ids.to_pylist(), dtype=object), matrix, chosen.fingerprint)
+
+
+def read_matrix(con: duckdb.DuckDBPyConnection, map_name: str, n: int, d: int, progress: Progress) -> np.ndarray:
+    """The selected rows' vectors (``selected_embeddings`` on ``con``) decoded from Parquet."""
+    files = [r[0] for r in con.sql(load_sql("cluster_embedding_files")).fetchall()]
+    matrix = np.empty((n, d), dtype=np.float32)
+    filled = np.zeros(n, dtype=bool)
+    progress.start(n, "loading vectors")
+    reader = con.sql(load_sql("cluster_embedding_vectors"), params={"files": files}).to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        pos = batch.column(0).to_numpy()
+        vec = batch.column(1)
+        flat = vec.flatten()
+        if vec.null_count or len(flat) != len(vec) * d:
+            raise LakeError(f"embeddings of map {map_name!r} hold a null vector or one not of size {d}")
+        block = flat.to_numpy(zero_copy_only=False).reshape(len(vec), d)
+        if len(pos) and np.all(np.diff(pos) == 1):
+            matrix[pos[0] : pos[0] + len(pos)] = block
+        else:
+            matrix[pos] = block
+        filled[pos] = True
+        progress.advance(len(pos))
+    progress.finish()
     if not filled.all():
         raise LakeError(f"{int((~filled).sum())} embedding rows of map {map_name!r} could not be read back")
-    return Vectors(np.asarray(ids.to_pylist(), dtype=object), matrix, chosen.fingerprint)
+    return matrix

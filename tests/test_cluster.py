@@ -237,3 +237,32 @@ def test_cli_cluster_runs_compare(banded, capsys):
     assert "--k 'two'" in capsys.readouterr().err
     assert main(root + ["cluster", "--map", "chile", "--algorithm", "dbscan"]) == 1
     assert "--algorithm must be one of kmeans, minibatch" in capsys.readouterr().err
+
+
+def test_vectors_cache_gives_the_same_matrix_and_follows_the_rows(banded):
+    lake, ids, _ = banded
+    cold = load_vectors(lake, "chile", "geolocal/StreetCLIP", "mean", "fp32")
+    cached = [p for p in lake.list("cache/vectors") if p.endswith(cold.fingerprint + ".f32")]
+    assert len(cached) == 1
+    warm = load_vectors(lake, "chile", "geolocal/StreetCLIP", "mean", "fp32")
+    assert np.array_equal(warm.matrix, cold.matrix) and list(warm.location_ids) == list(cold.location_ids)
+    assert warm.matrix.flags.writeable
+    # a cache file of the wrong size (an interrupted copy by hand, say) is ignored
+    lake.write_bytes(cached[0], b"\0" * 12)
+    assert np.array_equal(load_vectors(lake, "chile", "geolocal/StreetCLIP", "mean", "fp32").matrix, cold.matrix)
+    # a newer embedding row: new fingerprint, new matrix
+    append_embeddings(lake, [cold.location_ids[5]], np.full((1, cold.matrix.shape[1]), 7.0, np.float32))
+    newer = load_vectors(lake, "chile", "geolocal/StreetCLIP", "mean", "fp32")
+    assert newer.fingerprint != cold.fingerprint and (newer.matrix[5] == 7.0).all()
+    assert np.array_equal(np.delete(newer.matrix, 5, 0), np.delete(cold.matrix, 5, 0))
+
+
+def test_cluster_on_an_s3_lake(s3_lake, tmp_path):
+    locs = ingest_sample(s3_lake, tmp_path, n=80)
+    matrix, truth = band_matrix(locs, dim=8)
+    append_embeddings(s3_lake, [loc["location_id"] for loc in locs], matrix)
+    first = cluster_map(s3_lake, "chile", ClusterOptions(k=5))
+    again = cluster_map(s3_lake, "chile", ClusterOptions(k=5, pca_dims=4))  # reads the cached matrix
+    labels, _ = assignments(s3_lake, again.run.run_id)
+    assert adjusted_rand_score([truth[locs.index(next(l for l in locs if l["location_id"] == i))] for i in labels], list(labels.values())) == pytest.approx(1.0)
+    assert assignments(s3_lake, first.run.run_id)[0] == labels

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
 from flows.commands.progress import RichBar
-from tasks.cluster import ClusterOptions, ClusterResult, RunInfo, cluster_map, parse_k, runs as list_runs
+from tasks.cluster import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, cluster_map, parse_k, runs as list_runs
 from tasks.compare import Comparison, compare_runs, compare_with_tags
 from tasks.errors import SvclusterError
 
@@ -31,7 +31,7 @@ def cluster(
     algorithm: Annotated[str, typer.Option("--algorithm", help="kmeans | minibatch (large maps).")] = "kmeans",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (k-means++ init, PCA, silhouette sample).")] = 42,
     n_init: Annotated[int, typer.Option("--n-init", help="K-means restarts; the best is kept.")] = 1,
-    silhouette_sample: Annotated[int, typer.Option("--silhouette-sample", help="Locations the silhouette is computed on (0: skip).")] = 10_000,
+    silhouette_sample: Annotated[int, typer.Option("--silhouette-sample", help="Locations the silhouette is computed on (0: skip).")] = SILHOUETTE_SAMPLE,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:

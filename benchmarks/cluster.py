@@ -1,0 +1,194 @@
+"""Benchmark: clustering through the lake against bare scikit-learn on the same array.
+
+Vectors: N x 768 float32 from 30 Gaussian blobs, written to a fresh lake as the embed step
+writes them (fixed-size float32 lists, 50,000 rows per part file) for an ingested map of N
+generated locations. Printed, each as a ratio against its baseline in the same process:
+
+1. load: ``tasks.vectors.load_vectors`` against ``np.load`` of the same matrix (target <= 2x),
+   and the first read of those embeddings (Parquet decoded, matrix cache written) for scale;
+2. cluster: ``cluster_map(k=30)`` (read, fit, number, silhouette, write the run) against
+   ``sklearn.cluster.KMeans(30)`` fitted on the array already in memory (target <= 1.25),
+   with the matrix cache present and again without it (the first clustering of a map);
+3. minibatch (child process, so its peak memory is its own): ``cluster_map(k=30,
+   algorithm=minibatch)`` on M x 768, ARI against the blob truth (target >= 0.95), peak RSS.
+
+Usage: python benchmarks/cluster.py [--quick] [--n 200000] [--m 1000000] [--skip-minibatch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.cluster import ClusterOptions, cluster_map  # noqa: E402
+from tasks.ingest import ingest_map  # noqa: E402
+from tasks.lake import Lake, open_lake  # noqa: E402
+from tasks.sample import generate_locations  # noqa: E402
+from tasks.vectors import cache_path, load_vectors  # noqa: E402
+
+DIM = 768
+BLOBS = 30
+PART_ROWS = 50_000
+MODEL = "geolocal/StreetCLIP"
+
+
+def blobs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` float32 vectors of 30 Gaussian blobs (centres far apart relative to the spread)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((BLOBS, DIM), dtype=np.float32) * 3.0
+    truth = rng.integers(0, BLOBS, n)
+    x = rng.standard_normal((n, DIM), dtype=np.float32)
+    x += centres[truth]
+    return x, truth
+
+
+def build_lake(root: Path, n: int) -> tuple[Lake, np.ndarray, np.ndarray, np.ndarray]:
+    """A lake with a map of ``n`` locations and their blob embeddings.
+
+    Returns (lake, matrix in the lake's canonical row order, truth in that order, ids)."""
+    lake = open_lake(str(root / "lake"))
+    map_file = root / "bench.json"
+    map_file.write_text(json.dumps(generate_locations(n, seed=11, tagged_share=0.0)), encoding="utf-8")
+    ingest_map(lake, map_file, "bench")
+    ids = np.asarray(lake.query("SELECT location_id FROM locations WHERE map = 'bench' ORDER BY location_id").column(0).to_pylist(), dtype=object)
+    x, truth = blobs(len(ids))
+    for s in range(0, len(ids), PART_ROWS):
+        part = x[s : s + PART_ROWS]
+        m = len(part)
+        lake.append(
+            "embeddings",
+            pa.table(
+                {
+                    "location_id": pa.array(ids[s : s + m], pa.string()),
+                    "model": pa.array([MODEL] * m),
+                    "pooling": pa.array(["mean"] * m),
+                    "precision": pa.array(["fp32"] * m),
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), DIM),
+                    "dim": pa.array([DIM] * m, pa.int32()),
+                    "view_count": pa.array([4] * m, pa.int32()),
+                    "model_revision": pa.array(["bench"] * m),
+                }
+            ),
+        )
+    return lake, x, truth, ids
+
+
+def best_of(repeats: int, fn) -> tuple[float, object]:
+    best, value = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, value
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_kmeans(n: int, k: int, repeats: int) -> None:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    with tempfile.TemporaryDirectory(prefix="svcluster-bench-") as tmp:
+        root = Path(tmp)
+        t = time.perf_counter()
+        lake, x, truth, ids = build_lake(root, n)
+        print(f"data: {n:,} x {DIM} float32 from {BLOBS} blobs, lake built in {time.perf_counter() - t:.1f}s")
+        npy = root / "x.npy"
+        np.save(npy, x)
+        del x
+
+        t_np, arr = best_of(repeats, lambda: np.load(npy))
+        t_cold, vec = best_of(1, lambda: load_vectors(lake, "bench", MODEL, "mean", "fp32"))  # decodes Parquet
+        t_warm, vec = best_of(repeats, lambda: load_vectors(lake, "bench", MODEL, "mean", "fp32"))  # matrix cache
+        assert np.array_equal(vec.matrix, arr) and list(vec.location_ids) == list(ids), "lake matrix differs from the array"
+        cache = cache_path(vec.fingerprint)
+        del vec
+        print(
+            f"load:    load_vectors {t_warm:6.2f}s   np.load {t_np:6.2f}s   ratio {t_warm / t_np:5.2f}  (target <= 2)"
+            f"   [first read, decoding Parquet and writing the cache: {t_cold:.2f}s = {t_cold / t_np:.1f}x]"
+        )
+
+        def race(seed: int, label: str) -> None:
+            t = time.perf_counter()
+            bare = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=300, random_state=seed).fit(arr)
+            t_bare = time.perf_counter() - t
+            t = time.perf_counter()
+            result = cluster_map(lake, "bench", ClusterOptions(k=k, seed=seed))
+            t_run = time.perf_counter() - t
+            labels = lake.query(
+                "SELECT cluster FROM cluster_assignments WHERE run_id = ? ORDER BY location_id", [result.run.run_id]
+            ).column(0).to_numpy()
+            print(
+                f"cluster: cluster_map k={k} {t_run:6.2f}s   bare KMeans {t_bare:6.2f}s   ratio {t_run / t_bare:5.2f}"
+                f"  {label}   ARI ours/bare {adjusted_rand_score(labels, bare.labels_):.3f}, vs truth {adjusted_rand_score(truth, labels):.3f}"
+            )
+
+        race(42, "(target <= 1.25; vectors from the matrix cache)")
+        lake.delete(cache)
+        race(7, "(first clustering of these embeddings: Parquet decoded, cache written)")
+        t = time.perf_counter()
+        again = cluster_map(lake, "bench", ClusterOptions(k=k, seed=42))
+        print(f"reuse:   the same request again {time.perf_counter() - t:.2f}s (reused={again.run.reused})")
+
+
+def bench_minibatch(m: int, k: int) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    with tempfile.TemporaryDirectory(prefix="svcluster-bench-mb-") as tmp:
+        t = time.perf_counter()
+        lake, x, truth, ids = build_lake(Path(tmp), m)
+        del x
+        built = time.perf_counter() - t
+        rss_before = peak_rss_mb()
+        t = time.perf_counter()
+        result = cluster_map(lake, "bench", ClusterOptions(k=k, algorithm="minibatch", seed=42))
+        t_run = time.perf_counter() - t
+        labels = lake.query(
+            "SELECT cluster FROM cluster_assignments WHERE run_id = ? ORDER BY location_id", [result.run.run_id]
+        ).column(0).to_numpy()
+        ari = adjusted_rand_score(truth, labels)
+        print(
+            f"minibatch: {m:,} x {DIM} k={k} cluster_map {t_run:6.2f}s (lake built in {built:.0f}s)   ARI vs truth {ari:.3f}"
+            f"  (target >= 0.95)   peak RSS {peak_rss_mb():,.0f} MB (matrix alone {m * DIM * 4 / 2**20:,.0f} MB;"
+            f" peak while building the lake {rss_before:,.0f} MB)"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (20,000 and 100,000 rows)")
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--m", type=int, default=1_000_000)
+    ap.add_argument("--k", type=int, default=BLOBS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-minibatch", action="store_true")
+    ap.add_argument("--part", choices=["kmeans", "minibatch"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.m = 20_000, 100_000
+    if args.part == "minibatch":
+        bench_minibatch(args.m, args.k)
+        return
+    bench_kmeans(args.n, args.k, args.repeats)
+    if not args.skip_minibatch:
+        # its own process, so that the peak memory printed is the minibatch run's alone
+        subprocess.run([sys.executable, __file__, "--part", "minibatch", "--m", str(args.m), "--k", str(args.k)], check=True)
+
+
+if __name__ == "__main__":
+    main()
