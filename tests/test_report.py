@@ -26,11 +26,31 @@ def page_json(html: str) -> dict:
     return json.loads(m.group(1))
 
 
+@pytest.fixture(scope="module")
+def swept_lake(tmp_path_factory):
+    """1000 locations with views and embeddings, and a k-sweep of 3 runs (v1 k=3, v2 k=4, v3 k=5),
+    in one lake shared by the tests that only read it (and write reports)."""
+    from tasks.lake import open_lake
+
+    folder = tmp_path_factory.mktemp("swept")
+    lake = open_lake(str(folder / "lake"))
+    m = synthetic_map(lake, folder, 1000, dim=32, views=700)
+    return lake, m, write_sweep(lake, m)
+
+
 @pytest.fixture
-def swept(lake, tmp_path):
-    """1000 locations with views and embeddings, and a k-sweep of 3 runs (v1 k=3, v2 k=4, v3 k=5)."""
-    m = synthetic_map(lake, tmp_path, 1000, dim=32, views=700)
-    return m, write_sweep(lake, m)
+def swept(swept_lake):
+    return swept_lake[1], swept_lake[2]
+
+
+@pytest.fixture
+def lake(request, tmp_path):
+    """The shared swept lake for tests using ``swept``; a fresh one otherwise."""
+    if "swept" in request.fixturenames:
+        return request.getfixturevalue("swept_lake")[0]
+    from tasks.lake import open_lake
+
+    return open_lake(str(tmp_path / "lake"))
 
 
 def test_report_page_holds_map_clusters_lookalikes_and_run(lake, tmp_path, swept):
