@@ -219,7 +219,17 @@ class ClipEmbedder:
         self.spec = PreprocessSpec.from_processor(processor)
         self.dim = int(model.config.projection_dim)
         image_hw = self.spec.output_hw or (model.config.vision_config.image_size,) * 2
-        self._run = make_runner(model.to(device).eval(), revision, precision, device, image_hw, self.runtime)
+        model = model.to(device).eval()
+        try:
+            self._run = make_runner(model, revision, precision, device, image_hw, self.runtime)
+        except SvclusterError:
+            raise
+        except Exception as exc:  # an export the ONNX exporter cannot handle (e.g. > 2 GB)
+            if not (self.runtime == "onnxruntime" and precision == "fp32" and runtime == "auto"):
+                raise SvclusterError(f"model {ref!r}: cannot run {precision} with {self.runtime} ({first_line(exc)})") from None
+            log.warning("ONNX export of %s failed (%s); running fp32 in torch", ref, first_line(exc))
+            self.runtime = "torch"
+            self._run = make_runner(model, revision, precision, device, image_hw, "torch")
 
     def prepare(self, img: Image.Image) -> np.ndarray:
         return preprocess_image(img, self.spec)

@@ -231,6 +231,8 @@ class OnnxVision:
         options.intra_op_num_threads = max(1, torch.get_num_threads())
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle runtime threads sleep instead of spinning: the decode/preprocess threads need the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
