@@ -54,25 +54,64 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def start(args: list[str], env: Mapping[str, str], cwd: Path | None = None,
-          preexec: Callable[[], None] | None = None) -> subprocess.Popen:
-    """Start ``svcluster ARGS`` in its own process group (so kill -9 takes its children too)."""
-    return subprocess.Popen(
-        [*CLI, *args], env=dict(env), cwd=str(cwd or REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, errors="replace", start_new_session=True, preexec_fn=preexec,
-    )
+          preexec: Callable[[], None] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """Start ``svcluster ARGS`` in its own process group (so kill -9 takes its children too).
+    With ``log``, stdout and stderr go to ``log.out`` / ``log.err`` instead of pipes."""
+    if log is not None:
+        out, err = open(f"{log}.out", "w"), open(f"{log}.err", "w")
+    else:
+        out = err = subprocess.PIPE
+    try:
+        return subprocess.Popen(
+            [*CLI, *args], env=dict(env), cwd=str(cwd or REPO), stdout=out, stderr=err,
+            text=True, errors="replace", start_new_session=True, preexec_fn=preexec,
+        )
+    finally:
+        if log is not None:
+            out.close()
+            err.close()
 
 
 def run(args: list[str], env: Mapping[str, str], timeout: float = 300, cwd: Path | None = None,
-        preexec: Callable[[], None] | None = None) -> Finished:
+        preexec: Callable[[], None] | None = None, log: Path | None = None) -> Finished:
+    """Run ``svcluster ARGS`` to the end (killed and failed after ``timeout`` seconds)."""
     t0 = time.monotonic()
-    p = start(args, env, cwd, preexec)
+    p = start(args, env, cwd, preexec, log)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(p)
         out, err = p.communicate()
-        raise AssertionError(f"svcluster {args} did not finish in {timeout}s:\n{err[-3000:]}") from None
+        if log is not None:
+            err = Path(f"{log}.err").read_text(errors="replace")
+        raise AssertionError(f"svcluster {args} did not finish in {timeout}s:\n{(err or '')[-3000:]}") from None
+    if log is not None:
+        out, err = Path(f"{log}.out").read_text(errors="replace"), Path(f"{log}.err").read_text(errors="replace")
     return Finished(p.returncode, out, err, time.monotonic() - t0)
+
+
+@dataclass
+class Killed:
+    """A process killed with SIGKILL once ``ready`` held (or that ended first)."""
+
+    killed: bool  # False: it finished before the kill point was reached
+    seconds: float
+    code: int | None
+
+
+def run_and_kill(args: list[str], env: Mapping[str, str], ready: Callable[[], bool], delay: float,
+                 log: Path, timeout: float = 300, poll: float = 0.005) -> Killed:
+    """Start ``svcluster ARGS``; as soon as ``ready()`` is true wait ``delay`` s and kill -9 it."""
+    t0 = time.monotonic()
+    p = start(args, env, log=log)
+    while p.poll() is None and time.monotonic() - t0 < timeout:
+        if ready():
+            time.sleep(delay)
+            break
+        time.sleep(poll)
+    alive = p.poll() is None
+    kill_group(p)
+    return Killed(alive, time.monotonic() - t0, None if alive else p.returncode)
 
 
 def kill_group(p: subprocess.Popen) -> None:
