@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -68,6 +68,7 @@ class EmbeddingSet:
     count: int
     dim: int
     fingerprint: str
+    keys: pa.Table = field(repr=False, compare=False)  # the rows, sorted by location_id
 
 
 @dataclass
@@ -89,8 +90,7 @@ def embedding_choices(con: duckdb.DuckDBPyConnection, map_name: str) -> list[Emb
 
 def _select(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: str, precision: str) -> EmbeddingSet:
     params = {"map": map_name, "model": model, "pooling": pooling, "precision": precision}
-    con.execute(load_sql("cluster_embedding_keys"), params)
-    keys = con.sql(load_sql("cluster_embedding_keys_list")).to_arrow_table()
+    keys = con.sql(load_sql("cluster_embedding_keys"), params=params).to_arrow_table()
     if keys.num_rows == 0:
         raise NotFoundError(
             f"no embeddings {model} / {pooling} / {precision} for map {map_name!r} (run `svcluster embed --map {map_name}`)"
@@ -99,7 +99,7 @@ def _select(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: 
     if len(dims) != 1 or dims[0] is None:
         raise LakeError(f"embeddings {model} / {pooling} / {precision} of map {map_name!r} mix vector sizes {dims}")
     fingerprint = fingerprint_keys(keys, (model, pooling, precision))
-    return EmbeddingSet(map_name, model, pooling, precision, keys.num_rows, int(dims[0]), fingerprint)
+    return EmbeddingSet(map_name, model, pooling, precision, keys.num_rows, int(dims[0]), fingerprint, keys)
 
 
 def fingerprint_keys(keys: pa.Table, kind: tuple[str, str, str]) -> str:
@@ -152,20 +152,29 @@ def load_vectors(
 def load_selected(
     lake: Lake, con: duckdb.DuckDBPyConnection, chosen: EmbeddingSet, progress: Progress, cache: bool = True
 ) -> Vectors:
-    """The vectors of the rows ``embedding_set`` just selected on ``con`` (see ``load_vectors``)."""
-    ids = con.sql(load_sql("cluster_embedding_keys_list")).to_arrow_table().column("location_id")
+    """The vectors of the rows ``embedding_set`` selected (see ``load_vectors``)."""
     n, d = chosen.count, chosen.dim
     cached = cache_path(chosen.fingerprint)
     matrix = np.empty((n, d), dtype=np.float32)
     if not (cache and lake.exists(cached) and lake.read_into(cached, memoryview(matrix).cast("B")) == matrix.nbytes):
-        matrix = read_matrix(con, chosen.map, n, d, progress)
+        matrix = read_matrix(con, chosen, progress)
         if cache:
             lake.write_bytes(cached, matrix.tobytes())
-    return Vectors(np.asarray(ids.to_pylist(), dtype=object), matrix, chosen.fingerprint)
+    ids = chosen.keys.column("location_id").to_numpy(zero_copy_only=False).astype(object, copy=False)
+    return Vectors(ids, matrix, chosen.fingerprint)
 
 
-def read_matrix(con: duckdb.DuckDBPyConnection, map_name: str, n: int, d: int, progress: Progress) -> np.ndarray:
-    """The selected rows' vectors (``selected_embeddings`` on ``con``) decoded from Parquet."""
+def read_matrix(con: duckdb.DuckDBPyConnection, chosen: EmbeddingSet, progress: Progress) -> np.ndarray:
+    """The selected rows' vectors decoded from Parquet (joined by file and row number)."""
+    map_name, n, d = chosen.map, chosen.count, chosen.dim
+    selected = pa.table(
+        {
+            "pos": pa.array(np.arange(n, dtype=np.int64)),
+            "filename": chosen.keys.column("filename"),
+            "file_row_number": chosen.keys.column("file_row_number"),
+        }
+    )
+    con.register("selected_embeddings", selected)
     files = [r[0] for r in con.sql(load_sql("cluster_embedding_files")).fetchall()]
     matrix = np.empty((n, d), dtype=np.float32)
     filled = np.zeros(n, dtype=bool)
@@ -185,6 +194,7 @@ def read_matrix(con: duckdb.DuckDBPyConnection, map_name: str, n: int, d: int, p
         filled[pos] = True
         progress.advance(len(pos))
     progress.finish()
+    con.unregister("selected_embeddings")
     if not filled.all():
         raise LakeError(f"{int((~filled).sum())} embedding rows of map {map_name!r} could not be read back")
     return matrix
