@@ -184,14 +184,14 @@ class Lake:
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot read {relpath} in the lake at {self.uri}: {_reason(exc)}") from None
 
-    def write_bytes(self, relpath: str, data: bytes) -> str:
+    def write_bytes(self, relpath: str, data: bytes | memoryview) -> str:
         """Write a file so that readers see either nothing or all of it. Returns its path."""
         target = self.path(relpath)
         try:
             if self.is_local:
                 write_local_atomic(Path(target), data, Path(self.path(TMP_DIR)))
             else:
-                self.fs.pipe_file(target, data)
+                self.fs.pipe_file(target, bytes(data) if isinstance(data, memoryview) else data)
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot write {relpath} in the lake at {self.uri}: {_reason(exc)}") from None
         return target

@@ -159,7 +159,7 @@ def load_selected(
     if not (cache and lake.exists(cached) and lake.read_into(cached, memoryview(matrix).cast("B")) == matrix.nbytes):
         matrix = read_matrix(con, chosen, progress)
         if cache:
-            lake.write_bytes(cached, matrix.tobytes())
+            lake.write_bytes(cached, memoryview(matrix).cast("B"))  # no copy of the matrix
     ids = chosen.keys.column("location_id").to_numpy(zero_copy_only=False).astype(object, copy=False)
     return Vectors(ids, matrix, chosen.fingerprint)
 
