@@ -90,7 +90,7 @@ def embedding_choices(con: duckdb.DuckDBPyConnection, map_name: str) -> list[Emb
 
 def _select(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: str, precision: str) -> EmbeddingSet:
     params = {"map": map_name, "model": model, "pooling": pooling, "precision": precision}
-    keys = con.sql(load_sql("cluster_embedding_keys"), params=params).to_arrow_table()
+    keys = latest_rows(con.sql(load_sql("cluster_embedding_keys"), params=params).to_arrow_table())
     if keys.num_rows == 0:
         raise NotFoundError(
             f"no embeddings {model} / {pooling} / {precision} for map {map_name!r} (run `svcluster embed --map {map_name}`)"
@@ -100,6 +100,17 @@ def _select(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: 
         raise LakeError(f"embeddings {model} / {pooling} / {precision} of map {map_name!r} mix vector sizes {dims}")
     fingerprint = fingerprint_keys(keys, (model, pooling, precision))
     return EmbeddingSet(map_name, model, pooling, precision, keys.num_rows, int(dims[0]), fingerprint, keys)
+
+
+def latest_rows(keys: pa.Table) -> pa.Table:
+    """The first row of each location of ``keys`` (sorted by location, newest row first)."""
+    lid = keys.column("location_id").combine_chunks()
+    if len(lid) < 2:
+        return keys
+    repeats = pc.equal(lid.slice(1), lid.slice(0, len(lid) - 1))
+    if not pc.any(repeats).as_py():
+        return keys
+    return keys.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeats)]))
 
 
 def fingerprint_keys(keys: pa.Table, kind: tuple[str, str, str]) -> str:
@@ -167,10 +178,15 @@ def load_selected(
 def read_matrix(con: duckdb.DuckDBPyConnection, chosen: EmbeddingSet, progress: Progress) -> np.ndarray:
     """The selected rows' vectors decoded from Parquet (joined by file and row number)."""
     map_name, n, d = chosen.map, chosen.count, chosen.dim
+    names = dict(con.sql(load_sql("cluster_embedding_file_names")).fetchall())
+    file_index = chosen.keys.column("file_index").to_numpy(zero_copy_only=False)
     selected = pa.table(
         {
             "pos": pa.array(np.arange(n, dtype=np.int64)),
-            "filename": chosen.keys.column("filename"),
+            "location_id": chosen.keys.column("location_id"),
+            "filename": pa.array([names[i] for i in np.unique(file_index)], pa.string()).take(
+                pa.array(np.searchsorted(np.unique(file_index), file_index))
+            ),
             "file_row_number": chosen.keys.column("file_row_number"),
         }
     )
@@ -196,5 +212,8 @@ def read_matrix(con: duckdb.DuckDBPyConnection, chosen: EmbeddingSet, progress: 
     progress.finish()
     con.unregister("selected_embeddings")
     if not filled.all():
-        raise LakeError(f"{int((~filled).sum())} embedding rows of map {map_name!r} could not be read back")
+        raise LakeError(
+            f"{int((~filled).sum())} embedding rows of map {map_name!r} could not be read back "
+            "(the embeddings changed while they were read); run the request again"
+        )
     return matrix
