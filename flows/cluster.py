@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.prefect_env import silence_prefect_notices
 from flows.artifacts import artifact_key, markdown_artifact
 from flows.params import ClusterParams
 from flows.retries import retry_unless_user_error
@@ -24,6 +25,8 @@ from tasks.errors import SvclusterError
 from tasks.lake import open_lake
 from tasks.progress import NullProgress
 from tasks.settings import load_settings
+
+silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 
 
 @dataclass

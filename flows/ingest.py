@@ -10,10 +10,13 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.prefect_env import silence_prefect_notices
 from flows.retries import retry_unless_user_error
 from tasks.ingest import IngestResult, ingest_map
 from tasks.lake import open_lake
 from tasks.settings import load_settings
+
+silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 
 
 @task(name="ingest-map", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=1800, cache_policy=NO_CACHE)

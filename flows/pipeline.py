@@ -19,6 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.prefect_env import silence_prefect_notices
 from flows.cluster import ClusterFlowResult, cluster_flow
 from flows.embed import EmbedFlowResult, embed_flow
 from flows.export import export_flow
@@ -30,6 +31,8 @@ from tasks.export import DEFAULT_TAG_FORMAT, ExportResult
 from tasks.ingest import IngestResult
 from tasks.lake import open_lake
 from tasks.settings import load_settings
+
+silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 
 
 @dataclass

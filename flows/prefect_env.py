@@ -66,17 +66,21 @@ def prepare_prefect(console_level: str = "WARNING") -> PrefectTarget:
     api_url = os.environ.get("PREFECT_API_URL") or None
     if not api_url:
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
+        # The first start on a machine creates the database (migrations); Prefect's 20 s default
+        # is too short for that on a small or busy machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = console_level.upper()
     # Dask's own INFO chatter (workers starting and stopping) is not for the user.
     os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
-    silence_ephemeral_noise()
+    silence_prefect_notices()
     if "prefect" in sys.modules:  # imported already: apply the console level to the live handlers
         _apply_console_level(console_level.upper())
     return PrefectTarget(api_url)
 
 
-def silence_ephemeral_noise() -> None:
-    """Filter the temporary server's announcements out of the ``prefect`` logger."""
+def silence_prefect_notices() -> None:
+    """Filter the temporary server's announcements and the thread-timeout notice out of Prefect's
+    loggers (idempotent; the flow modules call it on import)."""
     logger = logging.getLogger("prefect")
     if _NOISE_FILTER not in logger.filters:
         logger.addFilter(_NOISE_FILTER)

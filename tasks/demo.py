@@ -26,7 +26,7 @@ from tasks.streetview_server import Panorama, StreetViewServer
 
 DEMO_MAP = "chile-demo"
 DEMO_KEY = "svcluster-demo-key"  # accepted only by the demo's own server on 127.0.0.1
-DEMO_SIZE = "256x256"
+DEMO_SIZE = "224x224"  # CLIP's own input size
 NO_IMAGERY_SHARE = 0.01  # a few panoramas have no imagery, as on a real map
 
 
