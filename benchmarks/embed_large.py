@@ -59,22 +59,29 @@ def main() -> None:
               f"native bf16 {cpu_has_native_bf16()}, bf16/fp32 matmul speed {bf16_speedup():.2f}x -> auto = {auto}")
         print(f"model: vision {vision['num_hidden_layers']}x{vision['hidden_size']} @ {vision['image_size']} px; "
               f"{views} views, batch {args.batch_size}", flush=True)
-        ref_vecs, ref_rate = timed_embed(ref, pixels, args.batch_size)
-        print(f"{'fp32 eager (torch)':28s} {ref_rate:6.3f} img/s  1.00x  (reference)", flush=True)
+        # The load from other processes varies: the reference is timed on half the views first
+        # and the other half last, and the rates are averaged.
+        half = views // 2
+        ref_a, rate_a = timed_embed(ref, pixels[:half], args.batch_size)
+        print(f"{'fp32 eager (torch)':28s} {rate_a:6.3f} img/s  (first half of the reference)", flush=True)
         paths = [("fp32 ONNX Runtime", "fp32", "auto"), ("bf16 autocast (torch)", "bf16", "torch"),
                  ("int8 dynamic (ONNX Runtime)", "int8", "auto")]
-        results = {}
+        results, vectors, setups = {}, {}, {}
         for label, prec, runtime in paths:
             t = time.perf_counter()
             emb = load_embedder(str(folder), "cpu", prec, runtime)
             setup = time.perf_counter() - t
-            vecs, rate = timed_embed(emb, pixels, args.batch_size)
-            cos, ari = compare_vectors(ref_vecs, vecs, k=10)
-            results[prec] = rate
+            vectors[prec], results[prec] = timed_embed(emb, pixels, args.batch_size)
+            setups[prec] = setup
+            print(f"{label:28s} {results[prec]:6.3f} img/s  (load/export/quantise once: {setup:.0f} s)", flush=True)
+        ref_b, rate_b = timed_embed(ref, pixels[half:], args.batch_size)
+        ref_vecs, ref_rate = np.concatenate([ref_a, ref_b]), (rate_a + rate_b) / 2
+        print(f"\n{'fp32 eager (torch)':28s} {ref_rate:6.3f} img/s  1.00x  (reference; {rate_a:.3f} first, {rate_b:.3f} last)")
+        for label, prec, _ in paths:
+            cos, ari = compare_vectors(ref_vecs, vectors[prec], k=10)
             ok = np.median(cos) >= 0.995 and ari >= 0.95
-            print(f"{label:28s} {rate:6.3f} img/s  {rate / ref_rate:4.2f}x  cosine min {cos.min():.4f} median "
-                  f"{np.median(cos):.4f}  ARI(k=10) {ari:.3f}  {'ok' if ok else 'BELOW TARGET'}  "
-                  f"(load/export/quantise once: {setup:.0f} s)", flush=True)
+            print(f"{label:28s} {results[prec]:6.3f} img/s  {results[prec] / ref_rate:4.2f}x  cosine min {cos.min():.4f} "
+                  f"median {np.median(cos):.4f}  ARI(k=10) {ari:.3f}  {'ok' if ok else 'BELOW TARGET'}")
         auto_rate = results.get(auto, ref_rate)
         print(f"auto = {auto}: {auto_rate / ref_rate:.2f}x fp32 eager (target >= 2.5x); "
               f"fastest path here: {max(results, key=results.get)} {max(results.values()) / ref_rate:.2f}x")

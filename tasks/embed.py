@@ -188,7 +188,8 @@ def embed_batch(
     embedder = get_embedder(options)
     total = EmbedStats()
     started = time.perf_counter()
-    for stats in run_embedding(lake, embedder, [location_ids], options, progress):
+    # Written in sub-batches of locations_per_batch: a crash inside a big batch loses little.
+    for stats in run_embedding(lake, embedder, _chunks(list(location_ids), options.locations_per_batch), options, progress):
         total.add(stats)
     total.seconds = time.perf_counter() - started
     return total
