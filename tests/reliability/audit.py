@@ -83,7 +83,7 @@ def audit_lake(lake: Lake) -> Audit:
     audit.blobs = len(blobs)
     for orphan in sorted(blobs - referenced)[:5]:
         audit.problems.append(f"orphaned blob (no image row references it): {orphan}")
-    for missing in sorted(p for p in ok_paths if p is None or p not in blobs)[:5]:
+    for missing in sorted(str(p) for p in ok_paths if p is None or p not in blobs)[:5]:
         audit.problems.append(f"image row 'ok' without its blob: {missing}")
     return audit
 

@@ -28,7 +28,7 @@ from tests.reliability.audit import audit_lake, files_outside
 # Seeded and repeatable: the same examples every run (CI and laptops alike).
 FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-SLOW = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+SLOW = settings(max_examples=20, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 LABEL = "input/map.json"
