@@ -12,7 +12,7 @@ generated locations. Printed, each as a ratio against its baseline in the same p
 3. minibatch (child process, so its peak memory is its own): ``cluster_map(k=30,
    algorithm=minibatch)`` on M x 768, ARI against the blob truth (target >= 0.95), peak RSS.
 
-Usage: python benchmarks/cluster.py [--quick] [--n 200000] [--m 1000000] [--skip-minibatch]
+Usage: python benchmarks/cluster.py [--quick] [--n 200000] [--m 1000000] [--skip-minibatch] [--load-only]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_kmeans(n: int, k: int, repeats: int) -> None:
+def bench_kmeans(n: int, k: int, repeats: int, load_only: bool = False) -> None:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
@@ -124,6 +124,8 @@ def bench_kmeans(n: int, k: int, repeats: int) -> None:
             f"   CPU {c_warm:.2f}s vs {c_np:.2f}s = {c_warm / c_np:.2f}"
             f"   [first read, decoding Parquet and writing the cache: {t_cold:.2f}s = {t_cold / t_np:.1f}x]"
         )
+        if load_only:
+            return
 
         # Each of our runs differs from the others only in silhouette_sample (so it is a new run,
         # not reused) and does the same K-means work as the bare fit with the same seed.
@@ -191,6 +193,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=BLOBS)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-minibatch", action="store_true")
+    ap.add_argument("--load-only", action="store_true", help="only the vector load measurement")
     ap.add_argument("--part", choices=["kmeans", "minibatch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
@@ -198,8 +201,8 @@ def main() -> None:
     if args.part == "minibatch":
         bench_minibatch(args.m, args.k)
         return
-    bench_kmeans(args.n, args.k, args.repeats)
-    if not args.skip_minibatch:
+    bench_kmeans(args.n, args.k, args.repeats, args.load_only)
+    if not (args.skip_minibatch or args.load_only):
         # its own process, so that the peak memory printed is the minibatch run's alone
         subprocess.run([sys.executable, __file__, "--part", "minibatch", "--m", str(args.m), "--k", str(args.k)], check=True)
 

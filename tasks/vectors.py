@@ -103,21 +103,21 @@ def _select(con: duckdb.DuckDBPyConnection, map_name: str, model: str, pooling: 
 
 
 def latest_rows(keys: pa.Table) -> pa.Table:
-    """The first row of each location of ``keys`` (sorted by location, newest row first)."""
+    """One row per location of ``keys`` (sorted by location): its latest (largest written_us)."""
     lid = keys.column("location_id").combine_chunks()
-    if len(lid) < 2:
+    if len(lid) < 2 or not pc.any(pc.equal(lid.slice(1), lid.slice(0, len(lid) - 1))).as_py():
         return keys
-    repeats = pc.equal(lid.slice(1), lid.slice(0, len(lid) - 1))
-    if not pc.any(repeats).as_py():
-        return keys
-    return keys.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeats)]))
+    keys = keys.take(pc.sort_indices(keys, sort_keys=[("location_id", "ascending"), ("written_us", "descending")]))
+    lid = keys.column("location_id").combine_chunks()
+    return keys.filter(pa.concat_arrays([pa.array([True]), pc.not_equal(lid.slice(1), lid.slice(0, len(lid) - 1))]))
 
 
 def fingerprint_keys(keys: pa.Table, kind: tuple[str, str, str]) -> str:
     """A hash of the selected rows' identities: (model, pooling, precision), and per row its
-    location, write time, model revision and size (hashed from the Arrow buffers, in order)."""
+    location, write time and size (hashed from the Arrow buffers, in order). Rows are immutable
+    and every write has its own time, so these name the exact vectors."""
     h = hashlib.sha256("\x1e".join(kind).encode("utf-8"))
-    for name in ("location_id", "written_us", "model_revision", "dim"):
+    for name in ("location_id", "written_us", "dim"):
         col = keys.column(name).combine_chunks()
         h.update(name.encode())
         if not pa.types.is_integer(col.type):
