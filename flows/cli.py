@@ -129,11 +129,31 @@ def _register_commands() -> None:
     _registered = True
 
 
+def undecodable_argument(args: list[str]) -> str | None:
+    """Bytes in argv that are not UTF-8 arrive as lone surrogates (Python's surrogateescape);
+    no map, run or path can hold them, so name the argument instead of failing deep inside."""
+    for i, arg in enumerate(args):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            where = args[i - 1] if i and args[i - 1].startswith("-") else f"argument {i + 1}"
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            return f"{where}: '{shown}' is not valid UTF-8 text"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``svcluster`` script; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("SVCLUSTER_DEBUG") == "1"
     _register_commands()
+    bad = undecodable_argument(args)
+    if bad:
+        stderr.print(f"error: {bad}", markup=False, highlight=False)
+        code = 2
+        if argv is None:
+            sys.exit(code)
+        return code
     try:
         result = app(args=args, prog_name="svcluster", standalone_mode=False)
         code = result if isinstance(result, int) else 0
