@@ -280,3 +280,14 @@ def test_cli_options_never_crash(tmp_path_factory, argv) -> None:
         assert len(lines[0]) < 600, (argv, lines[0])
         if argv[0] != "sql":
             assert text.strip().splitlines()[-1] == lines[0], (argv, text)
+
+
+@pytest.mark.parametrize("argv", [["export", "\udcff"], ["fetch", "--map", "chile\udcff"], ["ingest", "x\ud800.json"]])
+def test_non_utf8_arguments_are_named(tmp_path, argv) -> None:
+    """Bytes that are not UTF-8 on the command line (argv decoded with surrogateescape)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["--lake", str(tmp_path / "lake"), *argv])
+    text = err.getvalue().strip()
+    assert code == 2 and text.startswith("error: ") and "\n" not in text, text
+    assert "not valid UTF-8" in text and ("--map" in text if "--map" in argv else "argument" in text), text
