@@ -45,7 +45,7 @@ def stale_tag_pattern(tag_format: str) -> str:
 def check_tag_format(tag_format: str) -> str:
     if not any(p in tag_format for p in ("{cluster}",)):
         raise SvclusterError(f"--tag-format {tag_format!r} must contain {{cluster}}")
-    if len(tag_format) > 200 or any(ord(c) < 32 for c in tag_format):
+    if len(tag_format) > 200 or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in tag_format):
         raise SvclusterError("--tag-format must be at most 200 printable characters")
     unknown = set(re.findall(r"\{[^}]*\}", tag_format)) - set(PLACEHOLDERS)
     if unknown:
