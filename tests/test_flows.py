@@ -110,15 +110,11 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
     assert (out / "tagged.json").read_bytes() == exported
     assert task_run_counts(second.flow_run_id)["fetch-batch"] == 0
 
-
-def test_new_cluster_version_is_compared_with_the_previous(demo_world, tmp_path):
+    # A new version of the map's clustering is compared with the previous one.
     from flows.cluster import cluster_flow
-    from flows.pipeline import pipeline
 
-    lake_uri = str(tmp_path / "lake")
-    first = pipeline(**pipeline_kwargs(demo_world, lake_uri, tmp_path))
     again = cluster_flow(DEMO_MAP, lake_uri, ClusterParams(k=4, model="baseline"))
-    assert again.previous == first.cluster.run.name
+    assert again.previous == first.cluster.run.name and again.run.name == f"{DEMO_MAP}@v2"
     assert again.vs_previous is not None and again.vs_previous.compared == first.cluster.result.n_locations
     assert f"{first.cluster.run.name} → {again.run.name}" in again.summary_markdown
 
