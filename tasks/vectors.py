@@ -155,9 +155,9 @@ def load_vectors(
     ``con``: an open connection of ``lake`` to use (else one is opened for the read).
     ``cache``: read and keep the matrix cache (see the module docstring)."""
     progress = progress or NullProgress()
-    with lake.connect() if con is None else nullcontext(con) as con:
-        chosen = _select(con, map_name, model, pooling, precision)
-        return load_selected(lake, con, chosen, progress, cache)
+    with lake.connect() if con is None else nullcontext(con) as c:
+        chosen = _select(c, map_name, model, pooling, precision)
+        return load_selected(lake, c, chosen, progress, cache)
 
 
 def load_selected(
