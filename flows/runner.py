@@ -17,6 +17,7 @@ can be split among them and progress advances as each completes.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ def open_runner(options: RunnerOptions | None = None) -> Iterator[RunnerPlan]:
         yield RunnerPlan(options, None, options.threads)
         return
     if options.dask_address:
+        if not os.environ.get("PREFECT_API_URL"):
+            log.warning(
+                "Dask workers at %s cannot reach this command's temporary Prefect API; "
+                "set PREFECT_API_URL to a Prefect server that they can reach", options.dask_address
+            )
         yield RunnerPlan(options, options.dask_address, count_dask_workers(options.dask_address) or options.dask_workers)
         return
     from distributed import LocalCluster
