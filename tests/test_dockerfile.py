@@ -105,6 +105,6 @@ def test_install_commands_resolve_in_a_fresh_venv(tmp_path):
     runs = [rest for word, rest in instructions() if word == "RUN" and "pip install" in rest and "--no-deps" not in rest]
     assert len(runs) == 2
     for command in runs:
-        dry = command.replace("pip install", "pip install --dry-run --quiet")
+        dry = command.replace("pip install", "pip install --dry-run --quiet").replace("/tmp/requirements.txt", str(tmp_path / "requirements.txt"))
         proc = subprocess.run(["/bin/sh", "-c", dry], cwd=workdir, env=env, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
