@@ -194,6 +194,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (2 cores here)")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--memory-run", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--distinct", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default="", help=argparse.SUPPRESS)
@@ -232,6 +233,8 @@ def main() -> None:
         print(f"model: {fpi / 1e9:.2f} GFLOP/image; forward inside the pipeline {model_gflops:.0f} GFLOP/s "
               f"= {100 * model_gflops / mm:.0f}% of plain torch.mm fp32 {mm:.0f} GFLOP/s (before {mm1:.0f}, after {mm2:.0f}; "
               f"target >= 50%); end to end {fpi * rate / 1e9:.0f} GFLOP/s", flush=True)
+        if args.skip_memory:
+            return
         small, big = (64, 512) if args.quick else (views, 8 * views)
         distinct = min(small, 512)
         m1 = peak_memory(small, distinct, folder, args.batch_size, args.threads)
