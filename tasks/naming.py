@@ -250,6 +250,14 @@ def cluster_names(lake: Lake, run_id: str) -> dict[int, list[str]]:
     return out
 
 
+def best_names(lake: Lake, map_name: str | None = None) -> dict[str, dict[int, str]]:
+    """The best name of each cluster, per run id (runs without names are absent)."""
+    out: dict[str, dict[int, str]] = {}
+    for row in lake.query(load_sql("cluster_names_best"), {"map": map_name}).to_pylist():
+        out.setdefault(row["run_id"], {})[int(row["cluster"])] = row["name"]
+    return out
+
+
 def require_names(lake: Lake, run: RunRef) -> dict[int, list[str]]:
     """The run's names; a clear error when it has none (``{name}`` in a tag needs them)."""
     names = cluster_names(lake, run.run_id)

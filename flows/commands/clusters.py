@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Optional
 
 import typer
@@ -12,6 +13,7 @@ from flows.commands.progress import RichBar
 from tasks.cluster import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, cluster_map, parse_k, runs as list_runs
 from tasks.compare import Comparison, compare_runs, compare_with_tags
 from tasks.errors import SvclusterError
+from tasks.naming import best_names
 
 MAX_CONTINGENCY_COLUMNS = 30
 
@@ -93,10 +95,12 @@ def runs(
     """List cluster runs with their parameters and metrics."""
     inv = invocation(ctx, lake, json_output)
     found = list_runs(inv.lake, map_name)
-    emit(inv, found, lambda: print_runs(found, map_name))
+    names = best_names(inv.lake, map_name)
+    listing = [{**asdict(r), "cluster_names": names.get(r.run_id, {})} for r in found]
+    emit(inv, listing, lambda: print_runs(found, map_name, names))
 
 
-def print_runs(found: list[RunInfo], map_name: str | None) -> None:
+def print_runs(found: list[RunInfo], map_name: str | None, names: dict[str, dict[int, str]]) -> None:
     if not found:
         stdout.print(f"no cluster runs{' of ' + map_name if map_name else ''} yet (svcluster cluster --map NAME)", highlight=False, markup=False)
         return
@@ -109,6 +113,8 @@ def print_runs(found: list[RunInfo], map_name: str | None) -> None:
             f"{r.name:<{width}}  {r.run_id}  k={r.k:<3} {r.algorithm:<9} seed {r.seed:<4} {r.n_locations:>7} locs  "
             f"inertia {_num(r.inertia, 1):>10}  silhouette {_num(r.silhouette):>6}  {embedding}{extra}  {str(r.created_at)[:19]}"
         )
+        if names.get(r.run_id):
+            lines.append(" " * width + "  names: " + "; ".join(f"{c}: {n}" for c, n in sorted(names[r.run_id].items())))
     stdout.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
 
 
