@@ -76,7 +76,10 @@ def main() -> None:
             print(f"{label:28s} {results[prec]:6.3f} img/s  (load/export/quantise once: {setup:.0f} s)", flush=True)
         ref_b, rate_b = timed_embed(ref, pixels[half:], args.batch_size)
         ref_vecs, ref_rate = np.concatenate([ref_a, ref_b]), (rate_a + rate_b) / 2
-        print(f"\n{'fp32 eager (torch)':28s} {ref_rate:6.3f} img/s  1.00x  (reference; {rate_a:.3f} first, {rate_b:.3f} last)")
+        from tasks.precision_check import pairwise_spread
+
+        print(f"\n{'fp32 eager (torch)':28s} {ref_rate:6.3f} img/s  1.00x  (reference; {rate_a:.3f} first, {rate_b:.3f} last); "
+              f"spread between views (median cosine distance) {pairwise_spread(ref_vecs):.5f}")
         for label, prec, _ in paths:
             cos, ari = compare_vectors(ref_vecs, vectors[prec], k=10)
             ok = np.median(cos) >= 0.995 and ari >= 0.95

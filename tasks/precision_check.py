@@ -39,6 +39,10 @@ class PrecisionCheck:
     cosine_min: float
     cosine_median: float
     ari: float
+    # Median cosine distance between different views' reference vectors: the signal K-means
+    # separates. When it is not far above the precision error (1 - cosine_median) — as with
+    # random weights, where all images look alike — the ARI measures noise, not the precision.
+    reference_spread: float
     reference_images_per_second: float
     images_per_second: float
     speedup: float
@@ -58,6 +62,14 @@ def compare_vectors(reference: np.ndarray, candidate: np.ndarray, k: int = 10, s
     labels_ref = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(ref)
     labels_cand = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(cand)
     return cos, float(adjusted_rand_score(labels_ref, labels_cand))
+
+
+def pairwise_spread(vectors: np.ndarray) -> float:
+    """Median cosine distance between different rows (0: all identical)."""
+    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = v @ v.T
+    upper = sims[np.triu_indices(len(v), k=1)]
+    return float(np.median(1.0 - upper)) if upper.size else 0.0
 
 
 def timed_embed(embedder: Embedder, pixels: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -99,6 +111,7 @@ def check_precision(lake: Lake, map_name: str, options: EmbedOptions, sample: in
         cosine_min=round(float(cos.min()), 6),
         cosine_median=round(median, 6),
         ari=round(ari, 4),
+        reference_spread=round(pairwise_spread(ref_vecs), 6),
         reference_images_per_second=round(ref_rate, 2),
         images_per_second=round(cand_rate, 2),
         speedup=round(cand_rate / ref_rate, 2),

@@ -119,6 +119,7 @@ def test_check_precision_gate_and_cli(small_lake_map, tiny_clip, capsys):
     assert c.views == 24 and c.precision == "int8" and c.runtime == "onnxruntime" and c.k == 4
     assert 0.99 < c.cosine_min <= c.cosine_median <= 1.0
     assert c.passed == (c.cosine_median >= 0.995 and c.ari >= 0.95)
+    assert 0 < c.reference_spread < 2
     assert c.images_per_second > 0 and c.reference_images_per_second > 0
     code = cli_main(["--lake", lake.uri, "--json", "embed", "--map", map_name, "--model", str(tiny_clip),
                      "--precision", "bf16", "--check-precision", "--check-sample", "16", "--device", "cpu"])
