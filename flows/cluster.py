@@ -47,6 +47,18 @@ def cluster_task(lake_uri: str, map_name: str, options: Any) -> ClusterResult:
     return cluster_map(open_lake(lake_uri), map_name, options, NullProgress())
 
 
+@task(name="report-run", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
+def report_task(lake_uri: str, run_id: str) -> str:
+    """Name the run's clusters (when the model has a text tower) and write its report and PNG
+    into the lake under reports/<run_id>/; returns the markdown that links them."""
+    from tasks.naming import name_clusters
+    from tasks.report import report_artifacts
+
+    lake = open_lake(lake_uri)
+    name_clusters(lake, run_id)
+    return report_artifacts(lake, run_id).markdown
+
+
 @task(name="compare-runs", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
 def compare_task(lake_uri: str, run: RunSummary, map_name: str) -> tuple[str | None, Comparison | None, Comparison | None]:
     """The run against the map's previous version (if any) and against the map's own tags (if any)."""
@@ -128,5 +140,8 @@ def cluster_flow(map_name: str, lake: str | None = None, params: ClusterParams =
     previous, vs_previous, vs_tags = compare_task(lake_uri, run, map_name)
     markdown = summary_markdown(result, run, previous, vs_previous, vs_tags)
     markdown_artifact(artifact_key("cluster-summary", map_name), markdown, f"cluster run {run.name}")
+    if params.report:
+        report_markdown = report_task(lake_uri, run.run_id)
+        markdown_artifact(artifact_key("cluster-report", map_name), report_markdown, f"report of {run.name}")
     logger.info("%s: k=%d, silhouette %s%s", run.name, run.k, _fmt(run.silhouette), " (reused)" if run.reused else "")
     return ClusterFlowResult(result, run, previous, vs_previous, vs_tags, markdown)

@@ -74,6 +74,9 @@ class ClusterParams(BaseModel):
     pca_dims: int | None = Field(None, ge=1, description="reduce to this many dimensions first")
     algorithm: Literal["kmeans", "minibatch"] = Field("kmeans", description="kmeans | minibatch")
     seed: int = Field(42, description="random seed (same seed and input, same clusters)")
+    report: bool = Field(
+        True, description="name the clusters (models with a text tower), write the HTML report + PNG into the lake, link them in an artifact"
+    )
 
     def to_options(self) -> Any:
         from tasks.cluster import ClusterOptions

@@ -97,6 +97,12 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
     summary = latest_artifact(artifact_key("cluster-summary", DEMO_MAP))
     assert summary.type == "markdown" and "## Cluster sizes" in summary.data
     assert (out / "summary.md").read_text() == first.cluster.summary_markdown
+    # The run's report: markdown linking the PNG map and the page, both written into the lake.
+    report = latest_artifact(artifact_key("cluster-report", DEMO_MAP))
+    assert report.type == "markdown" and "cluster_map.png" in report.data
+    run_id = first.cluster.run.run_id
+    assert (Path(lake_uri) / "reports" / run_id / "cluster_map.png").stat().st_size > 1000
+    assert "<canvas" in (Path(lake_uri) / "reports" / run_id / "report.html").read_text()
 
     # A second run over the complete lake: nothing fetched, embedded or fitted; same export.
     before = lake_parts(lake_uri)

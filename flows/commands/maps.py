@@ -44,7 +44,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Output JSON file.")] = Path("export.json"),
     map_name: Annotated[Optional[str], typer.Option("--map", help="Export a map without a run (no new tags).")] = None,
     tag_format: Annotated[
-        str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}.")
+        str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}, {name} (the cluster's best name; needs `svcluster names RUN`).")
     ] = DEFAULT_TAG_FORMAT,
     lake: LakeOption = None,
     json_output: JsonOption = False,

@@ -85,13 +85,14 @@ def run(
     pooling: Annotated[str, typer.Option("--pooling", help="Embed: mean | stitched.")] = "mean",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Embed: images per forward pass.")] = 32,
     device: Annotated[str, typer.Option("--device", help="Embed: auto | cpu | cuda | mps.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="Embed: auto | fp32 | bf16 | fp16 | int8.")] = "auto",
     k: Annotated[str, typer.Option("--k", help="Cluster: k (5), a sweep (2..20) or a list (4,8,16).")] = "5",
     pca: Annotated[Optional[int], typer.Option("--pca", help="Cluster: PCA dimensions first.")] = None,
     algorithm: Annotated[str, typer.Option("--algorithm", help="Cluster: kmeans | minibatch.")] = "kmeans",
     seed: Annotated[int, typer.Option("--seed", help="Cluster: random seed.")] = 42,
     out: Annotated[Optional[Path], typer.Option("--out", help="Tagged map JSON [default: out/<map>.tagged.json].")] = None,
     summary: Annotated[Optional[Path], typer.Option("--summary", help="Run summary markdown [default: out/<map>.summary.md].")] = None,
-    tag_format: Annotated[str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}.")] = "k{k}-c{cluster}",
+    tag_format: Annotated[str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}, {name}.")] = "k{k}-c{cluster}",
     runner: RunnerOpt = "thread",
     dask_address: DaskAddressOpt = None,
     dask_workers: DaskWorkersOpt = 2,
@@ -115,7 +116,7 @@ def run(
     ks = parse_k(k)
     params = dict(
         fetch=FetchParams(headings=parse_headings(headings), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps),
-        embed=EmbedParams(model=model, pooling=pooling, batch_size=batch_size, device=device),
+        embed=EmbedParams(model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision),
         cluster=ClusterParams(k=ks[0], ks=ks if len(ks) > 1 else None, pca_dims=pca, algorithm=algorithm, seed=seed),
     )
     name = map_name or map_file.stem
