@@ -40,6 +40,9 @@ def test_svcluster_demo_runs_offline_and_ends_with_where_everything_is(tmp_path)
     for line in ("Tagged map (import into map-making.app):", "Run summary", "SQL lake", "GOOGLE_MAPS_API_KEY", "StreetCLIP"):
         assert line in stdout
     assert str(out / "chile-demo.tagged.json") in stdout
+    report_line = next(line for line in stdout.splitlines() if "Report (map, clusters, look-alikes):" in line)
+    report_page = Path(report_line.split(":", 1)[1].strip())
+    assert report_page.is_file() and "<canvas" in report_page.read_text()
     # The temporary Prefect server's start/stop lines and tracebacks do not reach the user.
     assert "temporary server" not in stdout + stderr and "Traceback" not in stderr
     # The outputs are real: a tagged map-making.app file, a lake DuckDB can open, a summary.

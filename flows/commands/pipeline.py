@@ -224,6 +224,11 @@ def print_demo(d: Any, target: str) -> None:
         "Where everything is:",
         f"  Tagged map (import into map-making.app):  {d.export_file}",
         f"  Run summary (sizes, metrics, comparisons): {d.summary_file}",
+        *(
+            [f"  Report (map, clusters, look-alikes):       {Path(d.lake) / 'reports' / r.cluster.run.run_id / 'report.html'}"]
+            if "://" not in d.lake and (Path(d.lake) / "reports" / r.cluster.run.run_id / "report.html").exists()
+            else [f"  Report (map, clusters, look-alikes):       svcluster --lake {d.lake} report {r.cluster.run.name} --out report/"]
+        ),
         f"  SQL lake (Parquet tables + DuckDB views):  {d.lake}",
         f"      svcluster --lake {d.lake} sql \"SELECT cluster, count(*) AS n FROM cluster_assignments GROUP BY ALL ORDER BY 1\"",
     ]
