@@ -17,22 +17,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
+from flows.commands.fetch import parse_headings
 from tasks.errors import SvclusterError
 
 RUNNERS = ("thread", "dask")
-
-
-def parse_headings(text: str) -> list[int]:
-    """``"0,90,180,270"`` -> [0, 90, 180, 270]; an error names the entry that is not a number."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            out.append(int(part))
-        except ValueError:
-            raise SvclusterError(f"--headings: {part!r} is not a whole number of degrees") from None
-    return out
 
 
 def runner_options(runner: str, dask_address: str | None, dask_workers: int, threads: int) -> Any:
@@ -115,7 +103,7 @@ def run(
 
     ks = parse_k(k)
     params = dict(
-        fetch=FetchParams(headings=parse_headings(headings), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps),
+        fetch=FetchParams(headings=list(parse_headings(headings)), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps),
         embed=EmbedParams(model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision),
         cluster=ClusterParams(k=ks[0], ks=ks if len(ks) > 1 else None, pca_dims=pca, algorithm=algorithm, seed=seed),
     )
