@@ -58,7 +58,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -340,10 +340,18 @@ class StreetViewServer:
             self.counts["total"] += 1
         if self.latency:
             time.sleep(self.latency)
-        status = self._answer(h, endpoint, params, url)
+        # Recorded before the answer goes out (status 0 until it is known), so a client that has
+        # its response always finds its request here.
+        index = None
         if self.record:
             with self._lock:
-                self.requests.append(RecordedRequest(endpoint, params, url.query, status, h.client_address[1]))
+                index = len(self.requests)
+                self.requests.append(RecordedRequest(endpoint, params, url.query, 0, h.client_address[1]))
+        status = self._answer(h, endpoint, params, url)
+        if index is not None:
+            with self._lock:
+                if index < len(self.requests):
+                    self.requests[index] = replace(self.requests[index], status=status)
 
     def _answer(self, h: _Handler, endpoint: str, params: dict[str, str], url) -> int:
         meta = endpoint == "metadata"
