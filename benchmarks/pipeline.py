@@ -2,8 +2,8 @@
 
 On the demo's Chile map (1000 locations; ``--quick``: 200) served by the local scene server:
 
-1. plain   — ingest_map, fetch_map, embed_map, cluster_map, compare_with_tags, export_map on a
-             fresh lake, in this process, no Prefect;
+1. plain   — ingest_map, fetch_map, embed_map, cluster_map, compare_with_tags, name_clusters,
+             report_artifacts, export_map on a fresh lake, in this process, no Prefect;
 2. prefect — the ``svcluster-pipeline`` flow on another fresh lake (thread runner, default
              batches), after a warm-up flow so the temporary API's start-up is reported apart;
 3. rerun   — ``svcluster run`` in a new process over the now complete lake: nothing to do, so
@@ -41,6 +41,8 @@ def plain_steps(map_file: Path, lake_uri: str, out: Path) -> float:
     from tasks.demo import DEMO_MAP
     from tasks.embed import EmbedOptions, embed_map
     from tasks.export import export_map
+    from tasks.naming import name_clusters
+    from tasks.report import report_artifacts
     from tasks.fetch import FetchOptions, fetch_map
     from tasks.ingest import ingest_map
     from tasks.lake import open_lake
@@ -53,6 +55,8 @@ def plain_steps(map_file: Path, lake_uri: str, out: Path) -> float:
     embed_map(lake, DEMO_MAP, EmbedOptions(model="baseline"))
     result = cluster_map(lake, DEMO_MAP, ClusterOptions(model="baseline", k=5))
     compare_with_tags(lake, result.runs[0].run_id)
+    name_clusters(lake, result.runs[0].run_id)  # the flow also names the run and writes its report
+    report_artifacts(lake, result.runs[0].run_id)
     export_map(lake, out / "plain.json", run=result.runs[0].run_id)
     return time.perf_counter() - started
 
