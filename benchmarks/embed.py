@@ -38,6 +38,8 @@ import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from tasks.precision import matmul_rate  # noqa: E402
+
 VIT_B32 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32)
 VIT_L14_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14)
 HEADINGS = (0, 90, 180, 270)
@@ -106,13 +108,7 @@ def make_lake(root: Path, views: int, distinct_images: int | None = None, name: 
 
 def matmul_gflops(seconds: float = 2.0, n: int = 2048, dtype=torch.float32) -> float:
     """The plain torch.mm rate on this machine, now (same threads)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        runs += 1
-    return 2 * n**3 * runs / (time.perf_counter() - start) / 1e9
+    return 2 * n**3 * matmul_rate(dtype, n, seconds) / 1e9
 
 
 def flops_per_image(model, size: int) -> float:

@@ -90,21 +90,26 @@ def _machine_key() -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def matmul_rate(dtype: Any, n: int = 1024, seconds: float = 0.3) -> float:
+    """Square ``n`` x ``n`` matmuls per second in ``dtype`` on this machine, now (same threads)."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        runs += 1
+    return runs / (time.perf_counter() - start)
+
+
 def measure_bf16_speedup(n: int = 1024, seconds: float = 0.3) -> float:
     """How much faster a bf16 matmul runs than an fp32 one here (same threads), now."""
     import torch
 
-    def rate(dtype) -> float:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.mm(a, b)
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            torch.mm(a, b)
-            runs += 1
-        return runs / (time.perf_counter() - start)
-
     # Interleaved twice so a burst of load elsewhere does not decide alone.
-    f1, b1, f2, b2 = rate(torch.float32), rate(torch.bfloat16), rate(torch.float32), rate(torch.bfloat16)
+    f1, b1 = matmul_rate(torch.float32, n, seconds), matmul_rate(torch.bfloat16, n, seconds)
+    f2, b2 = matmul_rate(torch.float32, n, seconds), matmul_rate(torch.bfloat16, n, seconds)
     return (b1 + b2) / (f1 + f2)
 
 
