@@ -1,11 +1,18 @@
 """How svcluster talks to Prefect: a real server when ``PREFECT_API_URL`` is set, else a temporary
-(ephemeral) one that Prefect starts for the run and stops at exit.
+API that lives as long as the command.
 
 ``prepare_prefect`` must run before ``prefect`` is first imported (Prefect reads its settings
-and logging configuration at import). It turns analytics off, allows the ephemeral server when
-no API URL is given, keeps Prefect's console logs to warnings unless asked for more (the API
-still receives every log), and drops the temporary server's start/stop announcements, which
-would otherwise be the last lines a user sees after the command's own summary.
+and logging configuration at import). It turns analytics off, keeps Prefect's console logs to
+warnings unless asked for more (the API still receives every log), and drops the temporary
+server's start/stop announcements, which would otherwise be the last lines a user sees after
+the command's own summary. Without an API URL, the commands that run flows ask it to start
+their temporary API at once (``flows.temporary_api``), so its start-up overlaps with the
+command's imports; otherwise Prefect's ephemeral mode starts one at the first flow call.
+
+Flows run inside ``PrefectTarget.session()``: it waits for the temporary API and turns flow
+heartbeats off there. Heartbeats let a server mark crashed runs; a temporary API dies with the
+command, so it has no use for them, and each flow run's end waits up to a second for its
+heartbeat thread (five subflows: five seconds of a pipeline that has nothing to do).
 """
 
 from __future__ import annotations
@@ -13,7 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 # Messages Prefect's ephemeral server logs on the "prefect" logger when it starts and stops.
 EPHEMERAL_NOISE = ("Starting temporary server on", "Stopping temporary server on", "See https://docs.prefect.io")
@@ -32,9 +42,11 @@ class EphemeralNoiseFilter(logging.Filter):
 
 @dataclass(frozen=True)
 class PrefectTarget:
-    """Which Prefect API the flows report to."""
+    """Which Prefect API the flows report to: a server's URL, or None for a temporary API
+    (``temporary`` is the one this command started, if it did)."""
 
     api_url: str | None
+    temporary: Any = None  # flows.temporary_api.TemporaryApi
 
     @property
     def ephemeral(self) -> bool:
@@ -42,6 +54,20 @@ class PrefectTarget:
 
     def describe(self) -> str:
         return f"Prefect server {self.api_url}" if self.api_url else "a temporary local Prefect API (no server)"
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Where flows run: the temporary API is up, and heartbeats are off unless a server
+        that outlives the command receives them."""
+        if self.temporary is not None:
+            self.temporary.wait_ready()
+        if not self.ephemeral:
+            yield
+            return
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
 
 
 class ThreadTimeoutNoticeFilter(logging.Filter):
@@ -58,24 +84,47 @@ _NOISE_FILTER = EphemeralNoiseFilter()
 _TIMEOUT_FILTER = ThreadTimeoutNoticeFilter()
 
 
-def prepare_prefect(console_level: str = "WARNING") -> PrefectTarget:
+_TEMPORARY: Any = None  # the temporary API this process started (one per process)
+
+
+def prepare_prefect(console_level: str = "WARNING", start_api: bool = False) -> PrefectTarget:
     """Configure the environment for Prefect (idempotent). ``console_level`` is what Prefect prints
-    on stderr (INFO shows every flow and task run); logs sent to the API are unaffected."""
+    on stderr (INFO shows every flow and task run); logs sent to the API are unaffected.
+    ``start_api``: without ``PREFECT_API_URL``, start this process's temporary API now (only
+    before Prefect is imported: an imported Prefect has settled on its API already)."""
+    global _TEMPORARY
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    if _TEMPORARY is not None:
+        return _finish(console_level, PrefectTarget(None, _TEMPORARY))
     api_url = os.environ.get("PREFECT_API_URL") or None
+    if not api_url and start_api and "prefect" not in sys.modules:
+        from flows.temporary_api import TemporaryApi
+
+        _TEMPORARY = TemporaryApi.launch()
+        os.environ["PREFECT_API_URL"] = _TEMPORARY.api_url  # also for the processes this one starts
+        return _finish(console_level, PrefectTarget(None, _TEMPORARY))
     if not api_url:
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
         # The first start on a machine creates the database (migrations); Prefect's 20 s default
         # is too short for that on a small or busy machine.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    return _finish(console_level, PrefectTarget(api_url))
+
+
+def _finish(console_level: str, target: PrefectTarget) -> PrefectTarget:
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = console_level.upper()
     # Dask's own INFO chatter (workers starting and stopping) is not for the user.
     os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
     silence_prefect_notices()
     if "prefect" in sys.modules:  # imported already: apply the console level to the live handlers
         _apply_console_level(console_level.upper())
-    return PrefectTarget(api_url)
+    return target
+
+
+def is_temporary_api() -> bool:
+    """Whether the flows report to a temporary API of this process (not a shared server)."""
+    return _TEMPORARY is not None or not os.environ.get("PREFECT_API_URL")
 
 
 def silence_prefect_notices() -> None:

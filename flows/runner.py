@@ -17,7 +17,6 @@ can be split among them and progress advances as each completes.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,7 +66,9 @@ def open_runner(options: RunnerOptions | None = None) -> Iterator[RunnerPlan]:
         yield RunnerPlan(options, None, options.threads)
         return
     if options.dask_address:
-        if not os.environ.get("PREFECT_API_URL"):
+        from flows.prefect_env import is_temporary_api
+
+        if is_temporary_api():
             log.warning(
                 "Dask workers at %s cannot reach this command's temporary Prefect API; "
                 "set PREFECT_API_URL to a Prefect server that they can reach", options.dask_address

@@ -24,7 +24,6 @@ from importlib import metadata
 import duckdb
 import numpy as np
 import pyarrow as pa
-from scipy.optimize import linear_sum_assignment
 
 from sql import load_sql
 from tasks.errors import NotFoundError, SvclusterError
@@ -365,6 +364,8 @@ def match_numbers(new: np.ndarray, old: np.ndarray, k_new: int) -> np.ndarray:
     because k grew, or a match to a number that does not fit because k shrank) take the free
     numbers in increasing order: matched ones by their old number, then unmatched ones by size.
     """
+    from scipy.optimize import linear_sum_assignment  # on first use: keeps the CLI's start-up short
+
     k_old = int(old.max()) + 1 if len(old) else 0
     table = np.bincount(new.astype(np.int64) * max(k_old, 1) + old, minlength=k_new * max(k_old, 1))
     table = table.reshape(k_new, max(k_old, 1))

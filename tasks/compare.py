@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from sql import load_sql
 from tasks.errors import SvclusterError
@@ -105,6 +104,14 @@ def purity_rows(a: np.ndarray, b: np.ndarray, a_names: list[str], b_names: list[
     return rows(table, a_names, b_names), rows(table.T, b_names, a_names)
 
 
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(ARI, NMI) of two labelings of the same locations (scikit-learn, imported on first use:
+    the CLI's start-up should not pay for it)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    return float(adjusted_rand_score(a, b)), float(normalized_mutual_info_score(a, b))
+
+
 def unmatched_count(a: np.ndarray, b: np.ndarray) -> int:
     """Locations off the maximum-overlap one-to-one matching of A's clusters to B's."""
     from scipy.optimize import linear_sum_assignment
@@ -133,6 +140,7 @@ def compare_runs(lake: Lake, run_a: str, run_b: str) -> Comparison:
     names_b = [str(i) for i in range(max(rb.k, int(b.max()) + 1))]
     purity, spread = purity_rows(a, b, names_a, names_b)
     n = len(a)
+    ari, nmi = agreement(a, b)
     return Comparison(
         a=ra.name,
         b=rb.name,
@@ -141,8 +149,8 @@ def compare_runs(lake: Lake, run_a: str, run_b: str) -> Comparison:
         compared=n,
         only_a=int(run_row(lake, ra.run_id)["n_locations"]) - n,
         only_b=int(run_row(lake, rb.run_id)["n_locations"]) - n,
-        ari=float(adjusted_rand_score(a, b)),
-        nmi=float(normalized_mutual_info_score(a, b)),
+        ari=ari,
+        nmi=nmi,
         changed=int((a != b).sum()),
         unmatched=unmatched_count(a, b),
         contingency=[ContingencyCell(c["cluster_a"], str(c["cluster_b"]), c["locations"]) for c in cells],
@@ -167,6 +175,7 @@ def compare_with_tags(lake: Lake, run: str, ignore_pattern: str | None = None) -
     cells = lake.query(load_sql("compare_tag_contingency"), params).to_pylist()
     names_a = [str(i) for i in range(max(ref.k, int(clusters.max()) + 1))]
     purity, spread = purity_rows(clusters, tag_index, names_a, [str(t) for t in tag_names])
+    ari, nmi = agreement(tag_index, clusters)
     return Comparison(
         a=ref.name,
         b="tags",
@@ -175,8 +184,8 @@ def compare_with_tags(lake: Lake, run: str, ignore_pattern: str | None = None) -
         compared=len(clusters),
         only_a=int(coverage["assigned"] - coverage["tagged"]),
         only_b=None,
-        ari=float(adjusted_rand_score(tag_index, clusters)),
-        nmi=float(normalized_mutual_info_score(tag_index, clusters)),
+        ari=ari,
+        nmi=nmi,
         changed=None,
         unmatched=None,
         contingency=[ContingencyCell(c["cluster"], c["tag"], c["locations"]) for c in cells],

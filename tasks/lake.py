@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +72,13 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# The lakes' view databases in this process (see Lake.connect), by root, filesystem and pid;
+# the least recently used go first beyond a few (open cursors keep theirs alive until closed).
+_DATABASES: OrderedDict[tuple[str, Any, int], duckdb.DuckDBPyConnection] = OrderedDict()
+_DATABASES_KEPT = 8
+_DATABASES_LOCK = threading.Lock()
+
+
 class Lake:
     """A lake at a root URI. Cheap to create; ``open_lake`` also makes sure its tables exist."""
 
@@ -82,19 +90,6 @@ class Lake:
             options.setdefault("use_listings_cache", False)
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
-        self._db: duckdb.DuckDBPyConnection | None = None  # the views, defined once (see connect)
-        self._db_lock = threading.Lock()
-        self._db_pid = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        """A Lake travels to other processes (Prefect, Dask) without its DuckDB database."""
-        state = self.__dict__.copy()
-        state["_db"], state["_db_lock"] = None, None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._db_lock = threading.Lock()
 
     # ---- paths -----------------------------------------------------------------------------
     def path(self, relpath: str) -> str:
@@ -281,15 +276,21 @@ class Lake:
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with the lake's views (``sql/views.sql``); close it when done.
 
-        The views are defined once per Lake in an in-memory database (binding them reads every
-        table's schema: many requests on S3) and each call returns a new cursor on it. A view
-        is re-planned on every query, so new files are always seen; DuckDB's file cache is off
-        because keyed files are replaced under the same name.
+        The views are defined once per lake and process in an in-memory database (binding them
+        reads every table's schema: ~0.1 s locally, many requests on S3), shared by every Lake
+        object of the same root and filesystem, and each call returns a new cursor on it. A
+        view is re-planned on every query, so new files are always seen; DuckDB's file cache is
+        off because keyed files are replaced under the same name.
         """
-        with self._db_lock:
-            if self._db is None or self._db_pid != os.getpid():  # a forked child opens its own
-                self._db, self._db_pid = self._open_database(), os.getpid()
-            con = self._db.cursor()
+        key = (self.root_url, getattr(self.fs, "_fs_token", id(self.fs)), os.getpid())  # a forked child opens its own
+        with _DATABASES_LOCK:
+            db = _DATABASES.get(key)
+            if db is None:
+                db = _DATABASES[key] = self._open_database()
+                while len(_DATABASES) > _DATABASES_KEPT:
+                    _DATABASES.popitem(last=False)
+            _DATABASES.move_to_end(key)
+            con = db.cursor()
         con.execute("SET VARIABLE lake_root = ?", [self.root_url])
         return con
 

@@ -22,6 +22,13 @@ from tasks.errors import SvclusterError
 
 RUNNERS = ("thread", "dask")
 
+# Modules a pipeline run imports on first use. When this command started its own temporary
+# Prefect API, they are imported while that server boots (on the other core), not after.
+PIPELINE_MODULES = (
+    "flows.pipeline", "prefect.flow_engine", "prefect.task_engine", "prefect.artifacts",
+    "fastapi.encoders", "sklearn.metrics", "PIL.JpegImagePlugin", "PIL.PngImagePlugin",
+)  # fmt: skip
+
 
 def runner_options(runner: str, dask_address: str | None, dask_workers: int, threads: int) -> Any:
     from flows.runner import RunnerOptions
@@ -34,10 +41,16 @@ def runner_options(runner: str, dask_address: str | None, dask_workers: int, thr
 
 
 def start_prefect(verbose: bool) -> Any:
-    """Prepare Prefect before it is imported (see ``flows.prefect_env``)."""
+    """Prepare Prefect before it is imported, starting the temporary API now when there is no
+    server, and load the pipeline while it starts (see ``flows.prefect_env``)."""
+    import importlib
+
     from flows.prefect_env import prepare_prefect
 
-    return prepare_prefect("INFO" if verbose else "WARNING")
+    target = prepare_prefect("INFO" if verbose else "WARNING", start_api=True)
+    for module in PIPELINE_MODULES if target.temporary is not None else ():
+        importlib.import_module(module)
+    return target
 
 
 def progress_bars(enabled: bool):
@@ -110,7 +123,7 @@ def run(
     name = map_name or map_file.stem
     default_export, default_summary = default_outputs(name)
     started = time.perf_counter()
-    with progress_bars(not inv.json):
+    with target.session(), progress_bars(not inv.json):
         result = pipeline(
             map_file=str(map_file.resolve()),
             lake=inv.settings.lake,
@@ -150,7 +163,7 @@ def demo(
     target = start_prefect(verbose)
     from tasks.demo import run_demo
 
-    with progress_bars(not inv.json):
+    with target.session(), progress_bars(not inv.json):
         result = run_demo(
             out,
             lake=lake or state_lake,
