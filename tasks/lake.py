@@ -146,6 +146,8 @@ class Lake:
     # ---- bytes -----------------------------------------------------------------------------
     def exists(self, relpath: str) -> bool:
         try:
+            if self.is_local:  # os directly: fsspec's local exists costs ~10x more (called per blob)
+                return os.path.exists(self.path(relpath))
             return bool(self.fs.exists(self.path(relpath)))
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
@@ -200,6 +202,8 @@ class Lake:
 
     def list(self, relprefix: str) -> list[str]:
         """Lake-relative paths of the files under a folder (recursively), sorted."""
+        if self.is_local:
+            return sorted(self._walk_local(relprefix))
         base = self.path(relprefix)
         if not self.fs.exists(base):
             return []
@@ -210,6 +214,8 @@ class Lake:
     def list_modified(self, relprefix: str) -> dict[str, float]:
         """Lake-relative paths of the files under a folder with their modification times
         (seconds since the epoch), from one listing (no request per file on S3)."""
+        if self.is_local:
+            return self._walk_local(relprefix)
         base = self.path(relprefix)
         if not self.fs.exists(base):
             return {}
@@ -221,6 +227,28 @@ class Lake:
             if isinstance(stamp, datetime):
                 stamp = stamp.timestamp()
             out[rel] = float(stamp) if stamp is not None else 0.0
+        return out
+
+    def _walk_local(self, relprefix: str) -> dict[str, float]:
+        """Files under a local folder with their mtimes, by ``os.scandir`` (one stat per entry,
+        from the directory read: fsspec's local ``find`` is ~10x slower on 100k blobs)."""
+        out: dict[str, float] = {}
+        stack = [(self.path(relprefix), relprefix.strip("/"))]
+        while stack:
+            folder, rel = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, name))
+                else:
+                    try:
+                        out[name] = entry.stat().st_mtime
+                    except FileNotFoundError:  # removed since the directory was read
+                        continue
         return out
 
     # ---- blobs -----------------------------------------------------------------------------

@@ -156,8 +156,8 @@ def test_a_refusal_on_images_stops_the_step_and_keeps_finished_rows(lake, street
     streetview_server.add_fault(Fault("403", endpoint="image", times=None))
     with pytest.raises(FatalApiError, match="HTTP 403"):
         fetch_map(lake, name, streetview_settings, FetchOptions(concurrency=4, qps=0))
-    assert streetview_server.counts["image"] <= 4  # one per worker at most, not 240
-    assert streetview_server.counts["metadata"] <= 4 + 1
+    assert streetview_server.counts["image"] <= 4  # one per connection at most, not 240
+    assert streetview_server.counts["metadata"] <= 2 * 4 + 1  # free; the locations in flight (2 x concurrency)
 
 
 def test_signed_fetch_with_the_secret(lake, fetch_map_name, tmp_path):
@@ -196,7 +196,7 @@ def test_key_and_secret_never_reach_the_lake_logs_or_errors(lake, fetch_map_name
         texts.append(str(path))
         if path.is_file():
             texts.append(path.read_bytes().decode("latin-1"))
-    assert "GET /maps/api/streetview" in caplog.text  # urllib3's debug lines were captured ...
+    assert "image request retried" in caplog.text  # debug lines of the failing requests were captured ...
     for text in texts:
         for s in secrets:
             assert s not in text  # ... and none of them, nor anything stored, holds a secret

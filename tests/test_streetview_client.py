@@ -3,13 +3,15 @@ retries with backoff, fatal refusals, signing, connection reuse and secret redac
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import logging
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -30,12 +32,40 @@ from tasks.streetview_server import Fault, StreetViewServer, location_pano_id, p
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET
 
 
-def client_for(server: StreetViewServer, key: str = FAKE_KEY, **kw) -> StreetViewClient:
+class Blocking:
+    """Drives the asyncio client from plain test code: each call runs to completion on the
+    client's own event loop (closed, with the client's connections, when the test ends)."""
+
+    opened: list["Blocking"] = []
+
+    def __init__(self, client: StreetViewClient):
+        self.client, self.loop = client, asyncio.new_event_loop()
+        Blocking.opened.append(self)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.client, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *a, **kw: self.loop.run_until_complete(attr(*a, **kw))
+        return attr
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while Blocking.opened:
+        Blocking.opened.pop().close()
+
+
+def client_for(server: StreetViewServer, key: str = FAKE_KEY, **kw) -> Blocking:
     kw.setdefault("backoff_base", 0.001)
     kw.setdefault("backoff_max", 0.01)
     kw.setdefault("max_retries", 3)
     kw.setdefault("timeout", 5.0)
-    return StreetViewClient(server.base_url, key, **kw)
+    return Blocking(StreetViewClient(server.base_url, key, **kw))
 
 
 def test_metadata_by_pano_and_by_location(streetview_server):
@@ -180,6 +210,27 @@ def test_inspect_jpeg_is_cheap_but_catches_broken_files():
             inspect_jpeg(data)
 
 
+@pytest.mark.parametrize(
+    "mode,size,options",
+    [
+        ("RGB", (640, 640), {}),
+        ("RGB", (333, 17), {"progressive": True}),
+        ("L", (64, 480), {"optimize": True}),
+        ("CMYK", (120, 90), {}),
+        ("RGB", (200, 100), {"exif": b"Exif\x00\x00" + b"\x00" * 200, "icc_profile": b"\x01" * 3000}),
+        ("RGB", (31, 29), {"quality": 5, "subsampling": 2, "comment": b"street view" * 20}),
+    ],
+)
+def test_inspect_jpeg_reads_the_size_pillow_reads(mode, size, options):
+    rng = np.random.default_rng(sum(size))
+    buf = io.BytesIO()
+    pixels = rng.integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8)
+    Image.fromarray(pixels.squeeze() if mode == "L" else pixels, mode=mode).save(buf, "JPEG", **options)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as img:
+        assert inspect_jpeg(data) == img.size == size
+
+
 def test_signing_matches_googles_documented_example():
     # https://developers.google.com/maps/documentation/maps-static/digital-signature
     path = "/maps/api/geocode/json?address=New+York&client=clientID"
@@ -211,12 +262,15 @@ def test_missing_key_and_bad_base_url_are_clear_errors():
         StreetViewClient("ftp://x/?key=zzz", "k")
 
 
-def test_connections_are_reused_across_threads(streetview_server):
+def test_concurrent_requests_reuse_at_most_pool_size_connections(streetview_server):
     client = client_for(streetview_server, pool_size=4)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: client.image(f"P{i}", 0, "64x64", 90, 0), range(40)))
+
+    async def forty():
+        return await asyncio.gather(*(client.client.image(f"P{i}", 0, "64x64", 90, 0) for i in range(40)))
+
+    assert len(client.loop.run_until_complete(forty())) == 40
     ports = {r.client_port for r in streetview_server.requests}
-    assert len(streetview_server.requests) == 40 and len(ports) <= 4
+    assert len(streetview_server.requests) == 40 and 1 < len(ports) <= 4
 
 
 def test_rate_limit_spaces_requests():
@@ -242,23 +296,23 @@ def test_stop_event_prevents_further_requests(streetview_server):
 
 
 def test_no_secret_in_errors_or_debug_logs(caplog):
-    """Transport errors and urllib3's debug lines carry the URL: neither may show the key."""
+    """Transport errors and the HTTP stack's debug lines can carry the URL: neither may show the key."""
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
     caplog.set_level(logging.DEBUG)
-    client = StreetViewClient(f"http://127.0.0.1:{dead_port}/sv", FAKE_KEY, signing_secret=FAKE_SECRET, max_retries=1, backoff_base=0.001)
+    client = Blocking(StreetViewClient(f"http://127.0.0.1:{dead_port}/sv", FAKE_KEY, signing_secret=FAKE_SECRET, max_retries=1, backoff_base=0.001))
     with pytest.raises(RequestFailed) as err:
         client.metadata(pano="P")
     assert err.value.reason == "metadata cannot connect after 2 attempts"
-    assert err.value.__cause__ is None and err.value.__context__ is None  # no chained urllib3 error
+    assert err.value.__cause__ is None and err.value.__context__ is None  # no chained aiohttp error
     with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET) as server:
         server.add_fault(Fault("500", endpoint="image", times=1))
-        ok = StreetViewClient(server.base_url, FAKE_KEY, signing_secret=FAKE_SECRET, backoff_base=0.001)
+        ok = Blocking(StreetViewClient(server.base_url, FAKE_KEY, signing_secret=FAKE_SECRET, backoff_base=0.001))
         ok.image("P", 0, "64x64", 90, 0)
     text = caplog.text + str(err.value)
-    assert "GET /sv/metadata?" in caplog.text or "127.0.0.1" in caplog.text  # urllib3 did log the requests
-    assert FAKE_KEY not in text and FAKE_SECRET not in text and "signature=***" in caplog.text
+    assert "request retried" in caplog.text  # the retries were logged
+    assert FAKE_KEY not in text and FAKE_SECRET not in text
 
 
 def test_redact_masks_key_and_signature_parameters():
