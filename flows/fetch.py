@@ -24,7 +24,7 @@ from flows.params import FetchParams
 from flows.retries import retry_unless_user_error
 from flows.runner import current_parallelism, run_windowed
 from sql import load_sql
-from tasks.fetch import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch
+from tasks.fetch import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, replan_batch
 from tasks.lake import open_lake
 from tasks.progress import NullProgress
 from tasks.settings import Settings, load_settings
@@ -85,7 +85,12 @@ def find_global_limit(name: str | None) -> GlobalLimit | None:
 def fetch_batch_task(
     lake_uri: str, items: list[FetchItem], settings: Settings, options: FetchOptions, limit: GlobalLimit | None
 ) -> FetchStats:
-    """Fetch one batch of locations (a rerun resumes: the plan only holds missing views)."""
+    """Fetch one batch of locations (a rerun resumes: the plan only holds missing views; a
+    retry first drops the views its failed attempt already stored)."""
+    from prefect.runtime import task_run
+
+    if task_run.run_count > 1:
+        items = replan_batch(open_lake(lake_uri), items)
     if limit is None:
         return fetch_batch(lake_uri, items, settings, options, NullProgress())
     if limit.rate_limit:

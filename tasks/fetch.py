@@ -75,6 +75,7 @@ __all__ = [
     "gc_blobs",
     "plan_fetch",
     "plan_views",
+    "replan_batch",
 ]
 
 
@@ -247,6 +248,27 @@ def plan_views(lake: Lake, map_name: str, options: FetchOptions) -> FetchPlan:
         if r["headings"]
     ]
     return FetchPlan(items, len(rows), len(rows) * len(options.headings), frozenset(r["position"] for r in rows))
+
+
+def replan_batch(lake: Lake, items: list[FetchItem]) -> list[FetchItem]:
+    """``items`` without the views the lake now has (``ok``/``no_imagery``), on the panorama an
+    earlier attempt pinned: what a retried batch still has to fetch, so that no view its failed
+    attempt already stored is requested (and billed) again."""
+    if not items:
+        return []
+    rows = lake.query(load_sql("fetch_batch_done"), {"ids": [i.location_id for i in items]}).to_pylist()
+    known = {r["location_id"]: r for r in rows}
+    out = []
+    for item in items:
+        row = known.get(item.location_id)
+        if row is None:
+            out.append(item)
+            continue
+        done = set(row["done_headings"] or ())
+        headings = tuple(h for h in item.headings if h not in done)
+        if headings:
+            out.append(replace(item, headings=headings, pano_id=row["pinned_pano_id"] or item.pano_id))
+    return out
 
 
 def plan_fetch(lake: Lake, map_name: str, options: FetchOptions) -> list[FetchItem]:

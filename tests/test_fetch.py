@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from flows.cli import main as cli_main
 from tasks.errors import NotFoundError, SvclusterError
-from tasks.fetch import FatalApiError, FetchItem, FetchOptions, fetch_batch, fetch_map, gc_blobs, plan_fetch
+from tasks.fetch import FatalApiError, FetchItem, FetchOptions, fetch_batch, fetch_map, gc_blobs, plan_fetch, replan_batch
 from tasks.settings import load_settings
 from tasks.streetview_server import Fault, StreetViewServer, location_pano_id, pano_date
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET, ingest_locations, sample_locations
@@ -158,6 +159,22 @@ def test_a_refusal_on_images_stops_the_step_and_keeps_finished_rows(lake, street
         fetch_map(lake, name, streetview_settings, FetchOptions(concurrency=4, qps=0))
     assert streetview_server.counts["image"] <= 4  # one per connection at most, not 240
     assert streetview_server.counts["metadata"] <= 2 * 4 + 1  # free; the locations in flight (2 x concurrency)
+
+
+def test_a_retried_batch_asks_only_for_what_its_failed_attempt_did_not_store(lake, streetview_server, streetview_settings, fetch_map_name):
+    batch = plan_fetch(lake, fetch_map_name, FAST)[:3]
+    # the failed attempt got this far: two views of the first location, all of the second
+    fetch_batch(lake.uri, [replace(batch[0], headings=batch[0].headings[:2]), batch[1]], streetview_settings, FAST)
+    stored = images(lake)
+    left = replan_batch(lake, batch)
+    assert [i.location_id for i in left] == [batch[0].location_id, batch[2].location_id]
+    assert left[0].headings == batch[0].headings[2:]
+    assert left[0].pano_id == stored[(batch[0].location_id, batch[0].headings[0])]["pano_id"]  # the pinned panorama
+    assert left[1] == batch[2]
+    before = streetview_server.counts["image"]
+    fetch_batch(lake.uri, left, streetview_settings, FAST)
+    assert streetview_server.counts["image"] - before == 2 + 4
+    assert replan_batch(lake, batch) == []
 
 
 def test_signed_fetch_with_the_secret(lake, fetch_map_name, tmp_path):
