@@ -96,12 +96,12 @@ def main() -> int:
 
     from prefect import flow
 
-    from tasks.demo import DEMO_MAP, demo_streetview, write_demo_map
+    from tasks.demo import DEMO_MAP, demo_streetview_process, write_demo_map
 
     work = Path(tempfile.mkdtemp(prefix="svcluster-bench-"))
     map_file = work / f"{DEMO_MAP}.json"
-    locations = write_demo_map(map_file, n)
-    with demo_streetview(locations), TARGET.session():
+    write_demo_map(map_file, n)
+    with demo_streetview_process(n), TARGET.session():  # as the demo serves it
         t = time.perf_counter()
         flow(name="warm-up")(lambda: None)()
         startup = time.perf_counter() - t

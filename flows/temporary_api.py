@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from tasks.errors import SvclusterError
+from tasks.processes import dies_with_parent
 
 # The server needs none of svcluster's secrets: they are not passed to it.
 SECRET_VARIABLES = ("GOOGLE_MAPS_API_KEY", "GSV_API_KEY", "GOOGLE_MAPS_SIGNING_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -39,15 +39,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class TemporaryApi:
@@ -89,7 +80,7 @@ class TemporaryApi:
             [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
             env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=dies_with_parent(),
         )  # fmt: skip
 
     def wait_ready(self, timeout: float | None = None) -> None:

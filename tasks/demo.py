@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import SvclusterError
+from tasks.processes import dies_with_parent
 from tasks.sample import generate_locations, to_format
 from tasks.scenes import SceneImages
 from tasks.streetview_server import Panorama, StreetViewServer
@@ -27,6 +32,7 @@ from tasks.streetview_server import Panorama, StreetViewServer
 DEMO_MAP = "chile-demo"
 DEMO_KEY = "svcluster-demo-key"  # accepted only by the demo's own server on 127.0.0.1
 DEMO_SIZE = "224x224"  # CLIP's own input size
+DEMO_SEED = 7
 NO_IMAGERY_SHARE = 0.01  # a few panoramas have no imagery, as on a real map
 
 
@@ -64,7 +70,7 @@ class DemoPanoramas:
         return Panorama(pano_id, lat, lng, f"{2012 + h % 12}-{1 + (h >> 4) % 12:02d}")
 
 
-def write_demo_map(path: Path, n: int = 1000, seed: int = 7) -> list[dict[str, Any]]:
+def write_demo_map(path: Path, n: int = 1000, seed: int = DEMO_SEED) -> list[dict[str, Any]]:
     """The Chile sample as a map-making.app file at ``path``; returns its locations."""
     locations = generate_locations(n, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,33 +79,84 @@ def write_demo_map(path: Path, n: int = 1000, seed: int = 7) -> list[dict[str, A
     return locations
 
 
-@contextmanager
-def demo_streetview(locations: list[Mapping[str, Any]]) -> Iterator[StreetViewServer]:
-    """The scene server on 127.0.0.1, with this process's Street View settings pointed at it
-    (and restored afterwards)."""
-    server = StreetViewServer(
+def demo_server(locations: list[Mapping[str, Any]]) -> StreetViewServer:
+    """The scene server for these sample locations (not started)."""
+    return StreetViewServer(
         api_key=DEMO_KEY,
         image_provider=SceneImages.for_locations(locations),
         metadata_resolver=DemoPanoramas(list(locations)),
         record=False,
     )
-    overrides = {"SVCLUSTER_STREETVIEW_URL": None, "GOOGLE_MAPS_API_KEY": DEMO_KEY, "GSV_API_KEY": None, "GOOGLE_MAPS_SIGNING_SECRET": None}
+
+
+@contextmanager
+def pointed_at(base_url: str) -> Iterator[None]:
+    """This process's Street View settings pointed at a local server with the demo key (and
+    restored afterwards)."""
+    overrides = {"SVCLUSTER_STREETVIEW_URL": base_url, "GOOGLE_MAPS_API_KEY": DEMO_KEY, "GSV_API_KEY": None, "GOOGLE_MAPS_SIGNING_SECRET": None}
     saved = {k: os.environ.get(k) for k in overrides}
-    with server:
-        overrides["SVCLUSTER_STREETVIEW_URL"] = server.base_url
+    try:
+        for k, v in overrides.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def demo_streetview(locations: list[Mapping[str, Any]]) -> Iterator[StreetViewServer]:
+    """The scene server in this process (its faults and counters at hand, as tests need),
+    with this process's Street View settings pointed at it."""
+    with demo_server(locations) as server, pointed_at(server.base_url):
+        yield server
+
+
+@contextmanager
+def demo_streetview_process(n: int, seed: int = DEMO_SEED) -> Iterator[str]:
+    """The scene server for the sample of ``write_demo_map(path, n, seed)`` in a process of its
+    own, with this process's Street View settings pointed at it; yields its base URL.
+
+    Drawing the scenes takes CPU: in its own process it does not compete with the fetch for
+    this process's GIL (the demo's fetch takes about half the time), as a remote API would not.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.demo", "--locations", str(n), "--seed", str(seed)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        preexec_fn=dies_with_parent(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        base_url = proc.stdout.readline().strip()
+        if not base_url.startswith("http://127.0.0.1:"):
+            proc.wait(timeout=30)
+            raise SvclusterError(f"the demo's Street View server did not start: {proc.stderr.read()[-2000:]}")
+        with pointed_at(base_url):
+            yield base_url
+    finally:
+        proc.terminate()
         try:
-            for k, v in overrides.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            yield server
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve(n: int, seed: int = DEMO_SEED) -> None:
+    """``python -m tasks.demo --locations N --seed S``: serve the sample's scenes until
+    terminated; prints the base URL (one line) once listening."""
+    server = demo_server(generate_locations(n, seed=seed)).start()
+    print(server.base_url, flush=True)
+    try:
+        threading.Event().wait()  # until SIGTERM (its default action ends the process) or Ctrl-C
+    except KeyboardInterrupt:
+        server.stop()
 
 
 def run_demo(
@@ -124,11 +181,11 @@ def run_demo(
     started = time.perf_counter()
     out = Path(out_dir).resolve()
     map_file = out / f"{DEMO_MAP}.json"
-    sample = write_demo_map(map_file, locations)
+    write_demo_map(map_file, locations)
     lake_uri = lake or str(out / "lake")
     export_file = out / f"{DEMO_MAP}.tagged.json"
     summary_file = out / f"{DEMO_MAP}.summary.md"
-    with demo_streetview(sample):
+    with demo_streetview_process(locations):
         result = pipeline(
             map_file=str(map_file),
             lake=lake_uri,
@@ -150,3 +207,13 @@ def run_demo(
         seconds=round(time.perf_counter() - started, 1),
         pipeline=result,
     )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The demo's Street View look-alike for the generated Chile sample, on 127.0.0.1.")
+    parser.add_argument("--locations", type=int, required=True, help="sample size (as given to write_demo_map)")
+    parser.add_argument("--seed", type=int, default=DEMO_SEED)
+    args = parser.parse_args()
+    serve(args.locations, args.seed)

@@ -13,7 +13,6 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from tasks.ingest import ingest_map

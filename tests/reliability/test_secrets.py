@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from urllib.parse import quote
 
 import pyarrow.parquet as pq
-import pytest
 
 from tasks.streetview_server import Fault
 from tests.reliability import proc
