@@ -51,12 +51,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
-import aiohttp
-from yarl import URL
 
 from tasks.errors import SvclusterError
+
+if TYPE_CHECKING:  # aiohttp is imported on first use: every CLI command would pay ~0.3 s for it
+    import aiohttp
 
 log = logging.getLogger("svcluster.streetview")
 
@@ -317,6 +319,8 @@ class StreetViewClient:
             await session.close()
 
     def _open_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             # One connector for the API's origin: at most pool_size keep-alive connections;
             # requests beyond that wait for a free one. No cookies, no redirects.
@@ -389,6 +393,9 @@ class StreetViewClient:
         """GET with retries; metadata -> its JSON document (status OK), image -> body bytes."""
         # The query is already encoded (and signed over exactly these bytes): aiohttp must not
         # re-encode it.
+        import aiohttp
+        from yarl import URL
+
         url = URL(self._origin + self._signed_path(path, params), encoded=True)
         session = self._open_session()
         attempts = self.max_retries + 1
@@ -484,6 +491,8 @@ def _text(body: bytes, limit: int = 200) -> str:
 
 
 def _transport_reason(exc: BaseException) -> str:
+    import aiohttp
+
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "cannot connect"
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
