@@ -31,7 +31,8 @@ from tasks.processes import dies_with_parent
 
 # The server needs none of svcluster's secrets: they are not passed to it.
 SECRET_VARIABLES = ("GOOGLE_MAPS_API_KEY", "GSV_API_KEY", "GOOGLE_MAPS_SIGNING_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-ADDRESS_IN_USE_EXIT = 3  # uvicorn's exit code when the port is taken
+STARTUP_FAILURE_EXIT = 3  # uvicorn's exit code when the port is taken (or the app's start-up failed)
+PORT_ATTEMPTS = 3
 DEFAULT_START_TIMEOUT = 180.0  # the first start on a machine creates the database (migrations)
 
 
@@ -89,9 +90,12 @@ class TemporaryApi:
             return
         limit = timeout or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or DEFAULT_START_TIMEOUT)
         deadline = time.monotonic() + limit
+        attempts = 1
         while time.monotonic() < deadline:
             code = self.process.poll() if self.process else None
-            if code == ADDRESS_IN_USE_EXIT:  # another process took the port between our check and its bind
+            if code == STARTUP_FAILURE_EXIT and attempts < PORT_ATTEMPTS:
+                # most likely another process took the port between our check and its bind
+                attempts += 1
                 self._spawn()
                 continue
             if code is not None:

@@ -160,6 +160,28 @@ def test_blobs_are_content_addressed(lake) -> None:
     assert lake.read_bytes(rel) == b"jpeg bytes"
 
 
+def test_local_listings_match_fsspecs(lake) -> None:
+    """Local lakes list with os.scandir (fast); the answer is the one fsspec gives."""
+    paths = [lake.put_blob(f"blob {i}".encode())[0] for i in range(50)]
+    lake.write_bytes("reports/r1/deep/er/report.html", b"<html></html>")
+    root = len(lake.root) + 1
+    for prefix in ("blobs", "reports", "tables", "reports/r1/deep"):
+        found = lake.fs.find(lake.path(prefix), detail=True)
+        expected = {f[root:]: info["mtime"] for f, info in found.items()}
+        assert lake.list_modified(prefix) == pytest.approx(expected)
+        assert lake.list(prefix) == sorted(expected)
+    assert set(paths) <= set(lake.list("blobs"))
+    assert lake.list("no/such/folder") == [] and lake.list_modified("no/such") == {}
+    assert lake.exists(paths[0]) and not lake.exists("blobs/00/none.jpg")
+
+
+def test_two_lake_objects_share_the_views_and_see_new_files(tmp_path) -> None:
+    a, b = open_lake(str(tmp_path / "l")), open_lake(str(tmp_path / "l"))
+    assert a.query("SELECT count(*) AS n FROM locations").column("n")[0].as_py() == 0
+    a.append("maps", pa.table({"map": ["m"], "source_file": ["f"], "dialect": ["geoguessr"], "checksum": ["c"], "locations": [0]}))
+    assert b.query("SELECT map FROM maps").column("map").to_pylist() == ["m"]
+
+
 def test_reopening_a_lake_keeps_it(lake, chile_map) -> None:
     ingest_map(lake, chile_map)
     before = lake_snapshot(lake)
