@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from tasks.errors import SvclusterError
-from tasks.processes import dies_with_parent
+from tasks.processes import dies_with_parent, stop_process
 
 # The server needs none of svcluster's secrets: they are not passed to it.
 SECRET_VARIABLES = ("GOOGLE_MAPS_API_KEY", "GSV_API_KEY", "GOOGLE_MAPS_SIGNING_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -126,12 +126,7 @@ class TemporaryApi:
     def stop(self) -> None:
         """Stop the server and remove its log (idempotent)."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process)
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)
