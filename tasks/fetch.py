@@ -330,11 +330,10 @@ async def _fetch_location(
     options: FetchOptions,
     looked_up: asyncio.Event,
 ) -> _Outcome:
-    """Metadata, then each missing heading by the pinned pano id. Blobs are written by the
-    store threads while this location already waits for its next image; rows come back to
-    the writer once their blobs are safely stored."""
-    rows: list[dict[str, Any]] = []
-    storing: list[tuple[dict[str, Any], asyncio.Future[tuple[str, str]]]] = []
+    """Metadata, then every missing heading by the pinned pano id, side by side: a location
+    takes two round trips, not one per view, so few locations keep the connections busy and
+    the end of a batch does not trail off one view at a time. Blobs are written by the store
+    threads as images arrive; rows come back once their blobs are safely stored."""
     try:
         try:
             if item.pano_id:
@@ -342,38 +341,48 @@ async def _fetch_location(
             else:
                 pano = await client.metadata(location=(item.lat, item.lng))
         except NoImagery as exc:
-            looked_up.set()
             return _Outcome([image_row(item.location_id, h, "no_imagery", options, "api", reason=exc.reason, pano_id=item.pano_id) for h in item.headings])
         except RequestFailed as exc:
-            looked_up.set()
             return _Outcome([image_row(item.location_id, h, "failed", options, "api", reason=exc.reason, pano_id=item.pano_id) for h in item.headings])
-        looked_up.set()
-        common = {"pano_id": pano.pano_id, "capture_date": pano.capture_date}
-        for h in item.headings:
-            try:
-                img = await client.image(pano.pano_id, h, options.size, options.fov, options.pitch)
-            except NoImagery as exc:
-                rows.append(image_row(item.location_id, h, "no_imagery", options, "api", reason=exc.reason, **common))
-            except RequestFailed as exc:
-                rows.append(image_row(item.location_id, h, "failed", options, "api", reason=exc.reason, **common))
-            else:
-                row = image_row(
-                    item.location_id, h, "ok", options, "api", size_bytes=len(img.data), width=img.width, height=img.height, **common
-                )
-                rows.append(row)
-                storing.append((row, asyncio.ensure_future(store(img.data))))
+        finally:
+            looked_up.set()
     except Stopped:
-        pass
-    except FatalApiError as exc:
-        return _Outcome(await _stored(rows, storing), exc)
-    return _Outcome(await _stored(rows, storing))
+        return _Outcome([])
+    common = {"pano_id": pano.pano_id, "capture_date": pano.capture_date}
+    views = await asyncio.gather(*(_fetch_view(client, store, item, h, options, common) for h in item.headings), return_exceptions=True)
+    rows: list[dict[str, Any]] = []
+    fatal: FatalApiError | None = None
+    for view in views:
+        if isinstance(view, FatalApiError):
+            fatal = fatal or view
+        elif isinstance(view, BaseException):  # Stopped: not requested; anything else is a bug or a failed write
+            if not isinstance(view, Stopped):
+                raise view
+        else:
+            rows.append(view)
+    return _Outcome(rows, fatal)
 
 
-async def _stored(rows: list[dict[str, Any]], storing: list[tuple[dict[str, Any], asyncio.Future[tuple[str, str]]]]) -> list[dict[str, Any]]:
-    """The rows, once every blob they name is written (a failed write raises here)."""
-    for row, fut in storing:
-        row["path"], row["sha256"] = await fut
-    return rows
+async def _fetch_view(
+    client: StreetViewClient,
+    store: Callable[[bytes], Awaitable[tuple[str, str]]],
+    item: FetchItem,
+    heading: int,
+    options: FetchOptions,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``images`` row of one view; an ``ok`` row once its blob is written."""
+    try:
+        img = await client.image(common["pano_id"], heading, options.size, options.fov, options.pitch)
+    except NoImagery as exc:
+        return image_row(item.location_id, heading, "no_imagery", options, "api", reason=exc.reason, **common)
+    except RequestFailed as exc:
+        return image_row(item.location_id, heading, "failed", options, "api", reason=exc.reason, **common)
+    path, sha256 = await store(img.data)
+    return image_row(
+        item.location_id, heading, "ok", options, "api",
+        size_bytes=len(img.data), width=img.width, height=img.height, path=path, sha256=sha256, **common,
+    )  # fmt: skip
 
 
 def fetch_batch(

@@ -299,6 +299,7 @@ class StreetViewClient:
         self.stop = stop or threading.Event()
         self._limiter = RateLimiter(qps)
         self._session: aiohttp.ClientSession | None = None  # made on the loop of the first request
+        self._slots = asyncio.Semaphore(self.pool_size)  # remade with the session, on its loop
         self.metadata_requests = 0
         self.image_requests = 0
         _install_log_redaction()
@@ -325,6 +326,7 @@ class StreetViewClient:
             # One connector for the API's origin: at most pool_size keep-alive connections;
             # requests beyond that wait for a free one. No cookies, no redirects.
             connector = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size, ttl_dns_cache=300)
+            self._slots = asyncio.Semaphore(self.pool_size)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -401,29 +403,36 @@ class StreetViewClient:
         attempts = self.max_retries + 1
         last = ""
         for attempt in range(attempts):
-            if self.stop.is_set():
-                raise Stopped()
-            delay = self._limiter.reserve()
-            if delay > 0:
-                await self._pause(delay)
-            if endpoint == "metadata":
-                self.metadata_requests += 1
-            else:
-                self.image_requests += 1
-            retry_after: float | None = None
-            try:
-                async with session.get(url, allow_redirects=False) as resp:
-                    status, body = resp.status, await resp.read()
-                    retry_header = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                # Timeouts, refused/reset connections, truncated transfers. The exception's
-                # text can hold the URL (and so the key): only a reason from its class is kept.
-                last = f"{endpoint} {_transport_reason(exc)}"
-            else:
+            # A request waits for a free connection here, not inside aiohttp: once it has one,
+            # the stop flag is read again, so no request queued behind a refusal is sent.
+            async with self._slots:
+                if self.stop.is_set():
+                    raise Stopped()
+                delay = self._limiter.reserve()
+                if delay > 0:
+                    await self._pause(delay)
                 if endpoint == "metadata":
-                    outcome = self._classify_metadata(status, body)
+                    self.metadata_requests += 1
                 else:
-                    outcome = self._classify_image(status, body)
+                    self.image_requests += 1
+                retry_after: float | None = None
+                try:
+                    async with session.get(url, allow_redirects=False) as resp:
+                        status, body = resp.status, await resp.read()
+                        retry_header = resp.headers.get("Retry-After")
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    # Timeouts, refused/reset connections, truncated transfers. The exception's
+                    # text can hold the URL (and so the key): only a reason from its class is kept.
+                    last = f"{endpoint} {_transport_reason(exc)}"
+                    outcome = None
+                else:
+                    # Classified before the slot is given back: a refusal sets the stop flag
+                    # before the next request can take this connection.
+                    if endpoint == "metadata":
+                        outcome = self._classify_metadata(status, body)
+                    else:
+                        outcome = self._classify_image(status, body)
+            if outcome is not None:
                 if not isinstance(outcome, str):
                     return outcome
                 last = outcome
