@@ -5,21 +5,26 @@ text tower since only images are embedded), random weights, saved with ``save_pr
 a temp folder and loaded by path like any model. Data: ``--views`` 640x640 JPEG views (4 per
 location) in a fresh local lake. Printed, all in one process on the same data:
 
-* images/s of ``embed_map`` (lake read, decode, preprocess, model, pooling, lake write),
-* images/s of the notebook's loop: ``CLIPImageProcessor`` + ``get_image_features`` on one
-  image at a time, and the ratio;
+* images/s of ``embed_map`` (lake read, decode, preprocess, model, pooling, lake write) at
+  svcluster's defaults (``--precision auto``: bf16 on a CPU with fast native bf16 such as
+  AMX, else fp32) and, for reference, on the fp32 paths (ONNX Runtime, torch eager);
+* images/s of the notebook's loop: ``CLIPImageProcessor`` + ``get_image_features`` in fp32 on
+  one image at a time, and the ratios;
 * achieved GFLOP/s of the model forward inside our pipeline (FLOPs counted by
-  ``torch.utils.flop_counter``) against a plain fp32 ``torch.mm`` measured in the same run;
+  ``torch.utils.flop_counter``) against a plain ``torch.mm`` in the same precision (2048 x
+  2048, and the shape of the model's MLP layers: batch x tokens by width by 4 x width),
+  measured in the same run;
 * peak memory (max RSS, each size in a fresh subprocess) for ``--views`` and 8x as many views:
   it must not grow with the count.
 
-Run: ``python benchmarks/embed.py [--quick] [--views 512] [--threads 2]``.
+Run: ``python benchmarks/embed.py [--quick] [--views 512] [--threads 2] [--skip-memory]``.
 Targets on CPU: >= 2.5x the one-by-one loop; model compute >= 50% of the matmul rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -63,6 +68,7 @@ def build_clip(folder: Path, vision: dict, projection_dim: int, seed: int = 0) -
     return folder
 
 
+@functools.lru_cache(maxsize=None)  # every lake of a run holds the same pictures: encode them once
 def street_jpeg(seed: int, size: int = 640) -> bytes:
     """A 640x640 JPEG with street-view-like content: sky, ground, blobs, noise (distinct per seed)."""
     rng = np.random.default_rng(seed)
@@ -107,8 +113,22 @@ def make_lake(root: Path, views: int, distinct_images: int | None = None, name: 
 
 
 def matmul_gflops(seconds: float = 2.0, n: int = 2048, dtype=torch.float32) -> float:
-    """The plain torch.mm rate on this machine, now (same threads)."""
+    """The plain square torch.mm rate on this machine, now (same threads)."""
     return 2 * n**3 * matmul_rate(dtype, n, seconds) / 1e9
+
+
+def layer_matmul_gflops(rows: int, width: int, dtype, seconds: float = 1.0) -> float:
+    """The plain torch.mm rate at the shape of the model's MLP layers: (rows x width) @ (width x 4 width)."""
+    a, b = torch.randn(rows, width, dtype=dtype), torch.randn(width, 4 * width, dtype=dtype)
+    torch.mm(a, b)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        runs += 1
+    return 2 * rows * width * 4 * width * runs / (time.perf_counter() - start) / 1e9
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def flops_per_image(model, size: int) -> float:
@@ -135,8 +155,9 @@ def notebook_loop(folder: Path, lake, paths: list[str]) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def ours(folder: Path, lake, batch_size: int, precision: str = "fp32", onnx: bool = True) -> tuple[float, float, int]:
-    """embed_map over the whole map: (images/s, seconds inside the model forward, images).
+def ours(folder: Path, lake, batch_size: int, precision: str = "auto", onnx: bool = True) -> tuple[float, float, int, str]:
+    """embed_map over the whole map: (images/s, seconds inside the model forward, images,
+    "precision on runtime").
 
     ``onnx=False`` runs the model in torch eager (``SVCLUSTER_ONNX=0``) for comparison.
     """
@@ -164,7 +185,7 @@ def ours(folder: Path, lake, batch_size: int, precision: str = "fp32", onnx: boo
     finally:
         embedder.embed = forward
     models.load_embedder.cache_clear()
-    return r.images_per_second, spent[0], r.views_embedded
+    return r.images_per_second, spent[0], r.views_embedded, f"{r.precision} on {r.runtime}"
 
 
 def memory_run(views: int, distinct: int, folder: Path, batch_size: int) -> None:
@@ -172,7 +193,7 @@ def memory_run(views: int, distinct: int, folder: Path, batch_size: int) -> None
     with tempfile.TemporaryDirectory() as tmp:
         lake, _ = make_lake(Path(tmp), views, distinct)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rate, _, n = ours(folder, lake, batch_size)
+        rate, _, n, _ = ours(folder, lake, batch_size)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"views": n, "peak_rss_mib": round(peak, 1), "before_embed_mib": round(before, 1), "img_s": rate}))
 
@@ -210,25 +231,35 @@ def main() -> None:
         from transformers import CLIPModel
 
         fpi = flops_per_image(CLIPModel.from_pretrained(folder).eval(), 224)
+        tokens = args.batch_size * ((224 // VIT_B32["patch_size"]) ** 2 + 1)
         # Other processes share the cores and the load varies: each baseline is measured before
         # and after our runs and averaged, so a burst of load does not favour one side.
         half = len(paths) // 2
-        mm1, loop1 = matmul_gflops(), notebook_loop(folder, lake, paths[:half])
-        eager_lake, _ = make_lake(tmp_path, views, name="lake-eager")
-        eager_rate, eager_s, eager_n = ours(folder, eager_lake, args.batch_size, onnx=False)
-        rate, model_s, n = ours(folder, lake, args.batch_size)
-        loop2, mm2 = notebook_loop(folder, lake, paths[half:]), matmul_gflops()
-        loop, mm = (loop1 + loop2) / 2, (mm1 + mm2) / 2
-        model_gflops = fpi * n / model_s / 1e9
-        print(f"notebook loop (processor + model, one image at a time): {loop:.1f} img/s (before {loop1:.1f}, after {loop2:.1f})")
-        print(f"svcluster embed, model in torch eager (batch {args.batch_size}): {eager_rate:.1f} img/s "
-              f"({eager_rate / loop:.2f}x the loop; forward {fpi * eager_n / eager_s / 1e9:.0f} GFLOP/s)")
-        print(f"svcluster embed, default fp32 path (ONNX Runtime; batch {args.batch_size}, {os.cpu_count()} cores, "
-              f"{args.threads} threads): {rate:.1f} img/s")
-        print(f"ratio: {rate / loop:.2f}x the notebook loop (target >= 2.5x)")
-        print(f"model: {fpi / 1e9:.2f} GFLOP/image; forward inside the pipeline {model_gflops:.0f} GFLOP/s "
-              f"= {100 * model_gflops / mm:.0f}% of plain torch.mm fp32 {mm:.0f} GFLOP/s (before {mm1:.0f}, after {mm2:.0f}; "
-              f"target >= 50%); end to end {fpi * rate / 1e9:.0f} GFLOP/s", flush=True)
+
+        def matmul_rates() -> dict[str, tuple[float, float]]:
+            return {name: (matmul_gflops(dtype=dtype), layer_matmul_gflops(tokens, VIT_B32["hidden_size"], dtype)) for name, dtype in DTYPES.items()}
+
+        loop1, mm1 = notebook_loop(folder, lake, paths[:half]), matmul_rates()
+        runs = {}
+        for label, precision, onnx in (("default", "auto", True), ("fp32 ONNX Runtime", "fp32", True), ("fp32 torch eager", "fp32", False)):
+            run_lake, _ = make_lake(tmp_path, views, name=f"lake-{len(runs)}")
+            runs[label] = ours(folder, run_lake, args.batch_size, precision, onnx)
+        mm2, loop2 = matmul_rates(), notebook_loop(folder, lake, paths[half:])
+        loop = (loop1 + loop2) / 2
+        print(f"notebook loop (fp32 processor + model, one image at a time): {loop:.1f} img/s (before {loop1:.1f}, after {loop2:.1f})")
+        for name in DTYPES:
+            (sq1, ly1), (sq2, ly2) = mm1[name], mm2[name]
+            print(f"plain torch.mm {name}: 2048x2048 {(sq1 + sq2) / 2:.0f} GFLOP/s (before {sq1:.0f}, after {sq2:.0f}); "
+                  f"MLP layer shape {tokens}x{VIT_B32['hidden_size']}x{4 * VIT_B32['hidden_size']} {(ly1 + ly2) / 2:.0f} GFLOP/s (before {ly1:.0f}, after {ly2:.0f})")
+        for label, (rate, model_s, n, ran) in runs.items():
+            name = ran.split()[0]
+            mm, mm_layer = ((a + b) / 2 for a, b in zip(mm1[name], mm2[name]))
+            model_gflops = fpi * n / model_s / 1e9
+            print(f"svcluster embed, {label} ({ran}; batch {args.batch_size}, {os.cpu_count()} cores, {args.threads} threads): "
+                  f"{rate:.1f} img/s = {rate / loop:.2f}x the loop (target >= 2.5x)")
+            print(f"  forward inside the pipeline {model_gflops:.0f} GFLOP/s ({fpi / 1e9:.2f} GFLOP/image) = "
+                  f"{100 * model_gflops / mm:.0f}% of torch.mm {name} 2048x2048, {100 * model_gflops / mm_layer:.0f}% of it "
+                  f"at the MLP layer's shape (target >= 50%); end to end {fpi * rate / 1e9:.0f} GFLOP/s", flush=True)
         if args.skip_memory:
             return
         small, big = (64, 512) if args.quick else (views, 8 * views)

@@ -204,6 +204,9 @@ def make_runner(model: Any, revision: str, precision: str, device: str, image_hw
 def torch_runner(model: Any, precision: str, device: str) -> Runner:
     import torch
 
+    if precision in ("bf16", "fp16"):
+        cast_matmul_weights(model, torch.bfloat16 if precision == "bf16" else torch.float16)
+
     def run(pixels: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device)
         with torch.inference_mode(), autocast(precision, device):
@@ -212,6 +215,20 @@ def torch_runner(model: Any, precision: str, device: str) -> Runner:
         return out.float().cpu().numpy()
 
     return run
+
+
+def cast_matmul_weights(model: Any, dtype: Any) -> None:
+    """Store the weights of ``model``'s linear and convolution layers in ``dtype``, once.
+
+    Autocast runs those layers in ``dtype`` anyway, casting their fp32 weights again on every
+    forward pass (for ViT-L/14 that is 300M numbers per batch); pre-cast weights give the same
+    numbers bit for bit. Norms, embeddings and everything autocast keeps in fp32 stay fp32.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.to(dtype)
 
 
 def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:

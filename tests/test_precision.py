@@ -126,3 +126,24 @@ def test_check_precision_gate_and_cli(small_lake_map, tiny_clip, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["precision"] == "bf16" and doc["views"] == 16 and code == (0 if doc["passed"] else 1)
     assert lake.query("SELECT count(*) FROM embeddings").column(0)[0].as_py() == 0  # the check writes nothing
+
+
+
+def test_bf16_in_torch_is_autocast_bit_for_bit_with_weights_cast_once(tiny_clip):
+    import torch
+    from transformers import CLIPModel
+
+    from tasks.models import l2_normalise
+
+    load_embedder.cache_clear()
+    x = np.random.default_rng(2).normal(size=(5, 3, 32, 32)).astype(np.float32)
+    reference = CLIPModel.from_pretrained(tiny_clip).eval()  # fp32 weights, cast by autocast on every call
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = reference.get_image_features(pixel_values=torch.from_numpy(x)).pooler_output.float().numpy()
+    np.testing.assert_array_equal(load_embedder(str(tiny_clip), "cpu", "bf16").embed(x), l2_normalise(out))
+    load_embedder.cache_clear()
+
+    precision.cast_matmul_weights(reference, torch.bfloat16)
+    kinds = {type(m).__name__: {p.dtype for p in m.parameters(recurse=False)} for m in reference.vision_model.modules()}
+    assert kinds["Linear"] == kinds["Conv2d"] == {torch.bfloat16}
+    assert kinds["LayerNorm"] == kinds["Embedding"] == {torch.float32}
