@@ -39,7 +39,7 @@ import pyarrow as pa
 from sql import load_sql
 from tasks.errors import NotFoundError, SvclusterError
 from tasks.lake import Lake, open_lake
-from tasks.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder
+from tasks.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
 from tasks.preprocess import decode_image, stitch_views
 from tasks.progress import NullProgress, Progress
 from tasks.schemas import vector_type
@@ -156,7 +156,13 @@ def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, i
     choice = choose_model(options.model, options.device, options.precision)
     rows = lake.query(
         load_sql("embed_todo"),
-        {"map": map_name, "model": choice.model, "pooling": options.pooling, "precision": choice.precision},
+        {
+            "map": map_name,
+            "model": choice.model,
+            "pooling": options.pooling,
+            "precision": choice.precision,
+            "revision": model_revision(options.model),
+        },
     )
     return list(zip(rows.column("location_id").to_pylist(), rows.column("views").to_pylist()))
 

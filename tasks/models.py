@@ -112,11 +112,23 @@ def folder_fingerprint(folder: Path) -> str:
     return "folder-" + digest.hexdigest()[:16]
 
 
+def model_revision(ref: str) -> str:
+    """The revision vectors of ``ref`` are stored with, without loading the model: the baseline's
+    version, a folder's fingerprint, or the hub commit of the cached snapshot."""
+    if is_baseline(ref):
+        return baseline.BASELINE_REVISION
+    folder = local_folder(ref)
+    return folder_fingerprint(folder) if folder is not None else hub_revision(ref)
+
+
 def hub_revision(repo_id: str) -> str:
     """The commit hash of a hub model's cached snapshot (``unknown`` if the cache hides it)."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "config.json")
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid hub id (a missing folder, a typo): loading will say so
+        return "unknown"
     if isinstance(found, str):
         m = re.search(r"[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]", found)
         if m:
@@ -177,8 +189,7 @@ def load_clip_parts(ref: str) -> tuple[Any, Any, str, str]:
             processor = CLIPImageProcessor.from_pretrained(source)
     except Exception as exc:
         raise SvclusterError(f"model {ref!r}: no usable preprocessor_config.json ({first_line(exc)})") from None
-    revision = folder_fingerprint(folder) if folder is not None else hub_revision(ref)
-    return model, processor, model_key(ref), revision
+    return model, processor, model_key(ref), model_revision(ref)
 
 
 def first_line(exc: BaseException) -> str:

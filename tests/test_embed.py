@@ -148,6 +148,27 @@ def test_incremental_rerun_new_views_and_no_duplicates(small_lake_map, tiny_clip
     assert raw_count(lake, "embeddings") == 5 and raw_count(lake, "embedding_views") == 11
 
 
+def test_new_weights_in_a_model_folder_are_embedded_again(small_lake_map, tmp_path):
+    from tasks.models import load_embedder
+    from tests.fixtures.models import build_tiny_clip
+
+    lake, map_name, ids = small_lake_map
+    folder = build_tiny_clip(tmp_path / "clip", seed=0)
+    opts = options(folder)
+    add_views(lake, ids[:3], headings=(0, 90))
+    first = embed_map(lake, map_name, opts)
+    assert first.locations_embedded == 3 and plan_embed(lake, map_name, opts) == []
+    build_tiny_clip(folder, seed=1)  # the same folder, retrained: another revision
+    load_embedder.cache_clear()
+    assert [loc for batch in plan_embed(lake, map_name, opts) for loc in batch] == ids[:3]
+    second = embed_map(lake, map_name, opts)
+    assert second.model_revision != first.model_revision
+    assert second.locations_embedded == 3 and second.views_embedded == 6 and second.views_reused == 0
+    assert {r["model_revision"] for r in embeddings(lake).values()} == {second.model_revision}
+    assert plan_embed(lake, map_name, opts) == []
+    load_embedder.cache_clear()
+
+
 def test_a_crash_loses_at_most_one_batch_and_a_rerun_resumes(small_lake_map, tiny_clip):
     lake, map_name, ids = small_lake_map
     opts = options(tiny_clip, locations_per_batch=2)
