@@ -168,17 +168,20 @@ _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 
 def inspect_jpeg(data: bytes) -> tuple[int, int]:
     """(width, height) of a whole JPEG, cheaply; raises InvalidImage otherwise.
 
-    Checks the SOI and EOI markers (a truncated download lacks the EOI) and walks the marker
-    segments to the frame header (no pixel decoding: a few microseconds, where Pillow's header
-    parse takes ~50 µs of the GIL the fetch workers share and a full decode milliseconds).
+    Whole means: the SOI and EOI markers (a truncated download lacks the EOI), quantisation
+    tables, a frame header with a size, and a scan with entropy-coded data before the EOI — so
+    headers without a picture, or an HTML page, are refused. The marker segments are walked
+    without pixel decoding: a few microseconds, where a Pillow decode takes milliseconds of the
+    CPU the fetch's event loop shares.
     """
     if len(data) < 128 or not data.startswith(b"\xff\xd8\xff"):
         kind = "empty" if not data else "not a JPEG"
         raise InvalidImage(f"image body {kind} ({len(data)} bytes)")
-    if not data.rstrip(b"\x00\r\n").endswith(b"\xff\xd9"):
+    end = len(data.rstrip(b"\x00\r\n"))
+    if not data[:end].endswith(b"\xff\xd9"):
         raise InvalidImage(f"image truncated ({len(data)} bytes, no JPEG end marker)")
-    i, n = 2, len(data)
-    while i + 4 <= n:
+    i, size, tables = 2, None, False
+    while i + 4 <= end:
         if data[i] != 0xFF:
             raise InvalidImage(f"image JPEG undecodable (no marker at byte {i})")
         marker = data[i + 1]
@@ -188,21 +191,29 @@ def inspect_jpeg(data: bytes) -> tuple[int, int]:
         if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
             i += 2
             continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+        if marker == 0xD9:  # end of image before any scan
             break
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         if length < 2:
             raise InvalidImage(f"image JPEG undecodable (segment length {length} at byte {i})")
-        if marker in _SOF_MARKERS:
-            if length < 8 or i + 9 > n:
+        if marker == 0xDB:
+            tables = True
+        elif marker in _SOF_MARKERS:
+            if length < 8 or i + 9 > end:
                 break
             height = int.from_bytes(data[i + 5 : i + 7], "big")
             width = int.from_bytes(data[i + 7 : i + 9], "big")
             if width <= 0 or height <= 0:
                 raise InvalidImage("image JPEG without a size")
-            return width, height
+            size = (width, height)
+        elif marker == 0xDA:  # start of scan: the entropy-coded picture follows its header
+            if size is None or not tables:
+                raise InvalidImage("image JPEG undecodable (a scan without frame header or tables)")
+            if i + 2 + length >= end - 2:
+                raise InvalidImage("image JPEG undecodable (a scan without data)")
+            return size
         i += 2 + length
-    raise InvalidImage("image JPEG undecodable (no frame header)")
+    raise InvalidImage("image JPEG undecodable (no picture data)")
 
 
 def is_placeholder(data: bytes, width: int, height: int) -> bool:

@@ -205,7 +205,13 @@ def test_inspect_jpeg_is_cheap_but_catches_broken_files():
     png = io.BytesIO()
     Image.new("RGB", (50, 50)).save(png, "PNG")
     bad_header = b"\xff\xd8\xff\xe0" + b"\x00" * 300 + b"\xff\xd9"
-    for data in [b"", good[:-2], good[: len(good) // 3], png.getvalue(), bad_header, b"<html>" * 50]:
+    scan = good.index(b"\xff\xda")
+    scan_end = scan + 2 + int.from_bytes(good[scan + 2 : scan + 4], "big")
+    # Every header, the scan's included, but no picture: Pillow would "decode" it into a flat grey
+    # image (libjpeg only warns), which must never be stored as a view.
+    headers_only = good[:scan_end] + b"\xff\xd9"
+    no_scan = good[:scan] + b"\x00" * 200 + b"\xff\xd9"
+    for data in [b"", good[:-2], good[: len(good) // 3], png.getvalue(), bad_header, b"<html>" * 50, headers_only, no_scan]:
         with pytest.raises(InvalidImage):
             inspect_jpeg(data)
 

@@ -55,14 +55,15 @@ def fetch(
     """Fetch the Street View images of a map (metadata first, then one image per heading).
 
     Resumable: a rerun fetches only views that are missing or failed. Needs GOOGLE_MAPS_API_KEY
-    (and GOOGLE_MAPS_SIGNING_SECRET if the key requires signed URLs).
+    or GSV_API_KEY (and GOOGLE_MAPS_SIGNING_SECRET if the key requires signed URLs), except with
+    --from-folder; SVCLUSTER_STREETVIEW_URL points it at another Static API base URL.
     """
     inv = invocation(ctx, lake, json_output)
     options = FetchOptions(
         headings=parse_headings(headings), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps,
         timeout=timeout, max_retries=max_retries, chunk_rows=chunk_rows,
     ).checked()  # fmt: skip
-    bar = RichBar(unit="img")
+    bar = RichBar(unit="img", enabled=not inv.json)
     if from_folder is not None:
         result = import_folder(inv.lake, map_name, from_folder, options, bar)
     else:
