@@ -3,9 +3,18 @@
 #   docker build -t svcluster .                                   # CPU torch (default)
 #   docker build -t svcluster:cuda \
 #       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .   # CUDA torch
-#   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 ...
-#       (any base with python3.11 and pip works; the CUDA wheels above bundle their runtime)
 #   docker run --rm -v svcluster-data:/data svcluster demo --out /data/demo
+#   docker run --rm --gpus all -v svcluster-data:/data svcluster:cuda run ... --device cuda
+#
+# CUDA: keep the slim base and pick the CUDA wheels with TORCH_INDEX_URL (they bundle the CUDA
+# runtime and cuDNN, no CUDA base image needed); the host needs the NVIDIA driver and the
+# NVIDIA container toolkit, and the container `--gpus all`. BASE_IMAGE may be another base,
+# but it must provide python3.11 and pip as `python` and `pip` (nvidia/cuda:*-ubuntu24.04 has
+# no python3.11 and no pip: it is not a drop-in base).
+#
+# The entry point (deployments/entrypoint.sh) runs svcluster's commands (`docker run IMAGE demo`,
+# `docker run IMAGE --help`) and passes any other program through as it is: Prefect's docker
+# worker sets only the container command (`prefect flow-run execute`), which must run as given.
 #
 # Layers go from the least to the most often changed: OS user, torch (GBs, pinned), the other
 # dependencies (change with pyproject.toml), then the code (changes every commit).
@@ -47,9 +56,11 @@ COPY tasks ./tasks
 COPY flows ./flows
 COPY deployments ./deployments
 # Editable: the code stays in /app (its non-Python files included) and is importable as installed.
-RUN pip install --no-deps -e . && svcluster --help > /dev/null
+RUN pip install --no-deps -e . \
+ && sh deployments/entrypoint.sh --help > /dev/null \
+ && sh deployments/entrypoint.sh python -c "import flows.cli"
 
 USER svcluster
 VOLUME ["/data/lake", "/data/hf-cache"]
-ENTRYPOINT ["svcluster"]
+ENTRYPOINT ["/bin/sh", "/app/deployments/entrypoint.sh"]
 CMD ["--help"]

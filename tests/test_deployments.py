@@ -82,6 +82,32 @@ def test_docker_compose_binds_localhost_and_takes_passwords_from_the_environment
     assert "postgresql" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
 
 
+def test_docker_pool_containers_join_compose_network_and_volume_and_reach_the_api():
+    """The svcluster-docker pool's containers: on compose's network (named, not project-prefixed),
+    with compose's lake volume, and PREFECT_API_URL naming a compose service on that network."""
+    from urllib.parse import urlparse
+
+    doc = yaml.safe_load(PREFECT_YAML.read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())
+    docker = [d for d in doc["deployments"] if d["work_pool"]["name"] == "svcluster-docker"]
+    assert len(docker) == 2
+    network_names = {(v or {}).get("name", k) for k, v in compose["networks"].items()}
+    volume_names = {(v or {}).get("name") for v in compose["volumes"].values()}
+    for d in docker:
+        jv = d["work_pool"]["job_variables"]
+        assert jv["image"] == "{{ $SVCLUSTER_IMAGE }}"
+        assert jv["networks"] and set(jv["networks"]) <= network_names, d["name"]
+        assert "network_mode" not in jv  # Docker refuses network_mode together with networks
+        assert {v.split(":")[0] for v in jv["volumes"]} <= volume_names, d["name"]
+        api = urlparse(jv["env"]["PREFECT_API_URL"])
+        assert api.hostname in compose["services"] and api.port == 4200 and api.path == "/api"
+    server = compose["services"]["prefect-server"]
+    assert "networks" not in server  # on the default network, the one named above
+    text = PREFECT_YAML.read_text()
+    assert "--all" in text and "--name svcluster-nightly --name svcluster-recluster-sweep" in text
+    assert "SVCLUSTER_IMAGE" in text.split("deployments:")[0]  # the header says it must be set
+
+
 # ---- a real server, a deployment, a schedule that fires -------------------------------------
 
 
