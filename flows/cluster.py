@@ -19,7 +19,8 @@ from flows.prefect_env import silence_prefect_notices
 from flows.artifacts import artifact_key, markdown_artifact
 from flows.params import ClusterParams
 from flows.retries import retry_unless_user_error
-from tasks.cluster import ClusterResult, RunSummary, cluster_map, runs
+from sql import load_sql
+from tasks.cluster import ClusterResult, RunSummary, cluster_map
 from tasks.compare import Comparison, compare_runs, compare_with_tags
 from tasks.errors import SvclusterError
 from tasks.lake import open_lake
@@ -60,12 +61,19 @@ def report_task(lake_uri: str, run_id: str) -> str:
 
 
 @task(name="compare-runs", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
-def compare_task(lake_uri: str, run: RunSummary, map_name: str) -> tuple[str | None, Comparison | None, Comparison | None]:
-    """The run against the map's previous version (if any) and against the map's own tags (if any)."""
+def compare_task(
+    lake_uri: str, run: RunSummary, map_name: str, request_run_ids: list[str] | None = None
+) -> tuple[str | None, Comparison | None, Comparison | None]:
+    """The run against the map's previous version (if any) and against the map's own tags (if any).
+
+    The previous version is the map's latest earlier run with the same k, else its latest earlier
+    run of any k; the runs of this request (``request_run_ids``: every k of a sweep) are never
+    it, so a sweep's run is not compared with a sibling k."""
     lake = open_lake(lake_uri)
-    names = [r.name for r in runs(lake, map_name)]
-    previous = names[names.index(run.name) - 1] if run.name in names and names.index(run.name) > 0 else None
-    vs_previous = compare_runs(lake, previous, run.run_id) if previous else None
+    exclude = sorted({run.run_id, *(request_run_ids or [])})
+    found = lake.query(load_sql("cluster_previous_version"), {"map": map_name, "run": run.run_id, "exclude": exclude}).to_pylist()
+    previous = found[0]["name"] if found else None
+    vs_previous = compare_runs(lake, found[0]["run_id"], run.run_id) if found else None
     try:
         vs_tags = compare_with_tags(lake, run.run_id)
     except SvclusterError:  # the map carries no tags of its own: nothing to compare with
@@ -110,7 +118,12 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
             lines += ["", f"Recommended: {result.recommendation}."]
     lines += ["", "## Compared with the previous version", ""]
     if vs_previous is None:
-        lines.append("This is the map's first clustering." if previous is None else f"{previous} could not be compared.")
+        if previous is not None:
+            lines.append(f"{previous} could not be compared.")
+        elif len(result.runs) > 1:
+            lines.append("The map has no clustering from before this sweep to compare with.")
+        else:
+            lines.append("This is the map's first clustering.")
     else:
         lines.append(
             f"{vs_previous.a} → {vs_previous.b}: ARI {vs_previous.ari:.3f}, NMI {vs_previous.nmi:.3f}, "
@@ -137,7 +150,7 @@ def cluster_flow(map_name: str, lake: str | None = None, params: ClusterParams =
     lake_uri = open_lake(lake or load_settings().lake).uri
     result = cluster_task(lake_uri, map_name, params.to_options())
     run = chosen_run(result)
-    previous, vs_previous, vs_tags = compare_task(lake_uri, run, map_name)
+    previous, vs_previous, vs_tags = compare_task(lake_uri, run, map_name, [r.run_id for r in result.runs])
     markdown = summary_markdown(result, run, previous, vs_previous, vs_tags)
     markdown_artifact(artifact_key("cluster-summary", map_name), markdown, f"cluster run {run.name}")
     if params.report:

@@ -58,16 +58,32 @@ class FetchFlowResult:
 
 
 def find_global_limit(name: str | None) -> GlobalLimit | None:
-    """The limit ``name`` if the Prefect server has it (and it is active), else None."""
+    """The limit ``name`` if the Prefect server has it (and it is active), else None.
+
+    The limit is optional: when the server cannot be asked (unreachable, an HTTP error, a
+    refused request) the fetch runs without it, and a warning says so."""
     if not name:
         return None
+    import logging
+
+    import httpx
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import MissingContextError, ObjectNotFound, PrefectHTTPStatusError
 
     try:
         with get_client(sync_client=True) as client:
             limit = client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
+        return None
+    except (PrefectHTTPStatusError, httpx.HTTPError, OSError) as exc:
+        try:  # inside a flow or task run the warning shows in the run's logs (the UI)
+            logger: logging.Logger | logging.LoggerAdapter = get_run_logger()
+        except MissingContextError:
+            logger = logging.getLogger("svcluster.fetch")
+        logger.warning(
+            "could not read the Prefect global concurrency limit %r (%s: %s); the fetch runs without it",
+            name, type(exc).__name__, exc,
+        )  # fmt: skip
         return None
     if not getattr(limit, "active", True):
         return None

@@ -93,7 +93,9 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
     assert progress is not None and progress.type == "progress" and float(progress.data) == 100.0
     assert float(latest_artifact(artifact_key("embed", DEMO_MAP)).data) == 100.0
     table = latest_artifact(artifact_key("fetch-status", DEMO_MAP))
-    assert table.type == "table" and "no_imagery" in str(table.data) or "ok" in str(table.data)
+    assert table.type == "table" and ("no_imagery" in str(table.data) or "ok" in str(table.data))
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert {r["status"]: r["views"] for r in rows} == statuses  # the table is the status counts
     summary = latest_artifact(artifact_key("cluster-summary", DEMO_MAP))
     assert summary.type == "markdown" and "## Cluster sizes" in summary.data
     assert (out / "summary.md").read_text() == first.cluster.summary_markdown
@@ -124,6 +126,50 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
     assert again.vs_previous is not None and again.vs_previous.compared == first.cluster.result.n_locations
     assert f"{first.cluster.run.name} → {again.run.name}" in again.summary_markdown
 
+
+def test_cluster_summary_compares_with_the_maps_previous_version_not_a_sibling_k(prefect_api, lake, tmp_path):
+    """After a k sweep the previous version is the latest earlier run with the same k, else the
+    latest earlier run of any k, never a run of the same sweep (a sibling k)."""
+    from flows.cluster import cluster_flow
+    from tests.cluster_data import append_embeddings, band_matrix, ingest_sample
+
+    locs = ingest_sample(lake, tmp_path, n=150, name="versions")
+    append_embeddings(lake, [r["location_id"] for r in locs], band_matrix(locs)[0])
+
+    def cluster(**params):
+        return cluster_flow("versions", lake.uri, ClusterParams(report=False, **params))
+
+    first = cluster(k=3, seed=0)
+    assert first.run.name == "versions@v1" and first.previous is None and first.vs_previous is None
+    assert "This is the map's first clustering." in first.summary_markdown
+
+    # A sweep with another seed: v2 (k=2), v3 (k=3), v4 (k=4). Whichever k it recommends, the
+    # map's previous version is v1: the same k (3), or else the latest run before the sweep.
+    sweep = cluster(ks=[2, 3, 4], seed=1)
+    assert [r.name for r in sweep.result.runs] == ["versions@v2", "versions@v3", "versions@v4"]
+    assert sweep.previous == "versions@v1"
+    assert sweep.vs_previous is not None and (sweep.vs_previous.a, sweep.vs_previous.b) == ("versions@v1", sweep.run.name)
+    assert f"versions@v1 → {sweep.run.name}: ARI" in sweep.summary_markdown
+
+    # A single k=2 run: the sweep's k=2 (v2) is its previous version, not v4 made just before it.
+    k2 = cluster(k=2, seed=2)
+    assert k2.run.name == "versions@v5" and k2.previous == "versions@v2"
+    assert "versions@v2 → versions@v5: ARI" in k2.summary_markdown
+
+    # The sweep's k=3 asked for again (reused, nothing refitted): compared with v1, the k=3 before it.
+    again = cluster(k=3, seed=1)
+    assert again.run.reused and again.run.name == "versions@v3" and again.previous == "versions@v1"
+
+    # A sweep of new k values: compared with the latest run before it (v5), never a sibling k.
+    fresh = cluster(ks=[5, 6], seed=3)
+    assert [r.name for r in fresh.result.runs] == ["versions@v6", "versions@v7"] and fresh.previous == "versions@v5"
+
+    # A map whose only clustering is one sweep has no previous version at all.
+    other = ingest_sample(lake, tmp_path, n=120, name="sweep-only", seed=6)
+    append_embeddings(lake, [r["location_id"] for r in other], band_matrix(other, seed=1)[0])
+    only = cluster_flow("sweep-only", lake.uri, ClusterParams(report=False, ks=[2, 3]))
+    assert only.previous is None and only.vs_previous is None
+    assert "The map has no clustering from before this sweep to compare with." in only.summary_markdown
 
 def test_refused_key_stops_the_fetch_at_once_without_retries(demo_world, tmp_path, monkeypatch):
     from flows.fetch import fetch_flow
@@ -166,6 +212,80 @@ def test_fetch_takes_the_global_concurrency_limit_when_the_server_has_one(demo_w
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(name)
 
+
+@pytest.fixture
+def refusing_api():
+    """A real HTTP server on 127.0.0.1 that answers every request 403 Forbidden; yields its API URL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refuse(BaseHTTPRequestHandler):
+        def _refuse(self):
+            body = b'{"detail": "forbidden"}'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def closed_port_api() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/api"  # nothing listens there: connection refused
+
+
+def test_global_limit_lookup_failure_lets_the_fetch_run_without_it(refusing_api):
+    """The limit is optional: an unreachable server or an HTTP error returns None with a warning."""
+    import logging
+    import time
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from flows.fetch import find_global_limit
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    logger = logging.getLogger("svcluster.fetch")
+    for api in (closed_port_api(), refusing_api):
+        collect = Collect()
+        logger.addHandler(collect)
+        started = time.monotonic()
+        try:
+            with temporary_settings({PREFECT_API_URL: api, PREFECT_CLIENT_MAX_RETRIES: 0}):
+                assert find_global_limit("svcluster-streetview") is None
+        finally:
+            logger.removeHandler(collect)
+        assert time.monotonic() - started < 20, api
+        assert len(collect.records) == 1, api
+        message = collect.records[0].getMessage()
+        assert "'svcluster-streetview'" in message and "runs without it" in message
+    assert "403" in message  # the HTTP error is named
+    assert find_global_limit(None) is None and find_global_limit("") is None  # no name: no lookup
 
 def test_svcluster_run_goes_through_the_pipeline_flow(demo_world, tmp_path, capsys):
     from flows.cli import main
