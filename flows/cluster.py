@@ -148,7 +148,9 @@ def cluster_flow(map_name: str, lake: str | None = None, params: ClusterParams =
     """Cluster the map's embeddings (one k or a sweep), compare, and summarise the run."""
     logger = get_run_logger()
     lake_uri = open_lake(lake or load_settings().lake).uri
-    result = cluster_task(lake_uri, map_name, params.to_options())
+    # Submitted, so the K-means runs where the flow's task runner runs tasks (a Dask worker in a
+    # scaled-out pipeline); the comparisons and the summary are light and stay here.
+    result = cluster_task.submit(lake_uri, map_name, params.to_options()).result()
     run = chosen_run(result)
     previous, vs_previous, vs_tags = compare_task(lake_uri, run, map_name, [r.run_id for r in result.runs])
     markdown = summary_markdown(result, run, previous, vs_previous, vs_tags)

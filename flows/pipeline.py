@@ -6,8 +6,9 @@ running the pipeline again over a complete lake does no work: the map is unchang
 missing, every location has its embedding, the clustering exists (reused), and the export is
 rewritten identically.
 
-Where the tasks run is a parameter (``runner``): threads here, a Dask cluster at an address,
-or a LocalCluster the pipeline starts for its duration and stops afterwards.
+Where the fetch, embed and cluster tasks run is a parameter (``runner``): threads here, a Dask
+cluster at an address, or a LocalCluster the pipeline starts for its duration and stops
+afterwards.
 """
 
 from __future__ import annotations
@@ -97,13 +98,13 @@ def pipeline(
         t = time.perf_counter()
         embedded = embed_flow.with_options(task_runner=plan.task_runner())(name, lake_uri, embed, embed_parallelism)
         timed("embed", t)
-    t = time.perf_counter()
-    # Cluster what was just embedded unless told otherwise.
-    params = cluster if cluster.model else cluster.model_copy(
-        update={"model": embedded.model, "pooling": cluster.pooling or embedded.pooling, "precision": cluster.precision or embedded.precision}
-    )
-    clustered = cluster_flow(name, lake_uri, params)
-    timed("cluster", t)
+        t = time.perf_counter()
+        # Cluster what was just embedded unless told otherwise.
+        params = cluster if cluster.model else cluster.model_copy(
+            update={"model": embedded.model, "pooling": cluster.pooling or embedded.pooling, "precision": cluster.precision or embedded.precision}
+        )
+        clustered = cluster_flow.with_options(task_runner=plan.task_runner())(name, lake_uri, params)
+        timed("cluster", t)
     default_export, default_summary = default_outputs(name)
     t = time.perf_counter()
     exported = export_flow(export_out or default_export, clustered.run.run_id, None, tag_format, lake_uri)
