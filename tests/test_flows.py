@@ -171,6 +171,7 @@ def test_cluster_summary_compares_with_the_maps_previous_version_not_a_sibling_k
     assert only.previous is None and only.vs_previous is None
     assert "The map has no clustering from before this sweep to compare with." in only.summary_markdown
 
+
 def test_refused_key_stops_the_fetch_at_once_without_retries(demo_world, tmp_path, monkeypatch):
     from flows.fetch import fetch_flow
     from flows.ingest import ingest_flow
@@ -256,7 +257,6 @@ def closed_port_api() -> str:
 def test_global_limit_lookup_failure_lets_the_fetch_run_without_it(refusing_api):
     """The limit is optional: an unreachable server or an HTTP error returns None with a warning."""
     import logging
-    import time
 
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
@@ -274,13 +274,11 @@ def test_global_limit_lookup_failure_lets_the_fetch_run_without_it(refusing_api)
     for api in (closed_port_api(), refusing_api):
         collect = Collect()
         logger.addHandler(collect)
-        started = time.monotonic()
         try:
             with temporary_settings({PREFECT_API_URL: api, PREFECT_CLIENT_MAX_RETRIES: 0}):
                 assert find_global_limit("svcluster-streetview") is None
         finally:
             logger.removeHandler(collect)
-        assert time.monotonic() - started < 20, api
         assert len(collect.records) == 1, api
         message = collect.records[0].getMessage()
         assert "'svcluster-streetview'" in message and "runs without it" in message
