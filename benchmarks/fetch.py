@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp  # noqa: F401 - both sides' HTTP libraries are imported before the timing starts
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

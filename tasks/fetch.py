@@ -328,12 +328,13 @@ async def _fetch_location(
     store: Callable[[bytes], Awaitable[tuple[str, str]]],
     item: FetchItem,
     options: FetchOptions,
-    looked_up: asyncio.Event,
 ) -> _Outcome:
     """Metadata, then every missing heading by the pinned pano id, side by side: a location
     takes two round trips, not one per view, so few locations keep the connections busy and
     the end of a batch does not trail off one view at a time. Blobs are written by the store
-    threads as images arrive; rows come back once their blobs are safely stored."""
+    threads as images arrive; rows come back once their blobs are safely stored. No image is
+    requested before this location's own metadata answered OK: a refused key or signature
+    stops the batch on free metadata requests, before any billed one."""
     try:
         try:
             if item.pano_id:
@@ -344,8 +345,6 @@ async def _fetch_location(
             return _Outcome([image_row(item.location_id, h, "no_imagery", options, "api", reason=exc.reason, pano_id=item.pano_id) for h in item.headings])
         except RequestFailed as exc:
             return _Outcome([image_row(item.location_id, h, "failed", options, "api", reason=exc.reason, pano_id=item.pano_id) for h in item.headings])
-        finally:
-            looked_up.set()
     except Stopped:
         return _Outcome([])
     common = {"pano_id": pano.pano_id, "capture_date": pano.capture_date}
@@ -395,8 +394,8 @@ def fetch_batch(
     """Fetch the views of ``items`` and record them in the lake at ``lake_uri``.
 
     Up to ``options.concurrency`` requests in flight (coroutines on one event loop, see
-    ``tasks.streetview``), at most ``options.qps`` request starts per second. The first
-    location's metadata is asked alone, so a refused key costs one free request. Raises
+    ``tasks.streetview``), at most ``options.qps`` request starts per second. A refused key
+    costs at most ``options.concurrency`` free metadata requests and no billed one. Raises
     FatalApiError (after writing the rows already finished) when the API refuses the key,
     signature or request. Callable from any thread, also one with a running event loop.
     """
@@ -441,30 +440,32 @@ async def _fetch_batch(lake_uri: str, items: list[FetchItem], settings: Settings
     pending: set[asyncio.Task[_Outcome]] = set()
     finished: asyncio.Queue[asyncio.Task[_Outcome]] = asyncio.Queue()  # tasks, as they complete
 
-    def start(item: FetchItem, looked_up: asyncio.Event) -> None:
-        task = asyncio.ensure_future(_fetch_location(client, store, item, options, looked_up))
+    def start(item: FetchItem) -> None:
+        task = asyncio.ensure_future(_fetch_location(client, store, item, options))
         task.add_done_callback(finished.put_nowait)
         pending.add(task)
 
     try:
         queue_ = iter(items)
-        first_lookup = asyncio.Event()
-        start(next(queue_), first_lookup)
-        probing = True
-        while pending:
-            # Wait for the next location to finish (or the first lookup, or the flush timer);
-            # a queue fed by done-callbacks costs O(1) per location where asyncio.wait() over
-            # every pending task costs O(in flight).
-            waiters = {asyncio.ensure_future(finished.get())}
-            if probing:  # hold the rest back until the first metadata answer came without a refusal
-                waiters.add(asyncio.ensure_future(first_lookup.wait()))
-            await asyncio.wait(waiters, timeout=options.flush_seconds, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
-            done = [w.result() for w in waiters if w.done() and not w.cancelled() and isinstance(w.result(), asyncio.Task)]
+        top_up = True
+        while top_up or pending:
+            while top_up and not stop.is_set() and len(pending) < window:
+                item = next(queue_, None)
+                if item is None:
+                    top_up = False
+                    break
+                start(item)
+            if not pending:
+                break
+            # Wait for the next location to finish (or the flush timer); a queue fed by
+            # done-callbacks costs O(1) per location where asyncio.wait() over every pending
+            # task costs O(in flight).
+            try:
+                done = [await asyncio.wait_for(finished.get(), timeout=options.flush_seconds)]
+            except asyncio.TimeoutError:
+                done = []
             while not finished.empty():
                 done.append(finished.get_nowait())
-            probing = probing and not first_lookup.is_set()
             for task in done:
                 pending.discard(task)
                 outcome = task.result()  # a failed blob write raises here
@@ -476,11 +477,6 @@ async def _fetch_batch(lake_uri: str, items: list[FetchItem], settings: Settings
                     stop.set()
             if not done:
                 writer.add([])  # a time-based flush while requests are slow
-            while not probing and not stop.is_set() and len(pending) < window:
-                item = next(queue_, None)
-                if item is None:
-                    break
-                start(item, asyncio.Event())
     except BaseException:
         stop.set()  # locations not yet at a request return at once
         for task in pending:

@@ -142,11 +142,12 @@ def test_new_headings_reuse_the_pinned_panorama(lake, tmp_path, streetview_serve
     assert all(row["pano_id"] == pinned[lid] for (lid, _), row in images(lake).items())
 
 
-def test_a_refused_key_stops_the_step_at_the_first_request(lake, streetview_server, streetview_settings, fetch_map_name, caplog):
+def test_a_refused_key_stops_the_step_at_the_first_requests_before_any_billed_one(lake, streetview_server, streetview_settings, fetch_map_name, caplog):
     bad = streetview_settings.model_copy(update={"api_key": type(streetview_settings.api_key)("AIzaWRONGkeyXYZ")})
     with pytest.raises(FatalApiError) as err:
         fetch_map(lake, fetch_map_name, bad, FetchOptions(concurrency=8, qps=0))
-    assert streetview_server.counts["total"] == 1  # the probe: one free metadata request
+    # Only the free metadata requests that were in flight (one per connection at most).
+    assert streetview_server.counts["image"] == 0 and 1 <= streetview_server.counts["metadata"] <= 8
     assert "REQUEST_DENIED" in str(err.value) and "AIzaWRONGkeyXYZ" not in str(err.value)
     assert lake.table_files("images") == ["tables/images/schema.parquet"]
 
