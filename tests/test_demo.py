@@ -100,3 +100,19 @@ def test_demo_map_and_panoramas(tmp_path):
     assert 0 < missing < 15  # about 1 % have no imagery, deterministically
     hit = next(p for p in found if p is not None)
     assert hit.lat < -17 and hit.date and panos(None, (-33.4, -70.6)) is None
+
+
+def test_svcluster_demo_takes_a_clip_model_instead_of_the_baseline(tmp_path, tiny_clip):
+    out = tmp_path / "demo"
+    env = {**clean_env(tmp_path), "PYTHONPATH": str(ROOT), "SVCLUSTER_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from flows.cli import main; main()", "--json", "demo", "--out", str(out),
+         "--locations", "40", "--k", "3", "--model", str(tiny_clip)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pipeline = json.loads(proc.stdout)["pipeline"]
+    assert pipeline["embed"]["model"] == str(tiny_clip) and pipeline["embed"]["locations_planned"] > 0
+    assert pipeline["cluster"]["run"]["k"] == 3 and pipeline["cluster"]["result"]["model"] == str(tiny_clip)
+    tagged = json.loads((out / "chile-demo.tagged.json").read_text())["customCoordinates"]
+    assert sum(any(t.startswith("k3-c") for t in c["extra"].get("tags", [])) for c in tagged) >= 36
