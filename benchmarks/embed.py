@@ -119,13 +119,7 @@ def matmul_gflops(seconds: float = 2.0, n: int = 2048, dtype=torch.float32) -> f
 
 def layer_matmul_gflops(rows: int, width: int, dtype, seconds: float = 1.0) -> float:
     """The plain torch.mm rate at the shape of the model's MLP layers: (rows x width) @ (width x 4 width)."""
-    a, b = torch.randn(rows, width, dtype=dtype), torch.randn(width, 4 * width, dtype=dtype)
-    torch.mm(a, b)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        runs += 1
-    return 2 * rows * width * 4 * width * runs / (time.perf_counter() - start) / 1e9
+    return 2 * rows * width * 4 * width * matmul_rate(dtype, 4 * width, seconds, rows=rows, inner=width) / 1e9
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

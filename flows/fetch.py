@@ -12,6 +12,8 @@ worker together. Without such a limit (or without a server) nothing is taken.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +66,6 @@ def find_global_limit(name: str | None) -> GlobalLimit | None:
     refused request) the fetch runs without it, and a warning says so."""
     if not name:
         return None
-    import logging
-
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.exceptions import MissingContextError, ObjectNotFound, PrefectHTTPStatusError

@@ -90,11 +90,12 @@ def _machine_key() -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def matmul_rate(dtype: Any, n: int = 1024, seconds: float = 0.3) -> float:
-    """Square ``n`` x ``n`` matmuls per second in ``dtype`` on this machine, now (same threads)."""
+def matmul_rate(dtype: Any, n: int = 1024, seconds: float = 0.3, rows: int | None = None, inner: int | None = None) -> float:
+    """Matmuls per second in ``dtype`` on this machine, now (same threads): ``(rows x inner) @
+    (inner x n)``, square ``n`` x ``n`` unless ``rows``/``inner`` are given."""
     import torch
 
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(rows or n, inner or n, dtype=dtype), torch.randn(inner or n, n, dtype=dtype)
     torch.mm(a, b)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

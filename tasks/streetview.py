@@ -310,7 +310,7 @@ class StreetViewClient:
         self.stop = stop or threading.Event()
         self._limiter = RateLimiter(qps)
         self._session: aiohttp.ClientSession | None = None  # made on the loop of the first request
-        self._slots = asyncio.Semaphore(self.pool_size)  # remade with the session, on its loop
+        self._slots: asyncio.Semaphore | None = None  # connection slots: made with the session, on its loop
         self.metadata_requests = 0
         self.image_requests = 0
         _install_log_redaction()
@@ -411,6 +411,7 @@ class StreetViewClient:
 
         url = URL(self._origin + self._signed_path(path, params), encoded=True)
         session = self._open_session()
+        assert self._slots is not None  # made with the session
         attempts = self.max_retries + 1
         last = ""
         for attempt in range(attempts):
