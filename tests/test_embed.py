@@ -266,3 +266,44 @@ def test_cli_summary_and_errors(small_lake_map, capsys):
     assert "2 locations embedded with baseline (mean, fp32, cpu, numpy)" in out and "18 locations have no fetched image" in out
     assert cli_main(["--lake", lake.uri, "embed", "--map", map_name, "--model", "baseline", "--device", "tpu"]) == 1
     assert "--device must be one of" in capsys.readouterr().err
+
+
+def test_decoding_waits_while_the_model_runs_on_the_cpu():
+    import threading
+
+    from tasks.embed import ModelTurns
+
+    turns = ModelTurns(enabled=True)
+    model_started, model_may_finish, decoder_started = threading.Event(), threading.Event(), threading.Event()
+
+    def model():
+        model_started.set()
+        assert model_may_finish.wait(5)
+        return "vectors"
+
+    def decoder():
+        model_started.wait(5)
+        turns.wait_for_cpu()
+        decoder_started.set()
+
+    thread = threading.Thread(target=decoder)
+    thread.start()
+    runner = threading.Thread(target=lambda: turns.run(model))
+    runner.start()
+    assert model_started.wait(5)
+    assert not decoder_started.wait(0.3)  # held while the model runs
+    model_may_finish.set()
+    assert decoder_started.wait(5)  # and let go when it returns
+    thread.join(5), runner.join(5)
+
+    def failing():
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError):
+        turns.run(failing)
+    done = threading.Event()
+    threading.Thread(target=lambda: (turns.wait_for_cpu(), done.set())).start()
+    assert done.wait(5)  # a failed model run does not leave decoding blocked
+
+    off = ModelTurns(enabled=False)  # on a GPU: no turns
+    assert off.run(lambda: (off.wait_for_cpu(), "ran")[1]) == "ran"

@@ -129,7 +129,7 @@ def test_check_precision_gate_and_cli(small_lake_map, tiny_clip, capsys):
 
 
 
-def test_bf16_in_torch_is_autocast_bit_for_bit_with_weights_cast_once(tiny_clip):
+def test_bf16_on_cpu_runs_the_whole_tower_in_bf16_close_to_fp32(tiny_clip):
     import torch
     from transformers import CLIPModel
 
@@ -137,12 +137,24 @@ def test_bf16_in_torch_is_autocast_bit_for_bit_with_weights_cast_once(tiny_clip)
 
     load_embedder.cache_clear()
     x = np.random.default_rng(2).normal(size=(5, 3, 32, 32)).astype(np.float32)
-    reference = CLIPModel.from_pretrained(tiny_clip).eval()  # fp32 weights, cast by autocast on every call
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = reference.get_image_features(pixel_values=torch.from_numpy(x)).pooler_output.float().numpy()
-    np.testing.assert_array_equal(load_embedder(str(tiny_clip), "cpu", "bf16").embed(x), l2_normalise(out))
+    ours = load_embedder(str(tiny_clip), "cpu", "bf16", "torch").embed(x)
     load_embedder.cache_clear()
+    reference = CLIPModel.from_pretrained(tiny_clip).eval()
+    with torch.inference_mode():
+        fp32 = l2_normalise(reference.get_image_features(pixel_values=torch.from_numpy(x)).pooler_output.numpy())
+        reference.to(torch.bfloat16)  # every weight, norm and activation in bf16, no autocast
+        bf16 = reference.get_image_features(pixel_values=torch.from_numpy(x).to(torch.bfloat16)).pooler_output
+    np.testing.assert_array_equal(ours, l2_normalise(bf16.float().numpy()))
+    assert not np.array_equal(ours, fp32)
+    assert (ours * fp32).sum(axis=1).min() > 0.999
 
+
+def test_cast_matmul_weights_casts_linear_and_conv_layers_only(tiny_clip):
+    """What the CUDA path does before autocast: weights cast once instead of on every call."""
+    import torch
+    from transformers import CLIPModel
+
+    reference = CLIPModel.from_pretrained(tiny_clip).eval()
     precision.cast_matmul_weights(reference, torch.bfloat16)
     kinds = {type(m).__name__: {p.dtype for p in m.parameters(recurse=False)} for m in reference.vision_model.modules()}
     assert kinds["Linear"] == kinds["Conv2d"] == {torch.bfloat16}
