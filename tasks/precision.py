@@ -211,6 +211,7 @@ def torch_runner(model: Any, precision: str, device: str) -> Runner:
         # On a CPU the whole tower runs in bf16: autocast would keep LayerNorm, GELU and the
         # residual stream in fp32 and convert activations at every layer (measured 10-25 %
         # slower for ViT-B/32; cosine to fp32 0.9999 either way, see tests/test_precision.py).
+        fold_quick_gelu(model)
         model.to(dtype)
         input_dtype, context = dtype, contextlib.nullcontext
     elif dtype is not None:
@@ -224,6 +225,37 @@ def torch_runner(model: Any, precision: str, device: str) -> Runner:
         return out.float().cpu().numpy()
 
     return run
+
+
+QUICK_GELU = 1.702
+
+
+def fold_quick_gelu(model: Any) -> int:
+    """Rewrite each quick-GELU MLP (fc1 -> quick_gelu -> fc2, as in OpenAI's CLIP and StreetCLIP)
+    into fc1' -> SiLU -> fc2' computing the same function; returns how many were rewritten.
+
+    quick_gelu(z) = z * sigmoid(1.702 z) = silu(1.702 z) / 1.702, so fc1 scaled by 1.702 and fc2's
+    weights by 1 / 1.702 leave the MLP unchanged, and the activation is one fused SiLU pass
+    instead of three elementwise ones (mul, sigmoid, mul): ~7 % of a bf16 ViT-B/32 forward on a CPU.
+    Call it on fp32 weights, before any cast.
+    """
+    import torch
+    from transformers.activations import QuickGELUActivation
+
+    folded = 0
+    for module in model.modules():
+        fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
+        if not (isinstance(getattr(module, "activation_fn", None), QuickGELUActivation)
+                and isinstance(fc1, torch.nn.Linear) and isinstance(fc2, torch.nn.Linear)):
+            continue
+        with torch.no_grad():
+            fc1.weight.mul_(QUICK_GELU)
+            if fc1.bias is not None:
+                fc1.bias.mul_(QUICK_GELU)
+            fc2.weight.div_(QUICK_GELU)
+        module.activation_fn = torch.nn.SiLU()
+        folded += 1
+    return folded
 
 
 def cast_matmul_weights(model: Any, dtype: Any) -> None:
