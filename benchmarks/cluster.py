@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.memory import peak_rss_mib
 from tasks.cluster import ClusterOptions, cluster_map
 from tasks.ingest import ingest_map
 from tasks.lake import Lake, open_lake
@@ -92,10 +92,6 @@ def best_of(repeats: int, fn) -> tuple[float, float, object]:
         value = fn()
         wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
     return wall, cpu, value
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_kmeans(n: int, k: int, repeats: int, load_only: bool = False) -> None:
@@ -178,7 +174,7 @@ def bench_minibatch(k: int, root: Path) -> None:
     t = time.perf_counter()
     result = cluster_map(lake, "bench", ClusterOptions(k=k, algorithm="minibatch", seed=42))
     t_run = time.perf_counter() - t
-    peak = peak_rss_mb()
+    peak = peak_rss_mib()
     labels = lake.query(
         "SELECT cluster FROM cluster_assignments WHERE run_id = ? ORDER BY location_id", [result.run.run_id]
     ).column(0).to_numpy()

@@ -16,7 +16,7 @@ location) in a fresh local lake. Printed, all in one process on the same data:
   measured in the same run before and after; and *paired*: in a second pipeline run, a short
   ``torch.mm`` after every forward batch, so the reference is sampled at the same moments as
   the model (a shared VM's bf16 matmul rate can swing 3x within seconds);
-* peak memory (max RSS, each size in a fresh subprocess) for ``--views`` and 8x as many views:
+* peak memory (the resident high-water mark, each size in a fresh subprocess) for ``--views`` and 8x as many views:
   it must not grow with the count.
 
 Run: ``python benchmarks/embed.py [--quick] [--views 512] [--threads 2] [--skip-memory]``.
@@ -30,7 +30,6 @@ import functools
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.memory import peak_rss_mib  # noqa: E402
 from tasks.precision import matmul_rate  # noqa: E402
 
 VIT_B32 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32)
@@ -197,9 +197,9 @@ def memory_run(views: int, distinct: int, folder: Path, batch_size: int) -> None
     """Subprocess mode: embed ``views`` views and print the peak RSS in MiB (JSON)."""
     with tempfile.TemporaryDirectory() as tmp:
         lake, _ = make_lake(Path(tmp), views, distinct)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        before = peak_rss_mib()
         rate, _, n, _ = ours(folder, lake, batch_size)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mib()
     print(json.dumps({"views": n, "peak_rss_mib": round(peak, 1), "before_embed_mib": round(before, 1), "img_s": rate}))
 
 
@@ -279,9 +279,9 @@ def main() -> None:
         distinct = min(small, 512)
         m1 = peak_memory(small, distinct, folder, args.batch_size, args.threads)
         m2 = peak_memory(big, distinct, folder, args.batch_size, args.threads)
-        print(f"peak memory (max RSS, fresh process each): {m1['views']} views {m1['peak_rss_mib']:.0f} MiB, "
+        print(f"peak memory (resident high-water mark, fresh process each): {m1['views']} views {m1['peak_rss_mib']:.0f} MiB, "
               f"{m2['views']} views {m2['peak_rss_mib']:.0f} MiB (growth {m2['peak_rss_mib'] - m1['peak_rss_mib']:+.0f} MiB; "
-              f"rates {m1['img_s']:.1f} / {m2['img_s']:.1f} img/s)")
+              f"rates {m1['img_s']:.1f} / {m2['img_s']:.1f} img/s; {m1['before_embed_mib']:.0f} / {m2['before_embed_mib']:.0f} MiB before embedding)")
 
 
 if __name__ == "__main__":
