@@ -7,7 +7,7 @@ For each path the model alone is timed on the same prepared batch (``--batch-siz
 ``--threads`` torch/ONNX Runtime threads, and its vectors are compared with fp32 eager (the
 reference, exactly ``get_image_features``): per-view cosine (min / median) and the ARI between
 K-means (k=10, seeded) on both sets — the numbers ``svcluster embed --check-precision`` prints.
-Paths: fp32 eager (torch), fp32 ONNX Runtime, bf16 autocast (torch), int8 dynamic (ONNX
+Paths: fp32 eager (torch), fp32 ONNX Runtime, bf16 (torch, the whole tower in bf16), int8 dynamic (ONNX
 Runtime), and ``auto`` (what this machine resolves it to). One-off ONNX export / quantisation
 times are printed separately (they are cached on disk for later runs).
 
@@ -64,7 +64,7 @@ def main() -> None:
         half = views // 2
         ref_a, rate_a = timed_embed(ref, pixels[:half], args.batch_size)
         print(f"{'fp32 eager (torch)':28s} {rate_a:6.3f} img/s  (first half of the reference)", flush=True)
-        paths = [("fp32 ONNX Runtime", "fp32", "auto"), ("bf16 autocast (torch)", "bf16", "torch"),
+        paths = [("fp32 ONNX Runtime", "fp32", "auto"), ("bf16 (torch)", "bf16", "torch"),
                  ("int8 dynamic (ONNX Runtime)", "int8", "auto")]
         results, vectors, setups = {}, {}, {}
         for label, prec, runtime in paths:
