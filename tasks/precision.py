@@ -209,8 +209,9 @@ def torch_runner(model: Any, precision: str, device: str) -> Runner:
     input_dtype, context = torch.float32, functools.partial(autocast, precision, device)
     if dtype is not None and device == "cpu":
         # On a CPU the whole tower runs in bf16: autocast would keep LayerNorm, GELU and the
-        # residual stream in fp32 and convert activations at every layer (measured 10-25 %
-        # slower for ViT-B/32; cosine to fp32 0.9999 either way, see tests/test_precision.py).
+        # residual stream in fp32 and convert activations at every layer (measured 10-27 %
+        # slower for ViT-B/32; cosine to fp32 0.9999 either way, see tests/test_precision.py),
+        # and its quick-GELU is folded into the linear layers beside it.
         fold_quick_gelu(model)
         model.to(dtype)
         input_dtype, context = dtype, contextlib.nullcontext
