@@ -13,7 +13,6 @@ worker together. Without such a limit (or without a server) nothing is taken.
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass, field
 from typing import Any
 
