@@ -19,14 +19,22 @@ silence_prefect_notices()  # also in worker-launched runs, which skip the CLI se
 
 
 @task(name="export-map", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=1800, cache_policy=NO_CACHE)
-def export_task(lake_uri: str, out: str, run: str | None, map_name: str | None, tag_format: str) -> ExportResult:
+def export_task(
+    lake_uri: str, out: str, run: str | None, map_name: str | None, tag_format: str, refresh_panos: bool = False
+) -> ExportResult:
     """Write the tagged map to ``out`` (atomically)."""
-    return export_map(open_lake(lake_uri), out, map_name=map_name, run=run, tag_format=tag_format)
+    return export_map(open_lake(lake_uri), out, map_name=map_name, run=run, tag_format=tag_format, refresh_panos=refresh_panos)
 
 
 @flow(name="svcluster-export", log_prints=False, validate_parameters=True)
 def export_flow(
-    out: str, run: str | None = None, map_name: str | None = None, tag_format: str = DEFAULT_TAG_FORMAT, lake: str | None = None
+    out: str,
+    run: str | None = None,
+    map_name: str | None = None,
+    tag_format: str = DEFAULT_TAG_FORMAT,
+    refresh_panos: bool = False,
+    lake: str | None = None,
 ) -> ExportResult:
-    """Export ``run`` (run_id or MAP@vN) — or ``map_name`` untagged — as JSON to ``out``."""
-    return export_task(open_lake(lake or load_settings().lake).uri, str(out), run, map_name, tag_format)
+    """Export ``run`` (run_id or MAP@vN) — or ``map_name`` untagged — as JSON to ``out``; with
+    ``refresh_panos`` stale pano ids are written as the ids the fetch refreshed them to."""
+    return export_task(open_lake(lake or load_settings().lake).uri, str(out), run, map_name, tag_format, refresh_panos)

@@ -72,6 +72,7 @@ def pipeline(
     export_out: str | None = None,
     summary_out: str | None = None,
     tag_format: str = DEFAULT_TAG_FORMAT,
+    refresh_panos: bool = False,
     runner: RunnerOptions = RunnerOptions(),
 ) -> PipelineResult:
     """Cluster a map's Street View locations end to end and export it tagged.
@@ -107,7 +108,9 @@ def pipeline(
         timed("cluster", t)
     default_export, default_summary = default_outputs(name)
     t = time.perf_counter()
-    exported = export_flow(export_out or default_export, clustered.run.run_id, None, tag_format, lake_uri)
+    exported = export_flow(
+        export_out or default_export, clustered.run.run_id, None, tag_format, refresh_panos=refresh_panos, lake=lake_uri
+    )
     timed("export", t)
     summary_path = Path(summary_out or default_summary)
     summary_path.parent.mkdir(parents=True, exist_ok=True)

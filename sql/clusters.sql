@@ -38,13 +38,14 @@ FROM cluster_assignments
 GROUP BY run_id, cluster
 ORDER BY run_id, cluster;
 
--- Every assigned location of every run, with where it is.
+-- Every assigned place of every run, with where it is (its first object's point) and every
+-- tag its objects carry.
 CREATE OR REPLACE VIEW cluster_points AS
 SELECT a.run_id, r.map, a.location_id, a.cluster, a.distance, l.lat, l.lng, l.country_code,
        l.region_code, l.tags
 FROM cluster_assignments a
 JOIN cluster_runs r ON r.run_id = a.run_id
-JOIN locations l ON l.map = r.map AND l.location_id = a.location_id;
+JOIN places l ON l.map = r.map AND l.location_id = a.location_id;
 
 -- Per run and cluster: size, share of the run, geographic centroid (mean of the points as unit
 -- vectors on the sphere, so it is right across the antimeridian too) and the median and

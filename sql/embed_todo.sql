@@ -1,4 +1,4 @@
--- Locations of map $map that need an embedding for ($model, $pooling, $precision): they have at
+-- Places of map $map that need an embedding for ($model, $pooling, $precision): they have at
 -- least one 'ok' view and no embedding yet, or one made from a different number of views (more
 -- views were fetched since), or one made by another revision of the model ($revision: new
 -- weights in a model folder or a newer hub snapshot). Input order; with the number of views each
@@ -18,7 +18,7 @@ WITH ok AS (
     QUALIFY row_number() OVER (PARTITION BY location_id ORDER BY written_at DESC) = 1
 )
 SELECT l.location_id, ok.views
-FROM locations l
+FROM places l
 JOIN ok ON ok.location_id = l.location_id
 LEFT JOIN done e ON e.location_id = l.location_id
 WHERE l.map = $map

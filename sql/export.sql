@@ -16,28 +16,59 @@ JOIN cluster_runs r ON r.run_id = a.run_id
 LEFT JOIN cluster_names n ON n.run_id = a.run_id AND n.cluster = a.cluster AND n.rank = 1
 WHERE a.run_id = run;
 
--- One row per location of `map_name` in input order: its JSON object, with `run`'s tag
--- appended to extra.tags (tags matching `stale_tag_pattern`, an earlier svcluster tag, are
--- dropped first so tags never pile up). With `run` NULL every object is the input's own.
-CREATE OR REPLACE MACRO export_locations(map_name, run, tag_format, stale_tag_pattern) AS TABLE
-SELECT l.position,
-       l.location_id,
-       t.tag,
-       -- Only extra.tags is patched (a nested merge patch keeps every other field of extra,
-       -- nulls included). A location the run did not assign keeps its object verbatim unless
-       -- it carries an earlier svcluster tag, which is dropped: it would be stale.
-       CASE WHEN run IS NULL
-              OR (t.tag IS NULL AND len(list_filter(coalesce(l.tags, []::VARCHAR[]),
-                                                    lambda x: regexp_full_match(x, stale_tag_pattern))) = 0)
-            THEN l.raw
-            ELSE json_merge_patch(
-                     l.raw::JSON,
-                     json_object('extra', json_object('tags', to_json(list_concat(
-                         list_filter(coalesce(l.tags, []::VARCHAR[]),
-                                     lambda x: NOT regexp_full_match(x, stale_tag_pattern)),
-                         CASE WHEN t.tag IS NULL THEN []::VARCHAR[] ELSE [t.tag] END)))))::VARCHAR
+-- The panorama each place of `map_name` was last fetched from ('ok' views): after a stale pano
+-- id was refreshed by location, the new id.
+CREATE OR REPLACE MACRO served_panos(map_name) AS TABLE
+SELECT i.location_id, arg_max(i.pano_id, i.fetched_at) AS pano_id
+FROM images i
+SEMI JOIN (SELECT location_id FROM places WHERE map = map_name) p ON p.location_id = i.location_id
+WHERE i.status = 'ok' AND i.pano_id IS NOT NULL
+GROUP BY i.location_id;
+
+-- One row per object of `map_name` in input order (every object, duplicates included): its
+-- JSON, with `run`'s tag (its place's cluster) appended to extra.tags — tags matching
+-- `stale_tag_pattern`, an earlier svcluster tag, are dropped first so tags never pile up. With
+-- `refresh`, a pano id the fetch found stale is replaced by the one it was refreshed to, where
+-- the object has it (panoId and/or extra.panoId), in the file's encoding (hex stays hex).
+-- With `run` NULL and `refresh` false every object is the input's own text.
+CREATE OR REPLACE MACRO export_locations(map_name, run, tag_format, stale_tag_pattern, refresh := false) AS TABLE
+WITH objects AS (
+    SELECT l.position, l.location_id, l.raw, t.tag,
+           coalesce(l.tags, []::VARCHAR[]) AS tags,
+           CASE WHEN s.pano_id IS NOT NULL AND s.pano_id IS DISTINCT FROM l.pano_id_decoded THEN
+               CASE WHEN l.pano_id = l.pano_id_decoded THEN s.pano_id
+                    WHEN l.pano_id = upper(l.pano_id) THEN upper(hex(s.pano_id))
+                    ELSE lower(hex(s.pano_id)) END
+           END AS new_pano,
+           l.pano_id AS old_pano
+    FROM locations l
+    LEFT JOIN run_tags(run, tag_format) t ON t.location_id = l.location_id
+    LEFT JOIN served_panos(map_name) s ON refresh AND s.location_id = l.location_id
+    WHERE l.map = map_name
+), patched AS (
+    SELECT *,
+           -- a location the run did not assign keeps its tags unless one is an earlier
+           -- svcluster tag, which is dropped: it would be stale
+           run IS NOT NULL AND (tag IS NOT NULL
+                                OR len(list_filter(tags, lambda x: regexp_full_match(x, stale_tag_pattern))) > 0) AS retag
+    FROM objects
+)
+SELECT position, location_id, tag, new_pano IS NOT NULL AS refreshed,
+       CASE WHEN NOT retag AND new_pano IS NULL THEN raw
+            ELSE json_merge_patch(json_merge_patch(
+                     raw::JSON,
+                     -- only extra.tags is patched (a nested merge patch keeps every other field)
+                     CASE WHEN retag THEN json_object('extra', json_object('tags', to_json(list_concat(
+                         list_filter(tags, lambda x: NOT regexp_full_match(x, stale_tag_pattern)),
+                         CASE WHEN tag IS NULL THEN []::VARCHAR[] ELSE [tag] END))))
+                     ELSE '{}'::JSON END),
+                     CASE WHEN new_pano IS NULL THEN '{}'::JSON
+                          ELSE json_merge_patch(
+                              CASE WHEN raw::JSON ->> 'panoId' = old_pano
+                                   THEN json_object('panoId', new_pano) ELSE '{}'::JSON END,
+                              CASE WHEN raw::JSON -> 'extra' ->> 'panoId' = old_pano
+                                   THEN json_object('extra', json_object('panoId', new_pano)) ELSE '{}'::JSON END)
+                     END)::VARCHAR
        END AS json
-FROM locations l
-LEFT JOIN run_tags(run, tag_format) t ON t.location_id = l.location_id
-WHERE l.map = map_name
-ORDER BY l.position;
+FROM patched
+ORDER BY position;

@@ -1,14 +1,12 @@
--- What the fetch step still has to do for a map, one row per location in input order:
+-- What the fetch step still has to do for a map, one row per place in input order:
 -- the wanted headings that have no 'ok' or 'no_imagery' row yet (NULL when none are missing),
 -- and the panorama to ask for: the one an earlier fetch pinned for this location (so all its
 -- views come from one panorama), else the map's panoId, else NULL (look up by location).
 -- $map: the map's name; $headings: the wanted headings (INTEGER[]).
 WITH locs AS (
-    SELECT location_id, min(position) AS position, any_value(lat) AS lat, any_value(lng) AS lng,
-           any_value(pano_id) AS pano_id
-    FROM locations
+    SELECT location_id, position, lat, lng, pano_id
+    FROM places
     WHERE map = $map
-    GROUP BY location_id
 ), done AS (
     SELECT i.location_id, i.heading, i.status, i.pano_id, i.fetched_at
     FROM images i

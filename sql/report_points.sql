@@ -3,6 +3,6 @@
 SELECT a.location_id, a.cluster, a.distance, l.lat, l.lng, l.country_code, l.region_code, l.tags
 FROM cluster_assignments a
 JOIN cluster_runs r ON r.run_id = a.run_id
-JOIN locations l ON l.map = r.map AND l.location_id = a.location_id
+JOIN places l ON l.map = r.map AND l.location_id = a.location_id
 WHERE a.run_id = $run
 ORDER BY a.cluster, a.distance NULLS LAST, a.location_id;

@@ -13,6 +13,20 @@ CREATE OR REPLACE VIEW locations AS
 SELECT * EXCLUDE (written_at), written_at AS ingested_at
 FROM read_parquet(getvariable('lake_root') || '/tables/locations/*.parquet', union_by_name = true);
 
+-- One row per place of a map: the objects on one panorama (or, without a pano id, on the same
+-- rounded coordinates) share a location_id and are fetched, embedded and clustered once.
+-- position, lat, lng are the first object's; pano_id is the id requests use (decoded).
+CREATE OR REPLACE VIEW places AS
+SELECT map, location_id, min(position) AS position,
+       arg_min(lat, position) AS lat, arg_min(lng, position) AS lng,
+       arg_min(pano_id_decoded, position) AS pano_id,
+       arg_min(country_code, position) AS country_code, arg_min(region_code, position) AS region_code,
+       -- every tag any object of the place carries (NULL when none has extra.tags)
+       list_distinct(flatten(list(tags ORDER BY position) FILTER (WHERE tags IS NOT NULL))) AS tags,
+       count(*) AS objects
+FROM locations
+GROUP BY map, location_id;
+
 CREATE OR REPLACE VIEW images AS
 SELECT * EXCLUDE (written_at), written_at AS fetched_at
 FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from sql import load_sql
 from tasks.errors import NotFoundError, SvclusterError
 from tasks.lake import Lake
@@ -26,7 +28,8 @@ _MARK = "\x00svcluster-locations\x00"
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Where the export went and how many locations got a tag."""
+    """Where the export went, how many objects it holds, how many got a tag, and how many pano
+    ids were refreshed (``--refresh-panos``)."""
 
     out: str
     map: str
@@ -34,6 +37,7 @@ class ExportResult:
     locations: int
     tagged: int
     untagged: int
+    refreshed_panos: int = 0
 
 
 def stale_tag_pattern(tag_format: str) -> str:
@@ -60,8 +64,11 @@ def export_map(
     map_name: str | None = None,
     run: str | None = None,
     tag_format: str = DEFAULT_TAG_FORMAT,
+    refresh_panos: bool = False,
 ) -> ExportResult:
-    """Write ``map_name`` (or the map of ``run``) to ``out``, tagged by ``run`` when given."""
+    """Write every object of ``map_name`` (or of the map of ``run``) to ``out`` in input order,
+    tagged by ``run`` when given; with ``refresh_panos`` the pano ids the fetch found stale are
+    replaced by the ids it was refreshed to (by default the file's own ids are kept)."""
     run_ref = resolve_run(lake, run) if run else None
     name = run_ref.map if run_ref else map_name
     if not name:
@@ -79,9 +86,10 @@ def export_map(
         "run": run_ref.run_id if run_ref else None,
         "tag_format": tag_format,
         "stale": stale_tag_pattern(tag_format),
+        "refresh": refresh_panos,
     }
     head, tail = frame(info[0]["format"], info[0]["envelope"])
-    total = tagged = 0
+    total = tagged = refreshed = 0
     out_path = Path(out)
     tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -91,6 +99,7 @@ def export_map(
             for batch in lake.iter_batches(load_sql("export_map"), params):
                 objects = batch.column("json").to_pylist()
                 tagged += len(objects) - batch.column("tag").null_count
+                refreshed += pc.sum(batch.column("refreshed")).as_py() or 0
                 fh.write(("," if total else "") + "\n" + ",\n".join(objects))
                 total += len(objects)
             fh.write("\n" + tail)
@@ -99,7 +108,8 @@ def export_map(
         raise SvclusterError(f"cannot write the export {out_path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportResult(str(out_path), name, run_ref.name if run_ref else None, total, tagged, total - tagged if run_ref else 0)
+    untagged = total - tagged if run_ref else 0
+    return ExportResult(str(out_path), name, run_ref.name if run_ref else None, total, tagged, untagged, refreshed)
 
 
 def frame(fmt: str, envelope: str | None) -> tuple[str, str]:
@@ -107,7 +117,7 @@ def frame(fmt: str, envelope: str | None) -> tuple[str, str]:
     if fmt == "array" or envelope is None:
         return "[", "]\n"
     doc = json.loads(envelope)
-    doc["customCoordinates"] = _MARK
+    doc[fmt] = _MARK  # the key that held the locations (customCoordinates, coordinates)
     text = json.dumps(doc, ensure_ascii=False)
     head, tail = text.split(json.dumps(_MARK), 1)
     return head + "[", "]" + tail + "\n"

@@ -21,9 +21,12 @@ class IngestResult:
     source_file: str
     format: str
     dialect: str
-    locations: int
-    duplicates: int
+    locations: int  # objects, every one kept
+    places: int  # what is fetched, embedded and clustered: one per panorama or coordinates
+    duplicates: int  # exact copies of an earlier object (kept)
     duplicate_examples: list[tuple[int, int]]
+    shared_place: int  # other objects on an earlier object's place (kept)
+    shared_place_examples: list[tuple[int, int]]
     unchanged: bool
 
 
@@ -35,7 +38,7 @@ def ingest_map(lake: Lake, path: str | Path, name: str | None = None) -> IngestR
     """
     parsed = read_map_file(path, name)
     previous = lake.query(load_sql("map_checksum"), {"map": parsed.name})
-    unchanged = previous.num_rows == 1 and previous.column(0)[0].as_py() == parsed.file_sha256
+    unchanged = previous.num_rows == 1 and previous.to_pylist()[0] == {"file_sha256": parsed.file_sha256, "complete": True}
     if not unchanged:
         write_map(lake, parsed)
     return IngestResult(
@@ -44,8 +47,11 @@ def ingest_map(lake: Lake, path: str | Path, name: str | None = None) -> IngestR
         format=parsed.format,
         dialect=parsed.dialect,
         locations=parsed.rows.num_rows,
+        places=parsed.places,
         duplicates=len(parsed.duplicates),
         duplicate_examples=parsed.duplicates[:5],
+        shared_place=len(parsed.shared),
+        shared_place_examples=parsed.shared[:5],
         unchanged=unchanged,
     )
 
@@ -62,6 +68,8 @@ def write_map(lake: Lake, parsed: ParsedMap) -> None:
         "envelope": [json.dumps(parsed.envelope, ensure_ascii=False) if parsed.envelope is not None else None],
         "location_count": [parsed.rows.num_rows],
         "duplicates": [len(parsed.duplicates)],
+        "place_count": [parsed.places],
+        "shared_place_objects": [len(parsed.shared)],
         "file_sha256": [parsed.file_sha256],
     }
     lake.replace("maps", parsed.name, pa.table(record))

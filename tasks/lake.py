@@ -4,7 +4,9 @@ Layout under the root URI::
 
     tables/<table>/part-<time>-<uuid>.parquet   rows added by a step (immutable once written)
     tables/<table>/<name>.parquet                one keyed file that a step replaces whole
-    tables/<table>/schema.parquet                zero rows: the table's schema, so views always bind
+    tables/<table>/schema-<hash>.parquet         zero rows: the table's schema, so views always bind
+                                                 (one per schema version: a column added later binds
+                                                 on a lake written before it)
     blobs/<sha256[:2]>/<sha256>.<ext>            content-addressed image bytes
     svcluster.sql                                views for the plain ``duckdb`` CLI (local lakes)
 
@@ -118,7 +120,7 @@ class Lake:
         """Create missing table folders with their zero-row schema files; drop stale temp files."""
         try:
             for t in TABLES.values():
-                schema_file = f"tables/{t.name}/schema.parquet"
+                schema_file = schema_file_name(t)
                 if not self.exists(schema_file):
                     self.write_bytes(schema_file, parquet_bytes(t.schema.empty_table()))
             self._remove_stale_tmp()
@@ -366,6 +368,13 @@ class Lake:
                 "CREATE SECRET IF NOT EXISTS svcluster_s3 (TYPE s3, PROVIDER credential_chain);\n"
             )
         return head + f"SET VARIABLE lake_root = '{root}';\n" + catalog_sql()
+
+
+def schema_file_name(table: TableSpec) -> str:
+    """The zero-row file that gives ``table``'s current columns to the views, named by a hash of
+    its schema so that a lake written by an older version gains the new columns (as nulls)."""
+    digest = hashlib.sha256(str(table.schema).encode("utf-8")).hexdigest()[:12]
+    return f"tables/{table.name}/schema-{digest}.parquet"
 
 
 def spec(table: str) -> TableSpec:

@@ -8,9 +8,17 @@ Accepted shapes:
   GeoGuessr export (``panoId`` may be null with the real id under ``extra.panoId``;
   ``countryCode``, ``stateCode``, ``extra.panoDate``, ``imageDate``, ``links`` ...).
 
-Every input object is kept verbatim (``raw``), so unknown fields survive and an export without
-new tags gives the input back. A location's id comes from its panorama id when it has one,
-else from its coordinates rounded to 1e-6 degrees (about 10 cm) — never from its position.
+A map file is a list of **objects**; every one becomes a row, in order, kept verbatim (``raw``),
+duplicates included, so unknown fields survive and an export without new tags gives the input
+back object for object. Objects on one panorama (or, without a pano id, on the same coordinates
+rounded to 1e-6 degrees, about 10 cm) are one **place**: ``location_id`` names the place, from
+the decoded pano id when there is one — never from a position. Exact duplicate objects and
+objects sharing a place are reported, never dropped (``docs/maps.md`` says what real maps hold).
+
+Pano ids come as Google writes them (22 characters, or long ``CAoS…`` ids of third-party
+photospheres) or hex-encoded as GeoGuessr's game API writes them (44 hex digits that decode to
+the 22 ASCII characters); ``pano_id`` keeps the file's text, ``pano_id_decoded`` is what
+requests use.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import gc
 import hashlib
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,8 +55,24 @@ class ParsedMap:
     dialect: str  # geoguessr | vali | map-generator | map-making.app
     envelope: dict[str, Any] | None  # the top-level object without its customCoordinates
     rows: pa.Table
-    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (index, first index)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # exact copies: (index, first index)
+    shared: list[tuple[int, int]] = field(default_factory=list)  # other objects on an earlier one's place
+    places: int = 0
     file_sha256: str = ""
+
+
+_PANO_TEXT = re.compile(r"[A-Za-z0-9_-]+")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){16,}")
+
+
+def decode_pano_id(text: str | None) -> str | None:
+    """The pano id a request uses: GeoGuessr's hex encoding (an even run of at least 32 hex
+    digits whose bytes are an ASCII pano id) decoded, anything else as written. Ordinary ids
+    have 22 characters and ``CAoS…`` ids contain letters past ``f``, so neither is hex."""
+    if not text or not _HEX.fullmatch(text):
+        return text
+    decoded = bytes.fromhex(text).decode("latin-1")
+    return decoded if _PANO_TEXT.fullmatch(decoded) else text
 
 
 def location_id(pano_id: str | None, lat: float, lng: float) -> str:
@@ -56,8 +81,8 @@ def location_id(pano_id: str | None, lat: float, lng: float) -> str:
 
 
 def location_ids(pano_ids: list[str | None], lats: list[float], lngs: list[float]) -> list[str]:
-    """``location_id`` of many locations at once: 16 hex digits of blake2b of ``pano:<id>``,
-    or of ``ll:<lat>,<lng>`` with both rounded to 6 decimals when there is no panorama id."""
+    """``location_id`` of many places at once: 16 hex digits of blake2b of ``pano:<id>`` (the
+    decoded id), or of ``ll:<lat>,<lng>`` rounded to 6 decimals when there is no panorama id."""
     blake2b, places = hashlib.blake2b, COORD_DECIMALS
     keys = (f"pano:{p}" if p else f"ll:{la:.{places}f},{ln:.{places}f}" for p, la, ln in zip(pano_ids, lats, lngs))
     return [blake2b(k.encode("utf-8"), digest_size=8).hexdigest() for k in keys]
@@ -142,11 +167,11 @@ def parse_map_bytes(data: bytes, label: str, name: str) -> ParsedMap:
         envelope: dict[str, Any] | None = None
         if isinstance(doc, list):
             items, fmt = doc, "array"
-        elif isinstance(doc, dict) and "customCoordinates" in doc:
-            items, fmt = doc["customCoordinates"], "customCoordinates"
+        elif isinstance(doc, dict) and (key := _locations_key(doc, label)):
+            items, fmt = doc[key], key
             if not isinstance(items, list):
-                raise MapFormatError(label, "must be a list of locations", field="customCoordinates")
-            envelope = {k: (None if k == "customCoordinates" else v) for k, v in doc.items()}
+                raise MapFormatError(label, "must be a list of locations", field=key)
+            envelope = {k: (None if k == key else v) for k, v in doc.items()}
             bad = _bad_value(envelope, "")
             if bad:
                 raise MapFormatError(label, "holds a value JSON text cannot carry (NaN, Infinity or a lone surrogate)", field=bad)
@@ -159,9 +184,10 @@ def parse_map_bytes(data: bytes, label: str, name: str) -> ParsedMap:
         if not items:
             raise MapFormatError(label, "the map has no locations")
         try:
-            rows, duplicates, dialect = build_rows(items, label, name, fmt, clean=clean, consume=True)
+            rows, dialect = build_rows(items, label, name, fmt, clean=clean, consume=True)
         except RecursionError:
             raise MapFormatError(label, "not valid JSON: nested too deeply") from None
+    duplicates, shared, places = find_duplicates(rows)
     return ParsedMap(
         name=name,
         source_file=label,
@@ -170,8 +196,72 @@ def parse_map_bytes(data: bytes, label: str, name: str) -> ParsedMap:
         envelope=envelope,
         rows=rows,
         duplicates=duplicates,
+        shared=shared,
+        places=places,
         file_sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+# The top-level keys that hold a map object's locations: map-generator, map-making.app and
+# GeoGuessr's own map objects use ``customCoordinates``; GeoGuessr's map editor names the list
+# ``coordinates`` in some exports.
+LOCATION_KEYS = ("customCoordinates", "coordinates")
+
+
+def _locations_key(doc: dict[str, Any], label: str) -> str | None:
+    """Which key of a map object holds its locations; a region map is refused by name."""
+    mode = doc.get("mode")
+    for key in LOCATION_KEYS:
+        if isinstance(doc.get(key), list) and (doc[key] or mode != "regions"):
+            return key
+    if mode == "regions" or (isinstance(doc.get("regions"), list) and doc["regions"]):
+        raise MapFormatError(
+            label,
+            "is a region map (mode 'regions': polygons, no locations), not a location map; "
+            "generate locations inside its regions first (e.g. with map-generator) and ingest that file",
+        )
+    for key in LOCATION_KEYS:
+        if key in doc:
+            return key
+    return None
+
+
+def find_duplicates(rows: pa.Table) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
+    """What a map holds twice, as (index, first index) pairs: exact copies of an earlier object,
+    and other objects on an earlier object's place (two bus stops snapped to one panorama); and
+    how many places the map has. Both kinds stay in the map: they are reported, never dropped.
+
+    ``rows`` are in position order (row i is the object at position i)."""
+    first_place: dict[str, int] = {}
+    place_objects: dict[str, dict[bytes, int]] = {}  # only places with more than one object
+    exact: list[tuple[int, int]] = []
+    shared: list[tuple[int, int]] = []
+    raw_column = rows.column("raw")
+    for batch in rows.select(["position", "location_id", "raw"]).to_batches():
+        positions, ids = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+        fresh = dict(zip(ids, positions))
+        if len(fresh) == len(ids) and first_place.keys().isdisjoint(fresh):
+            first_place.update(fresh)  # the usual case: every object on a place of its own
+            continue
+        raws = batch.column(2)
+        for j, (pos, lid) in enumerate(zip(positions, ids)):
+            first = first_place.setdefault(lid, pos)
+            if first == pos:
+                continue
+            seen = place_objects.get(lid)
+            if seen is None:
+                seen = place_objects[lid] = {_digest(raw_column[first].as_py()): first}
+            digest = _digest(raws[j].as_py())
+            if digest in seen:
+                exact.append((pos, seen[digest]))
+            else:
+                seen[digest] = pos
+                shared.append((pos, first))
+    return exact, shared, len(first_place)
+
+
+def _digest(raw: str) -> bytes:
+    return hashlib.blake2b(raw.encode("utf-8"), digest_size=16).digest()
 
 
 @contextmanager
@@ -285,8 +375,8 @@ CHUNK_ITEMS = 100_000
 
 def build_rows(
     items: list, label: str, name: str, fmt: str, clean: bool = False, consume: bool = False
-) -> tuple[pa.Table, list[tuple[int, int]], str]:
-    """Validate every item and build the locations rows (first occurrence of a duplicate wins).
+) -> tuple[pa.Table, str]:
+    """Validate every item and build the locations rows: one per object, in input order.
 
     ``clean`` says the items came from the strict parser, so no value needs checking for NaN,
     Infinity or lone surrogates: such items are validated a column at a time (``_fast_batch``).
@@ -295,15 +385,13 @@ def build_rows(
     and the field. With ``consume`` each chunk of ``items`` is dropped once it became rows, so a
     huge map never sits in memory twice.
     """
-    seen: dict[str, int] = {}
-    duplicates: list[tuple[int, int]] = []
     batches: list[pa.RecordBatch] = []
     vali = links = False
     for start in range(0, len(items), CHUNK_ITEMS):
         chunk = items[start : start + CHUNK_ITEMS]
-        batch = _fast_batch(chunk, start, seen, duplicates) if clean else None
+        batch = _fast_batch(chunk, start) if clean else None
         if batch is None:
-            batch = _checked_batch(chunk, start, label, seen, duplicates, clean)
+            batch = _checked_batch(chunk, start, label, clean)
         vali = vali or any("locationId" in x or "subdivisionCode" in x for x in chunk)
         links = links or any("links" in x or "imageDate" in x for x in chunk)
         batches.append(batch)
@@ -316,7 +404,26 @@ def build_rows(
         dialect = "vali" if vali else "geoguessr"
     else:
         dialect = "map-making.app" if links else "map-generator"
-    return table, duplicates, dialect
+    return table, dialect
+
+
+def _pano_columns(own: list[str | None], extras: list[dict | None]) -> tuple[list, list, list]:
+    """Each object's pano id as written (``panoId``, else ``extra.panoId`` when the top level is
+    null, empty or missing, as map-making.app writes it), the id decoded for requests, and the
+    field it came from."""
+    written: list[str | None] = []
+    fields: list[str | None] = []
+    for p, e in zip(own, extras):
+        if p:
+            written.append(p)
+            fields.append("panoId")
+        elif e and e.get("panoId"):
+            written.append(e.get("panoId"))
+            fields.append("extra.panoId")
+        else:
+            written.append(None)
+            fields.append(None)
+    return written, [decode_pano_id(p) if type(p) is str else p for p in written], fields
 
 
 # The locations columns a map file gives (``map`` is added for the whole table).
@@ -330,6 +437,8 @@ ROWS_SCHEMA = pa.schema(
         ("pitch", pa.float64()),
         ("zoom", pa.float64()),
         ("pano_id", pa.string()),
+        ("pano_id_decoded", pa.string()),
+        ("pano_id_field", pa.string()),
         ("country_code", pa.string()),
         ("region_code", pa.string()),
         ("tags", pa.list_(pa.string())),
@@ -362,13 +471,10 @@ def _numbers(values: list, lo: float, hi: float, optional: bool) -> pa.Array | N
     return arr
 
 
-def _fast_batch(
-    items: list, start: int, seen: dict[str, int], duplicates: list[tuple[int, int]]
-) -> pa.RecordBatch | None:
+def _fast_batch(items: list, start: int) -> pa.RecordBatch | None:
     """Rows for strictly parsed items, checked a column at a time; None if any check fails.
 
     Accepts exactly what ``_checked_batch`` accepts (a failing check hands the chunk to it).
-    Duplicates are only recorded once the whole chunk passed.
     """
     if not all(type(x) is dict for x in items):
         return None
@@ -391,7 +497,7 @@ def _fast_batch(
         and set(map(type, states)) <= _TEXT_OR_NULL
     ):
         return None
-    panos = [p if (p or not e) else e.get("panoId") for p, e in zip(own_panos, extras)]
+    panos, decoded, pano_fields = _pano_columns(own_panos, extras)
     regions = [s if s else x.get("subdivisionCode") for s, x in zip(states, items)]
     tags = [e.get("tags") if e else None for e in extras]
     if not (
@@ -401,22 +507,8 @@ def _fast_batch(
         and {type(t) for ts in tags if ts for t in ts} <= {str}
     ):
         return None
-    lats, lngs = lat.to_pylist(), lng.to_pylist()
-    ids = location_ids(panos, lats, lngs)
-    positions = range(start, start + len(items))
-    fresh = dict(zip(ids, positions))
-    if len(fresh) == len(ids) and seen.keys().isdisjoint(fresh):
-        seen.update(fresh)  # the usual case: no duplicates at all
-        keep = positions
-    else:
-        keep = []
-        for j, lid in zip(positions, ids):
-            first = seen.setdefault(lid, j)
-            if first != j:
-                duplicates.append((j, first))
-            else:
-                keep.append(j)
-    batch = pa.RecordBatch.from_arrays(
+    ids = location_ids(decoded, lat.to_pylist(), lng.to_pylist())
+    return pa.RecordBatch.from_arrays(
         [
             pa.array(ids, pa.string()),
             pa.array(range(start, start + len(items)), pa.int64()),
@@ -426,6 +518,8 @@ def _fast_batch(
             pitch,
             zoom,
             pa.array(panos, pa.string()),
+            pa.array(decoded, pa.string()),
+            pa.array(pano_fields, pa.string()),
             pa.array(countries, pa.string()),
             pa.array(regions, pa.string()),
             pa.array(tags, pa.list_(pa.string())),
@@ -434,14 +528,9 @@ def _fast_batch(
         ],
         schema=ROWS_SCHEMA,
     )
-    if len(keep) < len(items):
-        batch = batch.take(pa.array([j - start for j in keep], pa.int64()))
-    return batch
 
 
-def _checked_batch(
-    items: list, start: int, label: str, seen: dict[str, int], duplicates: list[tuple[int, int]], clean: bool
-) -> pa.RecordBatch:
+def _checked_batch(items: list, start: int, label: str, clean: bool) -> pa.RecordBatch:
     """Rows for items checked one by one: the first bad value raises a MapFormatError naming
     its item (index in the file) and field. A value that passes the quick inline checks is
     valid; one that fails them goes to ``_number``/``_text``, which say what is wrong."""
@@ -453,6 +542,8 @@ def _checked_batch(
     pitches: list[float | None] = []
     zooms: list[float | None] = []
     panos: list[str | None] = []
+    decoded: list[str | None] = []
+    pano_fields: list[str | None] = []
     countries: list[str | None] = []
     regions: list[str | None] = []
     tag_lists: list[list[str] | None] = []
@@ -488,12 +579,14 @@ def _checked_batch(
         pano = get("panoId")
         if pano is not None and type(pano) is not str:
             pano = _text(item, "panoId", label, i)
+        pano_field = "panoId" if pano else None
         tags = None
         if extra:
             if not pano:
                 pano = extra.get("panoId")
                 if pano is not None and type(pano) is not str:
                     pano = _text(extra, "panoId", label, i, "extra.panoId")
+                pano_field = "extra.panoId" if pano else None
             tags = extra.get("tags")
             if tags is not None:
                 if type(tags) is not list:
@@ -511,13 +604,9 @@ def _checked_batch(
             region = get("subdivisionCode")
             if region is not None and type(region) is not str:
                 region = _text(item, "subdivisionCode", label, i)
-        lid = location_id(pano, lat, lng)
-        first = seen.get(lid)
-        if first is not None:
-            duplicates.append((i, first))
-            continue
-        seen[lid] = i
-        location_ids.append(lid)
+        pano = pano or None
+        request_pano = decode_pano_id(pano)
+        location_ids.append(location_id(request_pano, lat, lng))
         positions.append(i)
         lats.append(lat)
         lngs.append(lng)
@@ -525,6 +614,8 @@ def _checked_batch(
         pitches.append(pitch)
         zooms.append(zoom)
         panos.append(pano)
+        decoded.append(request_pano)
+        pano_fields.append(pano_field)
         countries.append(country)
         regions.append(region)
         tag_lists.append(tags)
@@ -541,6 +632,8 @@ def _checked_batch(
             pa.array(pitches, pa.float64()),
             pa.array(zooms, pa.float64()),
             pa.array(panos, string),
+            pa.array(decoded, string),
+            pa.array(pano_fields, string),
             pa.array(countries, string),
             pa.array(regions, string),
             pa.array(tag_lists, pa.list_(string)),

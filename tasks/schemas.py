@@ -39,17 +39,20 @@ MAPS = TableSpec(
             ("format", pa.string()),  # array | customCoordinates
             ("dialect", pa.string()),  # geoguessr | map-generator | map-making.app | vali
             ("envelope", pa.string()),  # top-level object minus customCoordinates (JSON) or null
-            ("location_count", pa.int64()),
-            ("duplicates", pa.int64()),
+            ("location_count", pa.int64()),  # objects in the file, duplicates included
+            ("duplicates", pa.int64()),  # objects that are exact copies of an earlier one
+            ("place_count", pa.int64()),  # distinct places (panoramas, else rounded coordinates)
+            ("shared_place_objects", pa.int64()),  # other objects on an earlier object's place
             ("file_sha256", pa.string()),
             ("written_at", TIMESTAMP),
         ]
     ),
 )
 
+# One row per input object (duplicates included); location_id names the object's place.
 LOCATIONS = TableSpec(
     "locations",
-    ("map", "location_id"),
+    ("map", "position"),
     pa.schema(
         [
             ("map", pa.string()),
@@ -60,7 +63,9 @@ LOCATIONS = TableSpec(
             ("heading", pa.float64()),
             ("pitch", pa.float64()),
             ("zoom", pa.float64()),
-            ("pano_id", pa.string()),  # panoId, or extra.panoId when panoId is null
+            ("pano_id", pa.string()),  # panoId, or extra.panoId when panoId is null, as written
+            ("pano_id_decoded", pa.string()),  # what requests use (GeoGuessr's hex form decoded)
+            ("pano_id_field", pa.string()),  # panoId | extra.panoId: where the file has it
             ("country_code", pa.string()),
             ("region_code", pa.string()),  # stateCode or subdivisionCode
             ("tags", pa.list_(pa.string())),  # extra.tags as given

@@ -60,12 +60,12 @@ def test_json_output_is_one_document(capsys, tmp_path) -> None:
         code, out, _ = run(capsys, *argv)
         assert code == 0
         result = json.loads(out)
-        assert result["map"] == "dup" and result["locations"] == 4
+        assert result["map"] == "dup" and result["locations"] == 5 and result["places"] == 4
         assert result["duplicates"] == 1 and result["duplicate_examples"] == [[4, 1]]
     code, out, _ = run(capsys, "--lake", lake, "--json", "export", "--map", "dup", "--out", str(tmp_path / "e.json"))
-    assert code == 0 and json.loads(out)["locations"] == 4
+    assert code == 0 and json.loads(out)["locations"] == 5
     code, out, _ = run(capsys, "--lake", lake, "--json", "sql", "SELECT count(*) AS n FROM locations")
-    assert json.loads(out) == [{"n": 4}]
+    assert json.loads(out) == [{"n": 5}]
 
 
 def test_duplicates_are_reported_in_the_summary(capsys, tmp_path) -> None:
@@ -73,7 +73,8 @@ def test_duplicates_are_reported_in_the_summary(capsys, tmp_path) -> None:
     path = write_map(tmp_path / "d.json", doc + [doc[0], doc[2]])
     code, out, _ = run(capsys, "--lake", str(tmp_path / "lake"), "ingest", str(path))
     assert code == 0
-    assert "2 duplicate locations kept once (item 3 = item 0, item 4 = item 2)" in out
+    assert "5 locations on 3 places ingested" in out
+    assert "2 exact duplicate locations, all kept (item 3 = item 0, item 4 = item 2)" in out
 
 
 def test_sql_output_formats(capsys, tmp_path, small_map) -> None:

@@ -55,9 +55,10 @@ def test_vali_and_odd_values_round_trip(lake, tmp_path) -> None:
     assert round_trip(lake, write_map(tmp_path / "v.json", doc), tmp_path) == doc
 
 
-def test_duplicates_are_exported_once(lake, tmp_path) -> None:
+def test_duplicates_are_exported_as_the_file_has_them(lake, tmp_path) -> None:
     doc = geoguessr_doc(5)
-    path = write_map(tmp_path / "dups.json", doc + [doc[2], doc[0]])
+    doc += [doc[2], doc[0], dict(doc[1], lat=doc[1]["lat"] + 0.0003)]  # two copies; another object on doc[1]'s pano
+    path = write_map(tmp_path / "dups.json", doc)
     assert round_trip(lake, path, tmp_path) == doc
 
 

@@ -20,6 +20,8 @@ import pytest
 from flows.cli import main as cli_main
 from tasks.errors import NotFoundError, SvclusterError
 from tasks.fetch import FatalApiError, FetchItem, FetchOptions, fetch_batch, fetch_map, gc_blobs, plan_fetch, replan_batch
+from tasks.lake import schema_file_name
+from tasks.schemas import IMAGES
 from tasks.settings import load_settings
 from tasks.streetview_server import Fault, StreetViewServer, location_pano_id, pano_date
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET, ingest_locations, sample_locations
@@ -149,7 +151,7 @@ def test_a_refused_key_stops_the_step_at_the_first_requests_before_any_billed_on
     # Only the free metadata requests that were in flight (one per connection at most).
     assert streetview_server.counts["image"] == 0 and 1 <= streetview_server.counts["metadata"] <= 8
     assert "REQUEST_DENIED" in str(err.value) and "AIzaWRONGkeyXYZ" not in str(err.value)
-    assert lake.table_files("images") == ["tables/images/schema.parquet"]
+    assert lake.table_files("images") == [schema_file_name(IMAGES)]
 
 
 def test_a_refusal_on_images_stops_the_step_and_keeps_finished_rows(lake, streetview_server, streetview_settings, tmp_path):

@@ -105,23 +105,29 @@ def test_pano_id_from_extra_gives_the_same_id_as_top_level() -> None:
     assert top["location_id"] == nested["location_id"]
 
 
-def test_duplicates_reported_and_kept_once() -> None:
+def test_duplicates_and_shared_places_reported_and_every_object_kept() -> None:
     doc = geoguessr_doc(5)
-    doc += [dict(doc[1]), dict(doc[3], heading=5)]  # same pano again (even with another heading)
+    doc += [dict(doc[1]), dict(doc[3], heading=5)]  # an exact copy; the same pano with another heading
     doc.append({"lat": 10.0, "lng": 20.0})
     doc.append({"lat": 10.0000001, "lng": 20.0})  # same place within 1e-6 degrees, no pano
     parsed = parse(doc)
-    assert parsed.duplicates == [(5, 1), (6, 3), (8, 7)]
-    assert [r["position"] for r in parsed.rows.to_pylist()] == [0, 1, 2, 3, 4, 7]
+    assert parsed.duplicates == [(5, 1)]
+    assert parsed.shared == [(6, 3), (8, 7)]
+    assert parsed.places == 6
+    got = parsed.rows.to_pylist()
+    assert [r["position"] for r in got] == list(range(9))
+    assert [json.loads(r["raw"]) for r in got] == doc
+    assert got[5]["location_id"] == got[1]["location_id"] and got[6]["location_id"] == got[3]["location_id"]
 
 
 def test_duplicates_across_chunks(monkeypatch) -> None:
     monkeypatch.setattr(locations, "CHUNK_ITEMS", 3)
     doc = geoguessr_doc(7)
-    doc += [doc[0], doc[6]]
+    doc += [doc[0], doc[6], dict(doc[2], extra={"tags": ["other"]})]
     parsed = parse(doc)
     assert parsed.duplicates == [(7, 0), (8, 6)]
-    assert parsed.rows.num_rows == 7
+    assert parsed.shared == [(9, 2)]
+    assert parsed.rows.num_rows == 10 and parsed.places == 7
 
 
 BAD = [
@@ -242,9 +248,9 @@ def item_lists(draw) -> list[dict]:
           suppress_health_check=[HealthCheck.too_slow])
 @given(item_lists())
 def test_fast_path_agrees_with_item_by_item_checks(items) -> None:
-    fast = locations._fast_batch(items, 0, {}, [])
+    fast = locations._fast_batch(items, 0)
     try:
-        checked = locations._checked_batch(items, 0, "f", {}, [], True)
+        checked = locations._checked_batch(items, 0, "f", True)
     except MapFormatError:
         assert fast is None, "the fast path accepted what the item checks refuse"
         return

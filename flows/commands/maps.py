@@ -28,14 +28,25 @@ def ingest(
     """Validate a map file and load its locations into the lake (replacing that map's)."""
     inv = invocation(ctx, lake, json_output)
     r = ingest_map(inv.lake, map_file, map_name)
+    places = "" if r.places == r.locations else f" on {r.places} places"
     if r.unchanged:
-        text = f"{r.map}: {r.locations} locations, unchanged since the last ingest"
+        text = f"{r.map}: {r.locations} locations{places}, unchanged since the last ingest"
     else:
-        text = f"{r.map}: {r.locations} locations ingested ({r.format}, {r.dialect}) into {inv.lake.uri}"
+        text = f"{r.map}: {r.locations} locations{places} ingested ({r.format}, {r.dialect}) into {inv.lake.uri}"
     if r.duplicates:
-        examples = ", ".join(f"item {i} = item {j}" for i, j in r.duplicate_examples)
-        text += f"\n{r.duplicates} duplicate locations kept once ({examples}{', ...' if r.duplicates > 5 else ''})"
+        text += f"\n{r.duplicates} exact duplicate locations, all kept ({_pairs(r.duplicate_examples, r.duplicates)})"
+    if r.shared_place:
+        text += (
+            f"\n{r.shared_place} locations share a panorama or coordinates with an earlier one, all kept; "
+            f"each place is fetched and embedded once ({_pairs(r.shared_place_examples, r.shared_place, 'shares with')})"
+        )
     emit(inv, r, text)
+
+
+def _pairs(examples: list[tuple[int, int]], total: int, joint: str = "=") -> str:
+    """``item 3 = item 0, item 4 = item 2, ...``: the first pairs of a duplicate report."""
+    shown = ", ".join(f"item {i} {joint} item {j}" for i, j in examples)
+    return shown + (", ..." if total > len(examples) else "")
 
 
 def export(
@@ -46,15 +57,25 @@ def export(
     tag_format: Annotated[
         str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}, {name} (the cluster's best name; needs `svcluster names RUN`).")
     ] = DEFAULT_TAG_FORMAT,
+    refresh_panos: Annotated[
+        bool,
+        typer.Option(
+            "--refresh-panos",
+            help="Write the pano ids the fetch refreshed (old ids Google deleted) into panoId / extra.panoId; by default the file's own ids are kept.",
+        ),
+    ] = False,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Write a map back in its own shape, with a cluster tag on every location of RUN."""
+    """Write a map back in its own shape: every location of the input, in order, each with its
+    place's cluster tag from RUN."""
     inv = invocation(ctx, lake, json_output)
     if not run and not map_name:
         raise SvclusterError("name a RUN to export, or --map NAME to export a map untagged")
-    r = export_map(inv.lake, out, map_name=map_name, run=run, tag_format=tag_format)
+    r = export_map(inv.lake, out, map_name=map_name, run=run, tag_format=tag_format, refresh_panos=refresh_panos)
     text = f"wrote {r.locations} locations of {r.map} to {r.out}"
+    if refresh_panos:
+        text += f"\n{r.refreshed_panos} stale pano ids replaced by their refreshed ids"
     if r.run:
         text += f"\n{r.tagged} tagged by {r.run}" + (f", {r.untagged} without an embedding left untagged" if r.untagged else "")
     emit(inv, r, text)

@@ -94,6 +94,9 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", help="Tagged map JSON [default: out/<map>.tagged.json].")] = None,
     summary: Annotated[Optional[Path], typer.Option("--summary", help="Run summary markdown [default: out/<map>.summary.md].")] = None,
     tag_format: Annotated[str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}, {name}.")] = "k{k}-c{cluster}",
+    refresh_panos: Annotated[
+        bool, typer.Option("--refresh-panos", help="Export: write refreshed pano ids in place of stale ones (see `export --help`).")
+    ] = False,
     runner: RunnerOpt = "thread",
     dask_address: DaskAddressOpt = None,
     dask_workers: DaskWorkersOpt = 2,
@@ -131,6 +134,7 @@ def run(
             export_out=str((out or Path(default_export)).resolve()),
             summary_out=str((summary or Path(default_summary)).resolve()),
             tag_format=tag_format,
+            refresh_panos=refresh_panos,
             runner=runner_options(runner, dask_address, dask_workers, threads),
             **params,
         )
