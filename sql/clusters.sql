@@ -122,14 +122,16 @@ WHERE p.cluster_a <> p.cluster_b
 ORDER BY p.cluster_a, p.cluster_b, p.location_id;
 
 -- A run against the map's own tags (human categories). Each distinct tag of a location counts
--- as one (location, tag) pair, so a location with two tags sits in two rows; tags matching
--- `ignore_pattern` (tags svcluster itself exported) are left out, and so are untagged locations.
+-- as one (location, tag) pair, so a location with two tags sits in two rows; tags svcluster
+-- itself exported (svcluster_tags()) are left out, and so are tags matching `ignore_pattern`
+-- (NULL: none) and untagged locations.
 CREATE OR REPLACE MACRO cluster_tag_pairs(run, ignore_pattern) AS TABLE
 SELECT location_id, cluster, tag
 FROM (SELECT location_id, cluster, unnest(list_distinct(tags)) AS tag
       FROM cluster_points
       WHERE run_id = run AND tags IS NOT NULL)
-WHERE NOT regexp_full_match(tag, ignore_pattern);
+WHERE tag NOT IN (SELECT tag FROM svcluster_tags())
+  AND (ignore_pattern IS NULL OR NOT regexp_full_match(tag, ignore_pattern));
 
 CREATE OR REPLACE MACRO cluster_tag_contingency(run, ignore_pattern) AS TABLE
 SELECT cluster, tag, count(*) AS locations

@@ -26,15 +26,19 @@ WHERE i.status = 'ok' AND i.pano_id IS NOT NULL
 GROUP BY i.location_id;
 
 -- One row per object of `map_name` in input order (every object, duplicates included): its
--- JSON, with `run`'s tag (its place's cluster) appended to extra.tags — tags matching
--- `stale_tag_pattern`, an earlier svcluster tag, are dropped first so tags never pile up. With
--- `refresh`, a pano id the fetch found stale is replaced by the one it was refreshed to, where
--- the object has it (panoId and/or extra.panoId), in the file's encoding (hex stays hex).
+-- JSON, with `run`'s tag (its place's cluster) appended to extra.tags. Tags svcluster wrote in
+-- an earlier export (svcluster_tags(): recorded per map in exported_tags) are dropped first, so
+-- tags never pile up; every other tag is the user's and stays. With `refresh`, a pano id the
+-- fetch found stale is replaced by the one it was refreshed to, where the object has it
+-- (panoId and/or extra.panoId), in the file's encoding (hex stays hex, in its case).
 -- With `run` NULL and `refresh` false every object is the input's own text.
-CREATE OR REPLACE MACRO export_locations(map_name, run, tag_format, stale_tag_pattern, refresh := false) AS TABLE
-WITH objects AS (
+CREATE OR REPLACE MACRO export_locations(map_name, run, tag_format, refresh := false) AS TABLE
+WITH ours AS (
+    SELECT coalesce(list(tag), []::VARCHAR[]) AS tags FROM svcluster_tags()
+), objects AS (
     SELECT l.position, l.location_id, l.raw, t.tag,
            coalesce(l.tags, []::VARCHAR[]) AS tags,
+           ours.tags AS ours,
            CASE WHEN s.pano_id IS NOT NULL AND s.pano_id IS DISTINCT FROM l.pano_id_decoded THEN
                CASE WHEN l.pano_id = l.pano_id_decoded THEN s.pano_id
                     WHEN l.pano_id = upper(l.pano_id) THEN upper(hex(s.pano_id))
@@ -42,15 +46,15 @@ WITH objects AS (
            END AS new_pano,
            l.pano_id AS old_pano
     FROM locations l
+    CROSS JOIN ours
     LEFT JOIN run_tags(run, tag_format) t ON t.location_id = l.location_id
     LEFT JOIN served_panos(map_name) s ON refresh AND s.location_id = l.location_id
     WHERE l.map = map_name
 ), patched AS (
     SELECT *,
-           -- a location the run did not assign keeps its tags unless one is an earlier
+           -- an object the run did not assign keeps its tags unless one is an earlier
            -- svcluster tag, which is dropped: it would be stale
-           run IS NOT NULL AND (tag IS NOT NULL
-                                OR len(list_filter(tags, lambda x: regexp_full_match(x, stale_tag_pattern))) > 0) AS retag
+           run IS NOT NULL AND (tag IS NOT NULL OR list_has_any(tags, ours)) AS retag
     FROM objects
 )
 SELECT position, location_id, tag, new_pano IS NOT NULL AS refreshed,
@@ -59,7 +63,7 @@ SELECT position, location_id, tag, new_pano IS NOT NULL AS refreshed,
                      raw::JSON,
                      -- only extra.tags is patched (a nested merge patch keeps every other field)
                      CASE WHEN retag THEN json_object('extra', json_object('tags', to_json(list_concat(
-                         list_filter(tags, lambda x: NOT regexp_full_match(x, stale_tag_pattern)),
+                         list_filter(tags, lambda x: NOT list_contains(ours, x)),
                          CASE WHEN tag IS NULL THEN []::VARCHAR[] ELSE [tag] END))))
                      ELSE '{}'::JSON END),
                      CASE WHEN new_pano IS NULL THEN '{}'::JSON

@@ -57,3 +57,15 @@ FROM read_parquet(getvariable('lake_root') || '/tables/cluster_assignments/*.par
 SEMI JOIN read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parquet', union_by_name = true) r
   ON r.run_id = a.run_id
 QUALIFY row_number() OVER (PARTITION BY a.run_id, a.location_id ORDER BY a.written_at DESC) = 1;
+
+-- Every tag an export wrote into a map (one row per map and tag): the tags that are
+-- svcluster's own. An export removes these and only these before adding its own.
+CREATE OR REPLACE VIEW exported_tags AS
+SELECT * EXCLUDE (written_at), written_at AS exported_at
+FROM read_parquet(getvariable('lake_root') || '/tables/exported_tags/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY map, tag ORDER BY written_at DESC) = 1;
+
+-- The tags svcluster wrote into any map of this lake (a map re-imported from an export carries
+-- them under another name too).
+CREATE OR REPLACE MACRO svcluster_tags() AS TABLE
+SELECT DISTINCT tag FROM exported_tags;

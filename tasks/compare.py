@@ -9,8 +9,8 @@ same, 0 = independent).
 Tags as human categories: each distinct tag of a location is one (location, tag) pair, so a
 location tagged ``desert`` and ``coast`` counts once under each; every number of a tag
 comparison (ARI, NMI, contingency, purity) is over those pairs. Tags that svcluster itself
-exported (``k5-c3``, any tag the default template makes) are ignored, and so are locations
-without a tag (counted in ``only_a``).
+exported (the lake records every one, ``exported_tags``) are ignored, and so are locations
+without a tag (counted in ``only_a``); every other tag is the user's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 
 from sql import load_sql
 from tasks.errors import SvclusterError
-from tasks.export import DEFAULT_TAG_FORMAT, stale_tag_pattern
 from tasks.lake import Lake
 from tasks.runs import resolve_run
 
@@ -161,9 +160,10 @@ def compare_runs(lake: Lake, run_a: str, run_b: str) -> Comparison:
 
 
 def compare_with_tags(lake: Lake, run: str, ignore_pattern: str | None = None) -> Comparison:
-    """Run against the tags already in its map, each tag a human category (see module doc)."""
+    """Run against the tags already in its map, each tag a human category (see module doc);
+    ``ignore_pattern`` leaves out more tags (a regular expression)."""
     ref = resolve_run(lake, run)
-    ignore = ignore_pattern or stale_tag_pattern(DEFAULT_TAG_FORMAT)
+    ignore = ignore_pattern
     params = {"run": ref.run_id, "ignore": ignore}
     pairs = lake.query(load_sql("compare_tag_pairs"), params)
     coverage = lake.query(load_sql("compare_tag_coverage"), params).to_pylist()[0]

@@ -8,18 +8,22 @@ its ``name`` and every other top-level field) and writes the file atomically.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from sql import load_sql
-from tasks.errors import NotFoundError, SvclusterError
+from tasks.errors import LakeError, NotFoundError, SvclusterError
 from tasks.lake import Lake
 from tasks.runs import resolve_run
+
+log = logging.getLogger("svcluster.export")
 
 DEFAULT_TAG_FORMAT = "k{k}-c{cluster}"
 PLACEHOLDERS = ("{k}", "{cluster}", "{run}", "{name}")
@@ -38,12 +42,6 @@ class ExportResult:
     tagged: int
     untagged: int
     refreshed_panos: int = 0
-
-
-def stale_tag_pattern(tag_format: str) -> str:
-    """A regular expression matching any tag this template makes (for any k, cluster, run)."""
-    parts = re.split(r"(\{k\}|\{cluster\}|\{run\}|\{name\})", tag_format)
-    return "".join(r"[0-9]+" if p in ("{k}", "{cluster}") else ".+" if p == "{run}" else ".*" if p == "{name}" else re.escape(p) for p in parts)
 
 
 def check_tag_format(tag_format: str) -> str:
@@ -85,9 +83,10 @@ def export_map(
         "map": name,
         "run": run_ref.run_id if run_ref else None,
         "tag_format": tag_format,
-        "stale": stale_tag_pattern(tag_format),
         "refresh": refresh_panos,
     }
+    if run_ref:
+        record_exported_tags(lake, name, run_ref.run_id, tag_format)
     head, tail = frame(info[0]["format"], info[0]["envelope"])
     total = tagged = refreshed = 0
     out_path = Path(out)
@@ -110,6 +109,25 @@ def export_map(
         tmp.unlink(missing_ok=True)
     untagged = total - tagged if run_ref else 0
     return ExportResult(str(out_path), name, run_ref.name if run_ref else None, total, tagged, untagged, refreshed)
+
+
+def record_exported_tags(lake: Lake, map_name: str, run_id: str, tag_format: str) -> None:
+    """Remember the tags this export writes into ``map_name`` (before the file is written, so a
+    file never holds a tag the lake does not know as svcluster's). On a lake that cannot be
+    written the export goes on, with a warning: a later export would keep these tags."""
+    tags = lake.query(load_sql("export_run_tags"), {"run": run_id, "tag_format": tag_format}).column("tag").to_pylist()
+    rows = pa.table(
+        {
+            "map": [map_name] * len(tags),
+            "tag": tags,
+            "tag_format": [tag_format] * len(tags),
+            "run_id": [run_id] * len(tags),
+        }
+    )
+    try:
+        lake.append("exported_tags", rows)
+    except LakeError as exc:
+        log.warning("could not record the exported tags in the lake (%s); a later export will not know them as svcluster's", exc)
 
 
 def frame(fmt: str, envelope: str | None) -> tuple[str, str]:

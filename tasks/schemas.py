@@ -198,7 +198,23 @@ CLUSTER_NAMES = TableSpec(
     ),
 )
 
+# Every tag an export wrote into a map, so later exports remove exactly svcluster's own tags
+# and comparisons with the map's tags never count them as the user's.
+EXPORTED_TAGS = TableSpec(
+    "exported_tags",
+    ("map", "tag"),
+    pa.schema(
+        [
+            ("map", pa.string()),
+            ("tag", pa.string()),
+            ("tag_format", pa.string()),  # the template that made it
+            ("run_id", pa.string()),  # the run whose export wrote it (the latest one)
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES)
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES, EXPORTED_TAGS)
 }

@@ -8,6 +8,7 @@ import pytest
 
 from tasks.compare import compare_runs, compare_with_tags
 from tasks.errors import NotFoundError, SvclusterError
+from tasks.export import export_map
 from tests.cluster_data import ingest_objects, write_labels
 
 
@@ -77,10 +78,12 @@ def test_renumbered_partition_is_identical_but_every_number_changed(lake, tmp_pa
 
 
 def test_compare_with_tags_counts_each_tag_and_ignores_svcluster_tags(lake, tmp_path):
-    tags = [["desert"], ["desert"], ["desert", "coast"], ["coast"], None, ["k5-c3"], ["forest", "k5-c1"], ["forest"], ["forest", "forest"], []]
+    # k3-c1 and k3-c2 are tags an export of m@v1 wrote (the map was re-imported from it)
+    tags = [["desert"], ["desert"], ["desert", "coast"], ["coast"], None, ["k3-c1"], ["forest", "k3-c2"], ["forest"], ["forest", "forest"], []]
     ids = ingest_objects(lake, tmp_path, objects(10, tags), "m")
     labels = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
     write_labels(lake, "m", "run_t", ids, labels)
+    export_map(lake, tmp_path / "m.tagged.json", run="m@v1")
     c = compare_with_tags(lake, "m@v1")
     cells = {(cell.a, cell.b): cell.locations for cell in c.contingency}
     assert cells == {(0, "desert"): 3, (0, "coast"): 1, (1, "coast"): 1, (2, "forest"): 3}
@@ -95,6 +98,13 @@ def test_compare_with_tags_counts_each_tag_and_ignores_svcluster_tags(lake, tmp_
     pair_tags = ["desert", "desert", "coast", "desert", "coast", "forest", "forest", "forest"]
     tag_ids = [sorted(set(pair_tags)).index(t) for t in pair_tags]
     assert c.ari == pytest.approx(ari_by_hand(pair_clusters, tag_ids))
+
+
+def test_a_tag_svcluster_never_wrote_is_the_users_even_if_it_looks_like_ours(lake, tmp_path):
+    ids = ingest_objects(lake, tmp_path, objects(4, [["k5-c3"], ["k5-c3"], ["2019"], ["2019"]]), "m")
+    write_labels(lake, "m", "run_t", ids, [0, 0, 1, 1])
+    c = compare_with_tags(lake, "m@v1")
+    assert {(cell.a, cell.b): cell.locations for cell in c.contingency} == {(0, "k5-c3"): 2, (1, "2019"): 2}
 
 
 def test_errors_name_what_is_missing(lake, tmp_path):

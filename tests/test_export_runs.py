@@ -10,6 +10,7 @@ import pytest
 
 from flows.cli import main
 from tasks.cluster import ClusterOptions, cluster_map
+from tasks.compare import compare_with_tags
 from tasks.export import export_map
 from tasks.ingest import ingest_map
 from tasks.sample import generate_locations, to_format
@@ -46,6 +47,9 @@ def run_lake(lake, tmp_path):
     result = cluster_map(lake, "small", ClusterOptions(k=3))
     rows = lake.query("SELECT location_id, cluster FROM cluster_assignments WHERE run_id = ?", [result.run.run_id]).to_pylist()
     labels = {r["location_id"]: r["cluster"] for r in rows}
+    # An earlier export at k=7 (small@v2) wrote the k7-c* tags odd_map() carries: svcluster's own.
+    cluster_map(lake, "small", ClusterOptions(k=7))
+    export_map(lake, tmp_path / "earlier.json", run="small@v2")
     return lake, doc, ids, labels, result
 
 
@@ -128,3 +132,38 @@ def test_cli_export_of_a_run(run_lake, tmp_path, capsys):
     assert exported[0]["extra"]["tags"][-1] == f"vis{labels[ids[0]]}"
     assert main(["--lake", lake.uri, "export", "small@v9", "--out", str(out)]) == 1
     assert "no cluster run named 'small@v9'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("template", ["{cluster}", "route-{cluster}", "{run}-{cluster}"])
+def test_export_never_removes_a_users_tag_that_fits_the_template(run_lake, tmp_path, template):
+    # Tags a user wrote that the template's shape matches: before, a pattern made from the
+    # current template deleted them.
+    lake, doc, ids, labels, result = run_lake
+    users = {"{cluster}": "2019", "route-{cluster}": "route-66", "{run}-{cluster}": "trip-2019"}[template]
+    doc["customCoordinates"][10]["extra"]["tags"] = [users, "keep"]
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    ingest_map(lake, path, "small")
+    out = tmp_path / "out.json"
+    export_map(lake, out, run="small@v1", tag_format=template)
+    tags = json.loads(out.read_text())["customCoordinates"][10]["extra"]["tags"]
+    ours = template.replace("{cluster}", str(labels[ids[10]])).replace("{run}", "small@v1")
+    assert tags == [users, "keep", ours]
+
+
+def test_tags_of_an_earlier_template_go_and_never_count_as_the_users(run_lake, tmp_path):
+    lake, doc, ids, labels, result = run_lake
+    first = tmp_path / "first.json"
+    export_map(lake, first, run="small@v1")  # k3-c* tags
+    ingest_map(lake, first, "small")  # the user re-imports the tagged map
+    second = tmp_path / "second.json"
+    export_map(lake, second, run="small@v1", tag_format="vis{cluster}")
+    for i, loc in enumerate(json.loads(second.read_text())["customCoordinates"]):
+        tags = loc.get("extra", {}).get("tags") or []
+        assert not any(t in ("k3-c0", "k3-c1", "k3-c2") or t.startswith("k7-") for t in tags), i
+        assert [t for t in tags if t.startswith("vis")] == ([f"vis{labels[ids[i]]}"] if ids[i] in labels else [])
+    recorded = lake.query("SELECT DISTINCT tag_format FROM exported_tags WHERE map = 'small' ORDER BY 1").column(0).to_pylist()
+    assert recorded == ["k{k}-c{cluster}", "vis{cluster}"]
+    ingest_map(lake, second, "small")
+    c = compare_with_tags(lake, "small@v1")
+    assert not {cell.b for cell in c.contingency} & {"k3-c0", "k3-c1", "k3-c2", "vis0", "vis1", "vis2"}

@@ -16,7 +16,7 @@ QUERIES = [
     "SELECT map, count(*) AS n, min(position) AS first, max(position) AS last FROM locations GROUP BY map ORDER BY map",
     "SELECT map, location_id, lat, lng, pano_id, region_code, tags, raw FROM locations ORDER BY map, position",
     "SELECT map, format, dialect, envelope, location_count, duplicates, file_sha256 FROM maps ORDER BY map",
-    "SELECT map, json FROM export_locations('mma', NULL, 'k{k}-c{cluster}', 'k[0-9]+-c[0-9]+') ORDER BY position",
+    "SELECT map, json FROM export_locations('mma', NULL, 'k{k}-c{cluster}') ORDER BY position",
 ]
 
 
