@@ -189,6 +189,7 @@ def _step_lines(r: Any) -> list[str]:
     run = c.run
     lines = [
         f"  ingest   {r.ingest.locations} locations"
+        + (f" on {r.ingest.places} places" if r.ingest.places != r.ingest.locations else "")
         + (" (unchanged)" if r.ingest.unchanged else f" ({r.ingest.dialect})")
         + f"  [{s.get('ingest', 0):.1f} s]",
         f"  fetch    {statuses.get('ok', 0)} views ok, {statuses.get('no_imagery', 0)} no imagery, "
