@@ -14,7 +14,7 @@ from tasks import precision
 from tasks.embed import EmbedOptions, embed_map, plan_embed
 from tasks.errors import SvclusterError
 from tasks.models import load_embedder
-from tasks.precision_check import check_precision, compare_vectors
+from tasks.precision_check import check_precision, compare_vectors, neighbour_agreement
 from tests.fixtures.models import add_views
 
 
@@ -101,15 +101,42 @@ def test_auto_follows_cpu_flags_and_the_cached_probe(svcluster_cache, monkeypatc
         precision.resolve_precision("int8", "cpu", baseline=True)
 
 
-def test_compare_vectors_measures_agreement():
-    rng = np.random.default_rng(1)
-    centres = rng.normal(size=(10, 32)) * 3
-    ref = np.concatenate([c + rng.normal(size=(20, 32)) for c in centres])
-    cos, ari = compare_vectors(ref, ref.copy())
-    assert cos.min() > 0.99999 and ari == 1.0
-    noisy = ref + rng.normal(size=ref.shape) * 8
-    cos2, ari2 = compare_vectors(ref, noisy)
-    assert np.median(cos2) < 0.95 and ari2 < 0.9
+def planted(seed: int = 1, clusters: int = 10, per: int = 20, dim: int = 32, spread: float = 3.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)) * spread
+    return np.concatenate([c + rng.normal(size=(per, dim)) for c in centres])
+
+
+def test_the_gate_passes_identical_vectors_and_fails_noisy_ones():
+    ref = planted()
+    same = compare_vectors(ref, ref.copy())
+    assert same.cosine_min > 0.99999 and same.neighbour_agreement == 1.0 and same.ari == 1.0 and same.passed
+    noisy = compare_vectors(ref, ref + np.random.default_rng(2).normal(size=ref.shape) * 8)
+    assert noisy.cosine_median < 0.95 and noisy.neighbour_agreement < 0.5 and noisy.ari < noisy.ari_seed_noise
+    assert not noisy.passed
+
+
+def test_neighbour_agreement_counts_shared_nearest_neighbours():
+    # Points on a line: each one's nearest neighbours are its index neighbours. Swapping two
+    # far-apart points changes the neighbour sets of exactly those two and their neighbours.
+    angles = np.linspace(0, np.pi / 2, 40)
+    ref = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    assert neighbour_agreement(ref, ref, 2) == 1.0
+    swapped = ref.copy()
+    swapped[[0, 39]] = swapped[[39, 0]]
+    # by hand, with 2 neighbours: rows 0 and 39 keep neither; rows 1 and 38 keep one of two
+    assert neighbour_agreement(ref, swapped, 2) == pytest.approx((40 - 2 - 2 / 2) / 40)
+
+
+def test_kmeans_agreement_is_judged_against_kmeans_own_seed_noise():
+    # Overlapping clusters: K-means with one init lands differently from seed to seed, so the
+    # ARI between fp32 seeds is well below 1; a tiny precision error moves labels no more than
+    # that and passes, where a fixed "ARI >= 0.95" would have failed it.
+    ref = planted(seed=3, clusters=12, per=15, dim=16, spread=0.9)
+    tiny = ref + np.random.default_rng(4).normal(size=ref.shape) * 1e-4
+    g = compare_vectors(ref, tiny, k=12)
+    assert g.ari_seed_noise < 0.9
+    assert g.ari >= g.ari_seed_noise and g.cosine_median > 0.9999 and g.passed
 
 
 def test_check_precision_gate_and_cli(small_lake_map, tiny_clip, capsys):
@@ -118,7 +145,8 @@ def test_check_precision_gate_and_cli(small_lake_map, tiny_clip, capsys):
     c = check_precision(lake, map_name, opts(tiny_clip, "int8"), sample=24, k=4)
     assert c.views == 24 and c.precision == "int8" and c.runtime == "onnxruntime" and c.k == 4
     assert 0.99 < c.cosine_min <= c.cosine_median <= 1.0
-    assert c.passed == (c.cosine_median >= 0.995 and c.ari >= 0.95)
+    assert 0 <= c.neighbour_agreement <= 1 and 0 <= c.ari_seed_noise <= 1
+    assert c.passed == (c.cosine_median >= 0.995 and c.neighbour_agreement >= 0.9 and c.ari >= c.ari_seed_noise)
     assert 0 < c.reference_spread < 2
     assert c.images_per_second > 0 and c.reference_images_per_second > 0
     code = cli_main(["--lake", lake.uri, "--json", "embed", "--map", map_name, "--model", str(tiny_clip),

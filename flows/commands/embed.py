@@ -67,8 +67,9 @@ def _check(inv, map_name: str, options: EmbedOptions, sample: int) -> None:
     verdict = "PASS" if c.passed else "FAIL"
     text = (
         f"{verdict}: {c.precision} ({c.runtime}) vs fp32 on {c.views} views of {c.map} with {c.model}\n"
-        f"cosine min {c.cosine_min:.4f}, median {c.cosine_median:.4f}; K-means k={c.k} ARI {c.ari:.3f}  "
-        f"(targets: {c.targets})\n"
+        f"cosine min {c.cosine_min:.4f}, median {c.cosine_median:.4f}; neighbour agreement@10 {c.neighbour_agreement:.3f}; "
+        f"K-means k={c.k} ARI vs fp32 {c.ari:.3f}, between fp32 seeds {c.ari_seed_noise:.3f}\n"
+        f"(pass: {c.targets})\n"
         f"spread between views (median cosine distance, fp32): {c.reference_spread:.4f} "
         f"vs precision error {1 - c.cosine_median:.4f}\n"
         f"speed {c.images_per_second:.2f} img/s vs fp32 {c.reference_images_per_second:.2f} img/s ({c.speedup:.2f}x)"
