@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.prefect_env import silence_prefect_notices
-from flows.artifacts import artifact_key, markdown_artifact
+from flows.artifacts import FlowProgress, artifact_key, markdown_artifact
 from flows.params import ClusterParams
 from flows.retries import retry_unless_user_error
 from sql import load_sql
@@ -24,7 +24,6 @@ from tasks.cluster import ClusterResult, RunSummary, cluster_map
 from tasks.compare import Comparison, compare_runs, compare_with_tags
 from tasks.errors import SvclusterError
 from tasks.lake import open_lake
-from tasks.progress import NullProgress
 from tasks.settings import load_settings
 
 silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
@@ -44,8 +43,9 @@ class ClusterFlowResult:
 
 @task(name="cluster-map", retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_user_error, timeout_seconds=4 * 3600, cache_policy=NO_CACHE)
 def cluster_task(lake_uri: str, map_name: str, options: Any) -> ClusterResult:
-    """Fit (or find) the run(s) for these options."""
-    return cluster_map(open_lake(lake_uri), map_name, options, NullProgress())
+    """Fit (or find) the run(s) for these options; a sweep's progress (one step per k) goes to a
+    progress artifact and to the console bar of the CLI that started the flow."""
+    return cluster_map(open_lake(lake_uri), map_name, options, FlowProgress(artifact_key("cluster", map_name), unit="k"))
 
 
 @task(name="report-run", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
@@ -102,8 +102,9 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
         f"- run id: `{run.run_id}`{' (reused: the same clustering was already in the lake)' if run.reused else ''}",
         f"- embeddings: {result.model} · {result.pooling} · {result.precision}",
         f"- locations clustered: {result.n_locations} of {result.map_locations}",
-        f"- k = {run.k} · inertia {_fmt(run.inertia, 2)} · silhouette {_fmt(run.silhouette)}",
+        f"- k = {run.k} ({run.nonempty} non-empty clusters) · inertia {_fmt(run.inertia, 2)} · silhouette {_fmt(run.silhouette)}",
     ]
+    lines += [f"- **warning**: {w}" for w in run.warnings]
     if result.note:
         lines.append(f"- note: {result.note}")
     if run.aligned_to:
@@ -112,8 +113,10 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
     total = sum(run.sizes) or 1
     lines += [f"| {i} | {n} | {100 * n / total:.1f}% |" for i, n in enumerate(run.sizes)]
     if len(result.runs) > 1:
-        lines += ["", "## Sweep", "", "| k | run | inertia | silhouette |", "|---:|---|---:|---:|"]
-        lines += [f"| {r.k} | {r.name} | {_fmt(r.inertia, 2)} | {_fmt(r.silhouette)} |" for r in result.runs]
+        lines += ["", "## Sweep", "", "| k | run | non-empty clusters | inertia | silhouette |", "|---:|---|---:|---:|---:|"]
+        lines += [f"| {r.k} | {r.name} | {r.nonempty} | {_fmt(r.inertia, 2)} | {_fmt(r.silhouette)} |" for r in result.runs]
+        others = [f"- **warning** ({r.name}, k={r.k}): {w}" for r in result.runs if r is not run for w in r.warnings]
+        lines += [""] + others if others else []
         if result.recommendation:
             lines += ["", f"Recommended: {result.recommendation}."]
     lines += ["", "## Compared with the previous version", ""]
@@ -159,4 +162,7 @@ def cluster_flow(map_name: str, lake: str | None = None, params: ClusterParams =
         report_markdown = report_task(lake_uri, run.run_id)
         markdown_artifact(artifact_key("cluster-report", map_name), report_markdown, f"report of {run.name}")
     logger.info("%s: k=%d, silhouette %s%s", run.name, run.k, _fmt(run.silhouette), " (reused)" if run.reused else "")
+    for r in result.runs:
+        for w in r.warnings:
+            logger.warning("%s (k=%d): %s", r.name, r.k, w)
     return ClusterFlowResult(result, run, previous, vs_previous, vs_tags, markdown)

@@ -1,2 +1,3 @@
--- Whether a map has been ingested.
-SELECT 1 FROM maps WHERE map = $map;
+-- Whether a map has been ingested, and the checksum of its current version (maps.file_sha256,
+-- recorded with every run made on it).
+SELECT file_sha256 FROM maps WHERE map = $map;

@@ -16,12 +16,25 @@ CREATE OR REPLACE MACRO location_region(region_code, lat, lng, cell_deg) AS
              || ',' || (floor(lng / cell_deg) * cell_deg)::DECIMAL(9, 3)::DOUBLE::VARCHAR);
 
 -- Every run with its parameters and metrics, newest last (what `svcluster runs` prints).
+-- Inertia and silhouette are measured in the clustered space: the PCA space when pca_dims is set.
+-- nonempty_clusters < k: the input was degenerate (fewer distinct vectors than k; `warnings`).
+-- `stale`: the run was made on an earlier version of its map, which was re-ingested with other
+-- content since (the map file's checksum recorded with the run is not the map's now; a run
+-- recorded before runs kept it counts as stale when the map was ingested after the run).
 CREATE OR REPLACE VIEW cluster_run_list AS
 SELECT r.name, r.run_id, r.map, r.model, r.pooling, r.precision, r.algorithm, r.k, r.pca_dims,
-       r.seed, r.n_locations, r.inertia, r.silhouette, p.name AS aligned_to_name, r.sweep_id,
-       r.created_at
+       r.seed, try_cast(json_extract_string(r.params, '$.n_init') AS INTEGER) AS n_init,
+       try_cast(json_extract_string(r.params, '$.max_iter') AS INTEGER) AS max_iter,
+       r.pca_explained_variance, r.n_locations,
+       coalesce(r.nonempty_clusters,
+                len(list_filter(try_cast(r.sizes AS BIGINT[]), lambda n: n > 0))) AS nonempty_clusters,
+       r.inertia, r.silhouette, p.name AS aligned_to_name, r.sweep_id, r.warnings,
+       coalesce(r.map_sha256 <> m.file_sha256, r.map_sha256 IS NULL AND r.created_at < m.ingested_at,
+                false) AS stale,
+       r.map_sha256, r.created_at
 FROM cluster_runs r
 LEFT JOIN cluster_runs p ON p.run_id = r.aligned_to
+LEFT JOIN maps m ON m.map = r.map
 ORDER BY r.map, r.created_at, r.run_id;
 
 -- Runs that differ only in k share a sweep_id: the k sweep as a table (inertia, silhouette per k).
@@ -42,7 +55,7 @@ ORDER BY run_id, cluster;
 -- tag its objects carry.
 CREATE OR REPLACE VIEW cluster_points AS
 SELECT a.run_id, r.map, a.location_id, a.cluster, a.distance, l.lat, l.lng, l.country_code,
-       l.region_code, l.tags
+       l.region_code, l.tags, l.pano_id
 FROM cluster_assignments a
 JOIN cluster_runs r ON r.run_id = a.run_id
 JOIN places l ON l.map = r.map AND l.location_id = a.location_id;
@@ -113,9 +126,10 @@ FROM cluster_pairs(run_a, run_b)
 GROUP BY cluster_a, cluster_b
 ORDER BY cluster_a, cluster_b;
 
--- Locations whose cluster number (and so whose exported tag) differs between the two runs.
+-- Locations whose cluster number (and so whose exported tag) differs between the two runs, with
+-- where they are (lat, lng, region, and the pano id a Street View link opens).
 CREATE OR REPLACE MACRO cluster_movers(run_a, run_b) AS TABLE
-SELECT p.location_id, p.cluster_a, p.cluster_b, l.lat, l.lng, l.region_code
+SELECT p.location_id, p.cluster_a, p.cluster_b, l.lat, l.lng, l.region_code, l.pano_id
 FROM cluster_pairs(run_a, run_b) p
 JOIN cluster_points l ON l.run_id = run_b AND l.location_id = p.location_id
 WHERE p.cluster_a <> p.cluster_b

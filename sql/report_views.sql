@@ -1,5 +1,6 @@
--- The fetched views (status ok) of the locations a report samples, by location and heading.
-SELECT location_id, heading, path, capture_date, pano_id
+-- The fetched views (status ok) of the locations a report samples, by location and heading,
+-- with the panorama and camera they show (for the Street View link of each thumbnail).
+SELECT location_id, heading, path, capture_date, pano_id, pitch, fov
 FROM images
 WHERE status = 'ok' AND path IS NOT NULL AND location_id IN (SELECT unnest($ids::VARCHAR[]))
 ORDER BY location_id, heading;

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings as pywarnings
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -80,6 +81,12 @@ class RunSummary:
     sizes: list[int]
     reused: bool
     aligned_to: str | None = None  # name of the run whose numbering this run follows
+    warnings: list[str] = field(default_factory=list)  # what was odd about the input (degenerate data)
+
+    @property
+    def nonempty(self) -> int:
+        """Clusters that hold a location (fewer than k when the input is degenerate)."""
+        return sum(1 for n in self.sizes if n)
 
 
 @dataclass(frozen=True)
@@ -117,11 +124,17 @@ class RunInfo:
     k: int
     pca_dims: int | None
     seed: int
+    n_init: int | None
+    max_iter: int | None
+    pca_explained_variance: float | None
     n_locations: int
-    inertia: float | None
-    silhouette: float | None
+    nonempty_clusters: int | None
+    inertia: float | None  # in the clustered space: PCA space when pca_dims is set
+    silhouette: float | None  # likewise
     aligned_to_name: str | None
     sweep_id: str | None
+    warnings: list[str]
+    stale: bool  # made on an earlier version of its map (re-ingested with other content since)
     created_at: object
 
 
@@ -138,6 +151,11 @@ class Fit:
     aligned_to: str | None = None
     aligned_name: str | None = None
     sizes: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def nonempty(self) -> int:
+        return sum(1 for n in self.sizes if n)
 
 
 # ---- choosing the embeddings ---------------------------------------------------------------
@@ -160,10 +178,18 @@ def parse_k(text: str) -> list[int]:
     return ks
 
 
+def map_checksum(con: duckdb.DuckDBPyConnection, map_name: str) -> str | None:
+    """The checksum (``maps.file_sha256``) of the map's current version; NotFoundError if the
+    map was never ingested."""
+    rows = con.sql(load_sql("cluster_map_exists"), params={"map": map_name}).fetchall()
+    if not rows:
+        raise NotFoundError(f"no map named {map_name!r} in the lake (ingest it first)")
+    return rows[0][0]
+
+
 def choose_embeddings(con: duckdb.DuckDBPyConnection, map_name: str, options: ClusterOptions) -> tuple[EmbeddingChoice, str | None]:
     """The (model, pooling, precision) to cluster, and a note when the choice was implicit."""
-    if not con.sql(load_sql("cluster_map_exists"), params={"map": map_name}).fetchall():
-        raise NotFoundError(f"no map named {map_name!r} in the lake (ingest it first)")
+    map_checksum(con, map_name)
     choices = embedding_choices(con, map_name)
     if not choices:
         raise NotFoundError(f"map {map_name!r} has no embeddings yet (run `svcluster embed --map {map_name}`)")
@@ -215,11 +241,14 @@ def check_options(options: ClusterOptions, n: int, dim: int) -> None:
 
 
 # ---- identity --------------------------------------------------------------------------------
-def run_parameters(chosen: EmbeddingSet, options: ClusterOptions, k: int | None) -> dict:
-    """Every parameter a run depends on (``k`` None: those a sweep shares)."""
+def run_parameters(chosen: EmbeddingSet, options: ClusterOptions, k: int | None, map_sha256: str | None = None) -> dict:
+    """Every parameter a run depends on (``k`` None: those a sweep shares). The map version
+    (its file's checksum) is one: a map re-ingested with other content gets runs of its own,
+    and the runs of its earlier version are known as such (``stale``)."""
     params = {
         "format": RUN_FORMAT,
         "map": chosen.map,
+        "map_sha256": map_sha256,
         "model": chosen.model,
         "pooling": chosen.pooling,
         "precision": chosen.precision,
@@ -254,13 +283,46 @@ def code_version() -> str:
 
 
 # ---- fitting -------------------------------------------------------------------------------
-def reduce_dims(matrix: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, float]:
-    """PCA to ``dims`` components (seeded); the reduced float32 matrix and the variance kept."""
+def reduce_dims(matrix: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, float | None]:
+    """PCA to ``dims`` components (seeded); the reduced float32 matrix and the variance kept
+    (None when the vectors do not vary at all: there is no variance to keep a share of)."""
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=dims, random_state=seed)
-    reduced = pca.fit_transform(matrix).astype(np.float32, copy=False)
-    return reduced, float(pca.explained_variance_ratio_.sum())
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore", RuntimeWarning)  # 0/0 variance ratio of constant vectors
+        reduced = pca.fit_transform(matrix).astype(np.float32, copy=False)
+        kept = float(pca.explained_variance_ratio_.sum())
+    return reduced, kept if np.isfinite(kept) else None
+
+
+def distinct_rows(x: np.ndarray) -> int:
+    """How many different vectors ``x`` holds (only asked when a fit found fewer clusters than k)."""
+    return int(len(np.unique(np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))))))
+
+
+def degenerate_warnings(x: np.ndarray, fit: "Fit", caught: list[str]) -> list[str]:
+    """Plain-language warnings for a fit on degenerate input, instead of scikit-learn's.
+
+    Fewer non-empty clusters than k happens when the map has fewer distinct vectors than k
+    (identical vectors: places embedded from the same or blank images, copies of one place).
+    Any other warning scikit-learn raised is kept as its message."""
+    found = int(np.count_nonzero(np.bincount(fit.labels, minlength=fit.k)))
+    out: list[str] = []
+    if found < fit.k:
+        distinct = distinct_rows(x)
+        if distinct <= 1:
+            out.append(
+                f"all {len(x)} vectors are identical: K-means put every place in one cluster of k={fit.k} "
+                "(were the places embedded from the same or from blank images?)"
+            )
+        else:
+            out.append(
+                f"only {found} of k={fit.k} clusters hold a place: the map has {distinct} distinct vectors "
+                f"among {len(x)} places; the other {fit.k - found} clusters are empty (use a smaller --k)"
+            )
+    out += [m for m in caught if "distinct clusters" not in m]
+    return out
 
 
 def fit_kmeans(x: np.ndarray, k: int, options: ClusterOptions) -> Fit:
@@ -278,10 +340,14 @@ def fit_kmeans(x: np.ndarray, k: int, options: ClusterOptions) -> Fit:
         )
     else:
         model = KMeans(n_clusters=k, init="k-means++", n_init=options.n_init, max_iter=options.max_iter, random_state=options.seed)
-    model.fit(x)
+    with pywarnings.catch_warnings(record=True) as caught:
+        pywarnings.simplefilter("always")
+        model.fit(x)
     labels = model.labels_.astype(np.int32)
     distances = own_centroid_distances(x, model.cluster_centers_.astype(np.float32), labels)
-    return Fit(k=k, labels=labels, distances=distances, inertia=float(model.inertia_), n_iter=int(model.n_iter_))
+    fit = Fit(k=k, labels=labels, distances=distances, inertia=float(model.inertia_), n_iter=int(model.n_iter_))
+    fit.warnings = degenerate_warnings(x, fit, list(dict.fromkeys(str(w.message) for w in caught)))
+    return fit
 
 
 def own_centroid_distances(x: np.ndarray, centers: np.ndarray, labels: np.ndarray, chunk: int = 65_536) -> np.ndarray:
@@ -462,6 +528,9 @@ def write_run(
         "pca_explained_variance": explained,
         "sizes": json.dumps(fit.sizes),
         "n_iter": fit.n_iter,
+        "nonempty_clusters": fit.nonempty,
+        "warnings": json.dumps(fit.warnings) if fit.warnings else None,
+        "map_sha256": params.get("map_sha256"),
         "code_version": code_version(),
         "created_at": now_utc(),
     }
@@ -479,7 +548,18 @@ def existing_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSummary | No
         prev = sql_rows(con, "cluster_run_row", {"run_id": r["aligned_to"]})
         aligned = prev[0]["name"] if prev else None
     sizes = json.loads(r["sizes"]) if r["sizes"] else []
-    return RunSummary(r["run_id"], r["name"], r["k"], r["inertia"], r["silhouette"], sizes, True, aligned)
+    return RunSummary(r["run_id"], r["name"], r["k"], r["inertia"], r["silhouette"], sizes, True, aligned, parse_warnings(r["warnings"]))
+
+
+def parse_warnings(raw: str | None) -> list[str]:
+    """A run's recorded warnings (``cluster_runs.warnings``, a JSON list) as a list."""
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return [str(raw)]
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def cluster_map(
@@ -491,10 +571,11 @@ def cluster_map(
     progress = progress or NullProgress()
     with lake.connect() as con:
         choice, note = choose_embeddings(con, map_name, options)
+        version = map_checksum(con, map_name)
         chosen = embedding_set(con, map_name, choice.model, choice.pooling, choice.precision)
         check_options(options, chosen.count, chosen.dim)
-        sweep_id = parameters_id(run_parameters(chosen, options, None))
-        planned = [(k, run_parameters(chosen, options, k)) for k in options.k_values()]
+        sweep_id = parameters_id(run_parameters(chosen, options, None, version))
+        planned = [(k, run_parameters(chosen, options, k, version)) for k in options.k_values()]
         summaries: dict[int, RunSummary] = {}
         for k, params in planned:
             found = existing_run(con, parameters_id(params))
@@ -506,9 +587,11 @@ def cluster_map(
             x, explained = vectors.matrix, None
             if options.pca_dims is not None:
                 x, explained = reduce_dims(x, options.pca_dims, options.seed)
-            progress.start(len(todo), f"fitting {options.algorithm}")
+            progress.start(len(todo), f"fitting {options.algorithm} " + (f"k={todo[0][0]}" if len(todo) == 1 else f"for {len(todo)} values of k"))
             for k, params in todo:
                 fit = fit_kmeans(x, k, options)
+                if options.pca_dims is not None and explained is None:
+                    fit.warnings.insert(0, "the vectors do not vary: PCA kept no variance")
                 align_to_previous(con, map_name, vectors.location_ids, fit)
                 fit.silhouette = sampled_silhouette(x, fit.labels, options.silhouette_sample, options.seed)
                 run_id = parameters_id(params)
@@ -523,6 +606,7 @@ def cluster_map(
                     fit.sizes,
                     False,
                     fit.aligned_name,
+                    fit.warnings,
                 )
                 progress.advance(1)
             progress.finish()
@@ -544,8 +628,9 @@ def cluster_map(
 
 
 def recommend(runs: list[RunSummary]) -> tuple[int | None, str | None]:
-    """The k of a sweep with the highest silhouette (the smaller k on a tie)."""
-    scored = [r for r in runs if r.silhouette is not None]
+    """The k of a sweep with the highest silhouette (the smaller k on a tie); a k whose fit
+    left clusters empty is only recommended when every k did."""
+    scored = [r for r in runs if r.silhouette is not None and r.nonempty == r.k] or [r for r in runs if r.silhouette is not None]
     if not scored:
         return None, "no silhouette could be computed; look at where the inertia stops falling fast"
     best = max(scored, key=lambda r: (r.silhouette, -r.k))
@@ -555,4 +640,4 @@ def recommend(runs: list[RunSummary]) -> tuple[int | None, str | None]:
 def runs(lake: Lake, map_name: str | None = None) -> list[RunInfo]:
     """Committed runs (of one map, or all), oldest first per map."""
     rows = lake.query(load_sql("cluster_runs_of_map"), {"map": map_name}).to_pylist()
-    return [RunInfo(**r) for r in rows]
+    return [RunInfo(**{**r, "warnings": parse_warnings(r["warnings"])}) for r in rows]

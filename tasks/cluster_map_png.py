@@ -11,11 +11,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tasks.report_geo import (
+    MARKERS,
     Projection,
     fitted_bounds,
     graticule_step,
     hex_rgb,
     map_size,
+    marker_mask,
 )
 
 BACKGROUND = (238, 243, 247)
@@ -27,11 +29,12 @@ GRID = (205, 214, 222)
 
 @dataclass(frozen=True)
 class LegendEntry:
-    """One legend line: a cluster's colour, label and size."""
+    """One legend line: a cluster's colour, marker shape (``report_geo.MARKERS``), label and size."""
 
     color: str
     label: str
     size: int
+    marker: str = "circle"
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -83,17 +86,20 @@ def render_cluster_map(
         lng0 += step
     pixels = np.asarray(map_img).copy()
 
-    # dots: stamp a small disc per point, biggest cluster first so small ones stay on top
+    # dots: stamp a small marker per point (its cluster's shape), biggest cluster first so small
+    # ones stay on top; with more than one shape in use a marker needs 2 px to show its shape
     x, y = proj.project(lat, lng)
     xi, yi = np.round(x).astype(np.int64), np.round(y).astype(np.int64)
     r = 1 if len(lat) > 50_000 else 2 if len(lat) > 5_000 else 3
-    offsets = [(dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1) if dx * dx + dy * dy <= r * r + r]
+    if len({e.marker for e in legend}) > 1:
+        r = max(r, 2)
+    masks = {m: marker_mask(m, r) for m in MARKERS}
     colors = np.array([hex_rgb(e.color) for e in legend] or [(0, 0, 0)], np.uint8)
     sizes = np.bincount(color_index, minlength=len(legend)) if len(color_index) else np.zeros(0, int)
     for ci in np.argsort(-sizes, kind="stable"):
         sel = color_index == ci
         px, py = xi[sel], yi[sel]
-        for dx, dy in offsets:
+        for dx, dy in masks[legend[ci].marker if ci < len(legend) else "circle"]:
             qx, qy = px + dx, py + dy
             ok = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
             pixels[qy[ok], qx[ok]] = colors[ci]
@@ -106,7 +112,7 @@ def render_cluster_map(
     ly += 28
     font = _font(14)
     for entry in legend:
-        draw.ellipse([lx, ly + 2, lx + 14, ly + 16], fill=hex_rgb(entry.color), outline=(90, 90, 90))
+        draw_marker(draw, entry.marker, lx + 7, ly + 9, 7, hex_rgb(entry.color))
         label = entry.label if len(entry.label) <= 34 else entry.label[:33] + "…"
         draw.text((lx + 22, ly), label, font=font, fill=INK)
         draw.text((lx + panel_w - 70, ly), f"{entry.size:,}", font=font, fill=MUTED)
@@ -114,6 +120,26 @@ def render_cluster_map(
     buf = io.BytesIO()
     img.save(buf, "PNG", optimize=False)
     return buf.getvalue()
+
+
+def draw_marker(draw: ImageDraw.ImageDraw, marker: str, cx: float, cy: float, r: float, fill: tuple[int, int, int]) -> None:
+    """A legend marker of radius ``r`` centred on (cx, cy), outlined in grey."""
+    outline = (90, 90, 90)
+    if marker == "square":
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline)
+    elif marker == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill, outline=outline)
+    elif marker == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill, outline=outline)
+    elif marker == "cross":
+        t = max(r / 3, 1.5)
+        draw.polygon(
+            [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t), (cx + t, cy + t),
+             (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t), (cx - r, cy - t), (cx - t, cy - t)],
+            fill=fill, outline=outline,
+        )  # fmt: skip
+    else:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline)
 
 
 def _deg(v: float, pos: str, neg: str) -> str:

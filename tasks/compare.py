@@ -22,6 +22,7 @@ import numpy as np
 from sql import load_sql
 from tasks.errors import SvclusterError
 from tasks.lake import Lake
+from tasks.report_geo import street_view_url
 from tasks.runs import resolve_run
 
 MOVERS_SHOWN = 20
@@ -53,7 +54,8 @@ class Purity:
 
 @dataclass(frozen=True)
 class Mover:
-    """A location whose cluster number differs between the two runs."""
+    """A location whose cluster number differs between the two runs, where it is, and a link
+    that opens it in Street View (its panorama when the map names one)."""
 
     location_id: str
     cluster_a: int
@@ -61,6 +63,8 @@ class Mover:
     lat: float | None
     lng: float | None
     region_code: str | None
+    pano_id: str | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def compare_runs(lake: Lake, run_a: str, run_b: str) -> Comparison:
         contingency=[ContingencyCell(c["cluster_a"], str(c["cluster_b"]), c["locations"]) for c in cells],
         purity=purity,
         spread=spread,
-        movers=[Mover(**m) for m in movers],
+        movers=[Mover(**m, url=street_view_url(m["lat"], m["lng"], m["pano_id"])) for m in movers],
     )
 
 

@@ -34,8 +34,9 @@ from tasks.runs import RunRef, resolve_run
 HTML_NAME = "report.html"
 PNG_NAME = "cluster_map.png"
 RUN_FIELDS = (
-    "name", "run_id", "map", "model", "pooling", "precision", "algorithm", "k", "pca_dims", "seed",
-    "n_locations", "inertia", "silhouette", "sweep_id", "aligned_to", "fingerprint", "code_version", "created_at",
+    "name", "run_id", "map", "model", "pooling", "precision", "algorithm", "k", "nonempty_clusters", "pca_dims",
+    "pca_explained_variance", "seed", "n_locations", "inertia", "silhouette", "warnings", "sweep_id", "aligned_to",
+    "fingerprint", "map_sha256", "code_version", "created_at",
 )
 
 
@@ -48,7 +49,9 @@ class ReportResult:
     html: str
     png: str
     locations: int
-    clusters: int
+    clusters: int  # non-empty clusters (fewer than k when the input was degenerate)
+    k: int
+    notices: list[str]  # the run is of an earlier version of the map; degenerate input
     sampled_locations: int
     thumbnails: int
     lookalikes: int
@@ -117,6 +120,8 @@ def build_report(
         png=str(out / PNG_NAME),
         locations=len(data.points),
         clusters=len(data.clusters),
+        k=int(data.run.get("k") or ref.k),
+        notices=notices(data),
         sampled_locations=len(_sample_ids(data)),
         thumbnails=sum(len(v) for v in data.views.values()),
         lookalikes=len(data.lookalikes),
@@ -155,6 +160,21 @@ def _sample_ids(data: ReportData) -> list[str]:
     return ids
 
 
+def notices(data: ReportData) -> list[str]:
+    """What the reader must know before trusting the page: a run of an earlier version of the
+    map, and the warnings recorded with the run (degenerate input)."""
+    from tasks.cluster import parse_warnings
+
+    out = [data.ref.stale_note] if data.ref.stale_note else []
+    return out + [f"warning: {w}" for w in parse_warnings(data.run.get("warnings"))]
+
+
+def k_and_clusters(data: ReportData) -> str:
+    """``k=5 · 5 non-empty clusters``: the k asked for and the clusters that hold a place."""
+    k = int(data.run.get("k") or data.ref.k)
+    return f"k={k} · {len(data.clusters)} non-empty cluster{'s' if len(data.clusters) != 1 else ''}"
+
+
 def page_data(data: ReportData) -> dict[str, Any]:
     """The JSON the page script reads: columns of points, clusters, samples, run and comparisons."""
     pts = data.points
@@ -176,16 +196,18 @@ def page_data(data: ReportData) -> dict[str, Any]:
                 "c": cluster_pos[int(pts.cluster[i])],
                 "region": pts.region[i],
                 "tags": tag_text[i],
-                "views": [{"h": v.heading, "src": v.src, "date": v.capture_date} for v in data.views.get(lid, [])],
+                "views": [{"h": v.heading, "src": v.src, "date": v.capture_date, "url": v.url} for v in data.views.get(lid, [])],
             }
         )
     bounds = fitted_bounds(pts.lat, pts.lng)
     width, height = map_size(bounds, 560, 720)
     distance = np.round(pts.distance.astype(np.float64), 4)
     run = {k: data.run.get(k) for k in RUN_FIELDS if k in data.run}
+    run["stale"] = "yes: made on an earlier version of the map" if data.ref.stale else "no"
     return {
-        "title": f"{data.ref.name} · {len(data.clusters)} clusters of {len(pts):,} locations",
+        "title": f"{data.ref.name} · {k_and_clusters(data)} of {len(pts):,} locations",
         "subtitle": f"map {data.ref.map} · model {data.run.get('model')} · run {data.ref.run_id}",
+        "notices": notices(data),
         "map": {"bounds": bounds, "width": width, "height": height, "pad": 12, "graticule": graticule_step(bounds)},
         "points": {
             "lat": np.round(pts.lat, 5).tolist(),
@@ -201,6 +223,7 @@ def page_data(data: ReportData) -> dict[str, Any]:
             {
                 "id": c.cluster,
                 "color": c.color,
+                "marker": c.marker,
                 "size": c.size,
                 "share": c.share,
                 "names": c.names,
@@ -290,10 +313,10 @@ def sweep_svg(points: list[SweepPoint], current_k: int, width: int = 620, height
 def render_png(data: ReportData) -> bytes:
     pos = {c.cluster: i for i, c in enumerate(data.clusters)}
     legend = [
-        LegendEntry(c.color, f"{c.cluster}" + (f" · {c.names[0]}" if c.names else ""), c.size) for c in data.clusters
+        LegendEntry(c.color, f"{c.cluster}" + (f" · {c.names[0]}" if c.names else ""), c.size, c.marker) for c in data.clusters
     ]
     index = np.asarray([pos[int(c)] for c in data.points.cluster.tolist()], np.int64)
-    title = f"{data.ref.name}: {len(data.clusters)} clusters · model {data.run.get('model')}"
+    title = f"{data.ref.name}: {k_and_clusters(data)} · model {data.run.get('model')}" + (" · earlier map version" if data.ref.stale else "")
     return render_cluster_map(data.points.lat, data.points.lng, index, legend, title)
 
 
@@ -348,8 +371,9 @@ def summary_markdown(result: ReportResult, rows: list[dict[str, Any]], png_path:
     lines = [
         f"# Clusters of {result.run}",
         "",
-        f"{result.locations:,} locations in {result.clusters} clusters · run `{result.run_id}`",
+        f"{result.locations:,} locations in {result.clusters} non-empty clusters (k={result.k}) · run `{result.run_id}`",
         "",
+        *[f"> **{n}**\n" for n in result.notices],
         f"![cluster map]({_md_url(png_path)})",
         "",
         f"Full report: [{HTML_NAME}]({_md_url(html_path)}) · {result.names}",

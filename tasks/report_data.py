@@ -22,7 +22,7 @@ from tasks.errors import LakeError, NotFoundError, SvclusterError
 from tasks.lake import Lake
 from tasks.naming import RunVectors, cluster_names, load_run_vectors
 from tasks.progress import NullProgress, Progress
-from tasks.report_geo import cluster_color, geographic_centroid, haversine_km
+from tasks.report_geo import cluster_color, cluster_marker, geographic_centroid, haversine_km, street_view_url
 from tasks.runs import RunRef
 
 THUMB_PX = 160
@@ -65,6 +65,7 @@ class ClusterSummary:
     tags: list[tuple[str, float]]  # the map's own tags most common in the cluster
     typical: list[str]  # location ids nearest the centroid
     edges: list[str]  # location ids farthest from the centroid
+    marker: str = "circle"  # the second visual cue past 20 clusters (report_geo.MARKERS)
 
 
 @dataclass
@@ -102,11 +103,21 @@ class SweepPoint:
 
 @dataclass
 class View:
-    """A downscaled view of a sampled location, as a data URI."""
+    """A downscaled view of a sampled location, as a data URI, and where it was taken: the
+    panorama and camera it shows (``street_view_url`` opens the same view in Google Maps)."""
 
     heading: int
     src: str
     capture_date: str | None
+    pano_id: str | None = None
+    lat: float | None = None
+    lng: float | None = None
+    pitch: float | None = None
+    fov: float | None = None
+
+    @property
+    def url(self) -> str:
+        return street_view_url(self.lat, self.lng, self.pano_id, self.heading, self.pitch, self.fov)
 
 
 @dataclass
@@ -170,6 +181,7 @@ def summarise_clusters(
             ClusterSummary(
                 cluster=int(c),
                 color=cluster_color(i),
+                marker=cluster_marker(i),
                 size=len(idx),
                 share=len(idx) / n if n else 0.0,
                 names=names.get(int(c), []),
@@ -306,8 +318,9 @@ def thumbnail_data_uri(data: bytes, px: int = THUMB_PX) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def load_views(lake: Lake, location_ids: list[str], progress: Progress) -> dict[str, list[View]]:
-    """Thumbnails of the fetched views of these locations (at most 4 each)."""
+def load_views(lake: Lake, location_ids: list[str], progress: Progress, where: dict[str, tuple[float, float]] | None = None) -> dict[str, list[View]]:
+    """Thumbnails of the fetched views of these locations (at most 4 each); ``where`` gives each
+    location's (lat, lng) for the Street View link of a view without a pano id."""
     if not location_ids:
         return {}
     rows = lake.query(load_sql("report_views"), {"ids": sorted(set(location_ids))}).to_pylist()
@@ -331,7 +344,9 @@ def load_views(lake: Lake, location_ids: list[str], progress: Progress) -> dict[
     with ThreadPoolExecutor(max_workers=4) as pool:
         for r, src in pool.map(one, chosen):
             if src:
-                out.setdefault(r["location_id"], []).append(View(int(r["heading"]), src, r["capture_date"]))
+                lat, lng = (where or {}).get(r["location_id"], (None, None))
+                view = View(int(r["heading"]), src, r["capture_date"], r["pano_id"], lat, lng, r["pitch"], r["fov"])
+                out.setdefault(r["location_id"], []).append(view)
     progress.finish()
     return out
 
@@ -389,7 +404,9 @@ def gather_report(lake: Lake, ref: RunRef, progress: Progress | None = None) -> 
 
     t0 = time.perf_counter()
     sampled = [lid for c in clusters for lid in c.typical + c.edges] + [lid for p in lookalikes for lid in (p.a, p.b)]
-    views = load_views(lake, sampled, progress)
+    point_of = {lid: i for i, lid in enumerate(points.location_ids)}
+    where = {lid: (float(points.lat[point_of[lid]]), float(points.lng[point_of[lid]])) for lid in set(sampled)}
+    views = load_views(lake, sampled, progress, where)
     timings["thumbnails"] = time.perf_counter() - t0
     return ReportData(
         ref=ref, run=run, params=params, points=points, clusters=clusters, lookalikes=lookalikes,

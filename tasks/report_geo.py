@@ -1,32 +1,58 @@
-"""Geography for the report: great-circle distances, geographic centroids, the map projection
-and the cluster palette (shared by the HTML page and the PNG so both look the same)."""
+"""Geography for the report: great-circle distances, geographic centroids, the map projection,
+the cluster palette and marker shapes (shared by the HTML page and the PNG so both look the
+same), and links that open a place in Street View."""
 
 from __future__ import annotations
 
 import colorsys
 import math
+from urllib.parse import urlencode
 from dataclasses import dataclass
 
 import numpy as np
 
 EARTH_KM = 6371.0088
 
-# 20 well-separated colours (Tableau 20 reordered: strong hues first); more clusters cycle
-# through golden-ratio hues.
+# 20 well-separated colours (Tableau 20 reordered: strong hues first). Past 20 clusters a colour
+# alone cannot stay distinct, so every cluster also has a marker shape: clusters 0-19 are
+# circles, 20-39 squares, 40-59 triangles, 60-79 diamonds, 80-99 crosses, each block in the same
+# 20 colours, so no two of the first 100 clusters share both colour and shape. Beyond 100 the
+# colours are golden-ratio hues and the shapes cycle.
 _PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
     "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
     "#f7b6d2", "#9edae5", "#dbdb8d", "#393b79",
 )
+MARKERS = ("circle", "square", "triangle", "diamond", "cross")
 
 
 def cluster_color(i: int) -> str:
     """The colour of the i-th cluster (by position in the legend), as #rrggbb."""
-    if i < len(_PALETTE):
-        return _PALETTE[i]
+    if i < len(_PALETTE) * len(MARKERS):
+        return _PALETTE[i % len(_PALETTE)]
     h = (i * 0.618033988749895) % 1.0
     r, g, b = colorsys.hls_to_rgb(h, 0.5, 0.65)
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+
+def cluster_marker(i: int) -> str:
+    """The marker shape of the i-th cluster (one of MARKERS): the second cue past 20 clusters."""
+    if i < len(_PALETTE) * len(MARKERS):
+        return MARKERS[i // len(_PALETTE)]
+    return MARKERS[i % len(MARKERS)]
+
+
+def marker_mask(marker: str, r: int) -> list[tuple[int, int]]:
+    """The pixel offsets (dx, dy) of a marker of radius ``r`` (the PNG stamps these)."""
+    span = range(-r, r + 1)
+    inside = {
+        "circle": lambda dx, dy: dx * dx + dy * dy <= r * r + r,
+        "square": lambda dx, dy: True,
+        "triangle": lambda dx, dy: 2 * abs(dx) <= dy + r,  # apex up, base at the bottom
+        "diamond": lambda dx, dy: abs(dx) + abs(dy) <= r,
+        "cross": lambda dx, dy: abs(dx) <= max(r // 3, 0) or abs(dy) <= max(r // 3, 0),
+    }[marker]
+    return [(dx, dy) for dx in span for dy in span if inside(dx, dy)]
 
 
 def hex_rgb(color: str) -> tuple[int, int, int]:
@@ -107,3 +133,20 @@ def graticule_step(bounds: tuple[float, float, float, float]) -> float:
         if span / step <= 10:
             return float(step)
     return 45.0
+
+
+def street_view_url(
+    lat: float | None, lng: float | None, pano_id: str | None = None, heading: float | None = None,
+    pitch: float | None = None, fov: float | None = None,
+) -> str:  # fmt: skip
+    """A Google Maps URL (Maps URLs, ``map_action=pano``) that opens Street View at this panorama
+    (else the panorama nearest ``lat, lng``) looking at ``heading``."""
+    query: dict[str, str] = {"api": "1", "map_action": "pano"}
+    if lat is not None and lng is not None:
+        query["viewpoint"] = f"{lat:.6f},{lng:.6f}"
+    if pano_id:
+        query["pano"] = pano_id
+    for key, value in (("heading", heading), ("pitch", pitch), ("fov", fov)):
+        if value is not None and math.isfinite(float(value)):
+            query[key] = f"{float(value):g}"
+    return "https://www.google.com/maps/@?" + urlencode(query, safe=",")

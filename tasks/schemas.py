@@ -160,6 +160,9 @@ CLUSTER_RUNS = TableSpec(
             ("pca_explained_variance", pa.float64()),  # share of variance the PCA kept
             ("sizes", pa.string()),  # JSON list: locations per cluster number
             ("n_iter", pa.int32()),  # iterations the fit ran
+            ("nonempty_clusters", pa.int32()),  # clusters that hold a location (fewer than k: degenerate input)
+            ("warnings", pa.string()),  # JSON list of what was odd about the input (identical vectors ...) or null
+            ("map_sha256", pa.string()),  # maps.file_sha256 of the map version the run was made on
             ("code_version", pa.string()),
             ("created_at", TIMESTAMP),
             ("written_at", TIMESTAMP),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
@@ -266,3 +269,159 @@ def test_cluster_on_an_s3_lake(s3_lake, tmp_path):
     labels, _ = assignments(s3_lake, again.run.run_id)
     assert adjusted_rand_score([truth[locs.index(next(l for l in locs if l["location_id"] == i))] for i in labels], list(labels.values())) == pytest.approx(1.0)
     assert assignments(s3_lake, first.run.run_id)[0] == labels
+
+
+# ---- degenerate input (issue 15.9) ----------------------------------------------------------
+@pytest.fixture
+def few_distinct(lake, tmp_path):
+    """60 places whose embeddings are only 3 distinct vectors (20 copies each)."""
+    locs = ingest_sample(lake, tmp_path, n=60)
+    ids = [loc["location_id"] for loc in locs]
+    matrix = np.repeat(np.eye(8, dtype=np.float32)[:3], 20, axis=0)
+    append_embeddings(lake, ids, matrix)
+    return lake, ids
+
+
+def test_fewer_distinct_vectors_than_k_is_a_recorded_warning_not_a_sklearn_one(few_distinct, capsys):
+    import warnings
+
+    lake, ids = few_distinct
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["--lake", lake.uri, "cluster", "--map", "chile", "--k", "5"]) == 0
+    assert [str(w.message) for w in caught if "sklearn" in w.filename or "distinct clusters" in str(w.message)] == []
+    out = capsys.readouterr().out
+    assert "warning: chile@v1 (k=5, 3 non-empty clusters): only 3 of k=5 clusters hold a place" in out
+    assert "3 distinct vectors among 60 places" in out and "use a smaller --k" in out
+    row = lake.query("SELECT nonempty_clusters, warnings, sizes FROM cluster_runs").to_pylist()[0]
+    assert row["nonempty_clusters"] == 3 and json.loads(row["sizes"]) == [20, 20, 20, 0, 0]
+    assert "only 3 of k=5" in json.loads(row["warnings"])[0]
+    # reused: the warning comes back with the run
+    again = cluster_map(lake, "chile", ClusterOptions(k=5))
+    assert again.run.reused and again.run.warnings == json.loads(row["warnings"]) and again.run.nonempty == 3
+    # and `runs` shows it, with the number of clusters that hold a place
+    assert main(["--lake", lake.uri, "runs"]) == 0
+    out = capsys.readouterr().out
+    header, line = out.splitlines()[:2]
+    assert header.split()[:4] == ["run", "run_id", "k", "clusters"]
+    assert line.split()[2:4] == ["5", "3"] and "WARNING: only 3 of k=5 clusters hold a place" in line
+    assert "degenerate input" in out
+
+
+def test_identical_vectors_and_pca_without_variance_are_said(lake, tmp_path):
+    import warnings
+
+    locs = ingest_sample(lake, tmp_path, n=30)
+    append_embeddings(lake, [loc["location_id"] for loc in locs], np.ones((30, 8), np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = cluster_map(lake, "chile", ClusterOptions(k=4, pca_dims=2))
+    assert [str(w.message) for w in caught] == []
+    assert r.run.nonempty == 1 and r.run.sizes == [30, 0, 0, 0] and r.run.silhouette is None
+    assert r.run.warnings[0] == "the vectors do not vary: PCA kept no variance"
+    assert r.run.warnings[1].startswith("all 30 vectors are identical")
+    row = lake.query("SELECT pca_explained_variance FROM cluster_runs").to_pylist()[0]
+    assert row["pca_explained_variance"] is None  # not NaN
+
+    from flows.cluster import summary_markdown
+
+    md = summary_markdown(r, r.run, None, None, None)
+    assert "- k = 4 (1 non-empty clusters)" in md and "- **warning**: all 30 vectors are identical" in md
+
+
+def test_a_sweep_recommends_a_k_whose_clusters_all_hold_places(few_distinct):
+    lake, _ = few_distinct
+    sweep = cluster_map(lake, "chile", ClusterOptions(ks=[2, 3, 4, 5]))
+    assert [r.nonempty for r in sweep.runs] == [2, 3, 3, 3]
+    assert sweep.recommended_k == 3
+
+
+# ---- runs: header, every parameter, PCA-space metrics (issue 15.14) ---------------------------
+def test_runs_lists_every_parameter_under_a_header_and_marks_pca_metrics(banded, capsys):
+    lake, ids, _ = banded
+    cluster_map(lake, "chile", ClusterOptions(k=5, n_init=3))
+    cluster_map(lake, "chile", ClusterOptions(k=5, pca_dims=4))
+    assert main(["--lake", lake.uri, "runs", "--map", "chile"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header == ["run", "run_id", "k", "clusters", "algorithm", "n_init", "pca", "seed", "places", "inertia",
+                      "silhouette", "embeddings", "created", "notes"]
+    plain = dict(zip(header, lines[1].split()))
+    reduced = dict(zip(header, lines[2].split()))
+    assert (plain["run"], plain["n_init"], plain["pca"], plain["clusters"]) == ("chile@v1", "3", "-", "5")
+    assert not plain["inertia"].endswith("*") and not plain["silhouette"].endswith("*")
+    assert reduced["run"] == "chile@v2" and reduced["pca"] == "4" and lines[2].split()[7].startswith("(")
+    assert re.search(r"\d\.\d\*\s+\d\.\d{3}\*", lines[2]), "both metrics marked as PCA-space"
+    assert any(line.startswith("*: inertia and silhouette measured in the PCA space") for line in lines)
+    doc = runs(lake, "chile")
+    assert (doc[0].n_init, doc[1].pca_dims, doc[1].n_init) == (3, 4, 1) and 0 < doc[1].pca_explained_variance <= 1
+
+
+# ---- stale runs (issue 15.12) --------------------------------------------------------------
+def test_runs_of_an_earlier_map_version_are_stale(banded, tmp_path, capsys):
+    from tasks.ingest import ingest_map
+    from tasks.runs import resolve_run
+
+    lake, ids, _ = banded
+    v1 = cluster_map(lake, "chile", ClusterOptions(k=5))
+    version = lake.query("SELECT file_sha256 FROM maps").column(0)[0].as_py()
+    assert lake.query("SELECT map_sha256 FROM cluster_runs").column(0)[0].as_py() == version
+    assert not resolve_run(lake, "chile@v1").stale
+    # the same file again: still the current version
+    ingest_map(lake, tmp_path / "chile.json", "chile")
+    assert not resolve_run(lake, "chile@v1").stale and cluster_map(lake, "chile", ClusterOptions(k=5)).run.reused
+    # other content under the same name (the user added a tag of their own to one location)
+    doc = json.loads((tmp_path / "chile.json").read_text(encoding="utf-8"))
+    doc["customCoordinates"][0].setdefault("extra", {})["tags"] = ["mine"]
+    (tmp_path / "chile2.json").write_text(json.dumps(doc), encoding="utf-8")
+    ingest_map(lake, tmp_path / "chile2.json", "chile")
+    old = resolve_run(lake, "chile@v1")
+    assert old.stale and "earlier version of map 'chile'" in old.stale_note
+    # the same request now makes a run of the new version (same vectors, same labels)
+    v2 = cluster_map(lake, "chile", ClusterOptions(k=5))
+    assert not v2.run.reused and v2.run.name == "chile@v2" and v2.run.sizes == v1.run.sizes
+    assert not resolve_run(lake, "chile@v2").stale and resolve_run(lake, "chile@v1").stale
+    assert main(["--lake", lake.uri, "runs"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "STALE: made on an earlier version of chile" in out[1] and "STALE" not in out[2]
+    assert any(line.startswith("STALE: the map was re-ingested") for line in out)
+
+
+def test_runs_recorded_before_map_checksums_are_judged_by_time(lake, tmp_path):
+    """A run without map_sha256 (an older lake) is stale when its map was ingested after it."""
+    from tasks.runs import resolve_run
+    from tests.cluster_data import write_labels
+
+    locs = ingest_sample(lake, tmp_path, n=10)
+    write_labels(lake, "chile", "legacy_run_0001", [loc["location_id"] for loc in locs], [0, 1] * 5, minutes=0)
+    # write_labels dates its run 2026-01-01, before this ingest: a run of an earlier version
+    assert resolve_run(lake, "chile@v1").stale
+    lake.append("cluster_runs", pa.Table.from_pylist([{"run_id": "legacy_run_0002", "map": "chile", "k": 2, "algorithm": "kmeans",
+                                                        "seed": 0, "n_locations": 10, "model": "m", "created_at": datetime.now(UTC)}]))
+    assert not resolve_run(lake, "legacy_run_0002").stale
+
+
+# ---- a sweep's progress in the pipeline (issue 15.14) --------------------------------------
+def test_the_pipeline_cluster_task_reports_a_sweeps_progress(banded):
+    from flows.artifacts import console_progress
+    from flows.cluster import cluster_task
+
+    lake, _, _ = banded
+    seen: list[tuple] = []
+
+    class Recorder:
+        def start(self, total, description):
+            seen.append(("start", total, description))
+
+        def advance(self, amount=1):
+            seen.append(("advance", amount))
+
+        def finish(self):
+            seen.append(("finish",))
+
+    with console_progress(lambda unit: Recorder()):
+        result = cluster_task.fn(lake.uri, "chile", ClusterOptions(ks=[2, 3, 4]))
+    assert len(result.runs) == 3
+    fitting = [e for e in seen if e[0] == "start" and "fitting" in e[2]]
+    assert fitting == [("start", 3, "fitting kmeans for 3 values of k")]
+    assert seen.count(("advance", 1)) >= 3 and seen[-1] == ("finish",)

@@ -117,3 +117,24 @@ def test_errors_name_what_is_missing(lake, tmp_path):
         compare_with_tags(lake, "m@v1")
     with pytest.raises(NotFoundError, match="no cluster run named 'm@v9'"):
         compare_runs(lake, "m@v1", "m@v9")
+
+
+def test_movers_show_where_they_are_and_link_to_street_view(lake, tmp_path, capsys):
+    from urllib.parse import parse_qs, urlparse
+
+    from flows.cli import main
+
+    ids = ingest_objects(lake, tmp_path, objects(10), "m")
+    write_labels(lake, "m", "run_a_000001", ids, A, minutes=0)
+    write_labels(lake, "m", "run_b_000002", ids, B, minutes=1)
+    c = compare_runs(lake, "m@v1", "m@v2")
+    moved = {m.location_id: m for m in c.movers}
+    i = 2  # A 0 -> B 1
+    m = moved[ids[i]]
+    assert (m.lat, m.lng, m.pano_id) == (-21.0, -70.0, f"pano{i:04d}xxxxxxxxxxxxxx")
+    q = {k: v[0] for k, v in parse_qs(urlparse(m.url).query).items()}
+    assert q == {"api": "1", "map_action": "pano", "viewpoint": "-21.000000,-70.000000", "pano": m.pano_id}
+    assert main(["--lake", lake.uri, "compare", "m@v1", "m@v2"]) == 0
+    out = capsys.readouterr().out
+    assert "movers (first 2 of 2; all: the cluster_movers SQL macro)" in out
+    assert f"  {ids[i]}  0 -> 1  -21.00000, -70.00000  {m.url}" in out.splitlines()

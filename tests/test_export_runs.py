@@ -167,3 +167,36 @@ def test_tags_of_an_earlier_template_go_and_never_count_as_the_users(run_lake, t
     ingest_map(lake, second, "small")
     c = compare_with_tags(lake, "small@v1")
     assert not {cell.b for cell in c.contingency} & {"k3-c0", "k3-c1", "k3-c2", "vis0", "vis1", "vis2"}
+
+
+def test_a_run_of_an_earlier_map_version_is_stale_and_its_coverage_is_counted_by_cause(run_lake, tmp_path):
+    """After a re-ingest with five locations moved (five new places, embedded since), the old
+    run still tags the places it has; the five new ones are not 'without an embedding': they
+    have one, the run was made before them (issue 15.12)."""
+    from tasks.runs import resolve_run, run_coverage
+
+    lake, doc, ids, labels, result = run_lake
+    changed = copy.deepcopy(doc)
+    for i, loc in enumerate(changed["customCoordinates"][:5]):
+        loc["lat"] += 0.01
+        loc["panoId"] = None
+        loc.pop("extra", None)
+    path = tmp_path / "small-v2.json"
+    path.write_text(json.dumps(changed, ensure_ascii=False), encoding="utf-8")
+    ingest_map(lake, path, "small")
+    new_ids = lake.query("SELECT location_id FROM locations WHERE map = 'small' ORDER BY position").column(0).to_pylist()
+    assert set(new_ids[:5]).isdisjoint(ids) and new_ids[5:] == ids[5:]
+    append_embeddings(lake, new_ids[:5], np.random.default_rng(5).standard_normal((5, 8)).astype(np.float32), model="baseline")
+    old = resolve_run(lake, "small@v1")
+    assert old.stale
+    cov = run_coverage(lake, old)
+    assert (cov.objects, cov.objects_in_run, cov.objects_embedded_not_in_run, cov.objects_without_embedding) == (40, 25, 5, 10)
+    assert (cov.places, cov.places_in_run, cov.places_embedded_not_in_run, cov.places_without_embedding) == (40, 25, 5, 10)
+    assert cov.run_places_gone == 5
+    r = export_map(lake, tmp_path / "old.json", run="small@v1")
+    assert r.tagged == cov.objects_in_run and r.untagged == cov.objects_embedded_not_in_run + cov.objects_without_embedding
+    # a run of the current version covers every embedded place
+    fresh = resolve_run(lake, cluster_map(lake, "small", ClusterOptions(k=3)).run.run_id)
+    assert not fresh.stale
+    cov = run_coverage(lake, fresh)
+    assert (cov.objects_in_run, cov.objects_embedded_not_in_run, cov.objects_without_embedding, cov.run_places_gone) == (30, 0, 10, 0)

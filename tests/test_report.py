@@ -199,3 +199,109 @@ def test_report_artifacts_markdown_and_png_in_the_lake(lake, tmp_path, swept):
     rows = [line for line in markdown.splitlines() if re.match(r"\| \d+ \|", line)]
     sizes = np.bincount(np.minimum(m.band, 3))
     assert rows == [f"| {c} | {sizes[c]:,} | – |" for c in range(4)]
+
+
+# ---- issue 15: k and non-empty clusters, stale runs, Street View links, > 20 clusters ---------
+def test_report_of_a_degenerate_run_says_k_and_the_non_empty_clusters(lake, tmp_path, capsys):
+    from tasks.cluster import ClusterOptions, cluster_map
+    from tests.report_helpers import write_embeddings
+
+    m = synthetic_map(lake, tmp_path, 60, dim=8, views=10)
+    write_embeddings(lake, m.location_ids, np.repeat(np.eye(8, dtype=np.float32)[:3], 20, axis=0), "dup")
+    run = cluster_map(lake, "chile", ClusterOptions(model="dup", k=5)).run
+    assert main(["--lake", lake.uri, "report", run.name, "--out", str(tmp_path / "r"), "--no-names"]) == 0
+    out = capsys.readouterr().out
+    assert "in 3 non-empty clusters (k=5)" in out and "warning: only 3 of k=5 clusters hold a place" in out
+    data = page_json((tmp_path / "r" / "report.html").read_text(encoding="utf-8"))
+    assert data["title"].startswith(f"{run.name} · k=5 · 3 non-empty clusters of 60 locations")
+    assert data["notices"] == [f"warning: {run.warnings[0]}"]
+    assert data["run"]["nonempty_clusters"] == 3 and data["run"]["stale"] == "no"
+    result = build_report(lake, run.name, tmp_path / "r2", name=False)
+    assert (result.k, result.clusters) == (5, 3)
+
+
+def test_report_of_a_run_of_an_earlier_map_version_says_so(lake, tmp_path, capsys):
+    from tasks.cluster import ClusterOptions, cluster_map
+    from tasks.ingest import ingest_map
+
+    m = synthetic_map(lake, tmp_path, 80, dim=8, views=0)
+    run = cluster_map(lake, "chile", ClusterOptions(k=3)).run
+    build_report(lake, run.name, tmp_path / "fresh", name=False)
+    assert page_json((tmp_path / "fresh" / "report.html").read_text(encoding="utf-8"))["notices"] == []
+    doc = json.loads((tmp_path / "chile.json").read_text(encoding="utf-8"))
+    doc["customCoordinates"] = doc["customCoordinates"][:70]  # the user dropped ten locations
+    (tmp_path / "smaller.json").write_text(json.dumps(doc), encoding="utf-8")
+    ingest_map(lake, tmp_path / "smaller.json", "chile")
+    assert main(["--lake", lake.uri, "report", run.name, "--out", str(tmp_path / "stale"), "--no-names"]) == 0
+    assert f"{run.name} was made on an earlier version of map 'chile'" in capsys.readouterr().out
+    data = page_json((tmp_path / "stale" / "report.html").read_text(encoding="utf-8"))
+    assert data["notices"][0].startswith(f"{run.name} was made on an earlier version of map 'chile'")
+    assert data["run"]["stale"].startswith("yes")
+    markdown = report_artifacts(lake, run.name, tmp_path / "art").markdown
+    assert "earlier version of map 'chile'" in markdown
+
+
+def test_thumbnails_link_to_street_view_at_their_pano_and_heading(lake, tmp_path, swept):
+    from urllib.parse import parse_qs, urlparse
+
+    m, runs = swept
+    build_report(lake, "chile@v3", tmp_path / "out")
+    data = page_json((tmp_path / "out" / "report.html").read_text(encoding="utf-8"))
+    position = {lid: i for i, lid in enumerate(m.location_ids)}
+    linked = 0
+    for s in data["samples"]:
+        for v in s["views"]:
+            url = urlparse(v["url"])
+            q = {k: vs[0] for k, vs in parse_qs(url.query).items()}
+            assert (url.netloc, url.path) == ("www.google.com", "/maps/@")
+            assert q["api"] == "1" and q["map_action"] == "pano"
+            assert q["pano"] == f"pano{position[s['id']]}" and q["heading"] == str(v["h"])
+            assert q["viewpoint"] == f"{s['lat']:.6f},{s['lng']:.6f}"
+            linked += 1
+    assert linked > 40
+    assert 'el("a", { class: "streetview", href: v.url' in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def many_cluster_run(lake, folder, k: int = 25):
+    m = synthetic_map(lake, folder, 500, dim=8, views=50)
+    labels = np.arange(500) % k
+    return m, write_run(lake, m.name, m.location_ids, m.vectors, labels, m.model)
+
+
+def test_more_than_20_clusters_keep_distinct_colour_and_shape(lake, tmp_path):
+    m, run_id = many_cluster_run(lake, tmp_path)
+    build_report(lake, run_id, tmp_path / "many")
+    data = page_json((tmp_path / "many" / "report.html").read_text(encoding="utf-8"))
+    styles = [(c["color"], c["marker"]) for c in data["clusters"]]
+    assert len(styles) == 25 and len(set(styles)) == 25
+    assert len({c for c, _ in styles}) == 20  # the palette repeats ...
+    assert [mk for _, mk in styles[:20]] == ["circle"] * 20 and [mk for _, mk in styles[20:]] == ["square"] * 5  # ... the shape does not
+    # the PNG legend and dots draw the same shapes: cluster 20 (square) and cluster 0 (circle)
+    png = np.asarray(Image.open(tmp_path / "many" / "cluster_map.png").convert("RGB"))
+    assert png.shape[0] > 25 * 26  # a legend line per cluster
+
+
+def test_png_markers_have_their_shapes():
+    from tasks.cluster_map_png import LegendEntry, render_cluster_map
+    from tasks.report_geo import marker_mask
+
+    entries = [LegendEntry("#1f77b4", "0", 1, "circle"), LegendEntry("#1f77b4", "20", 1, "triangle")]
+    png = render_cluster_map(np.array([-30.0, -40.0]), np.array([-72.0, -68.0]), np.array([0, 1]), entries, "t")
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    blue = (img == (0x1F, 0x77, 0xB4)).all(axis=2)
+    map_part = blue[:, : img.shape[1] - 330]  # the dots, not the legend
+    ys, xs = np.nonzero(map_part)
+    middle = (xs.min() + xs.max()) / 2
+    left, right = xs < middle, xs >= middle
+    shapes = []
+    for side in (left, right):
+        y0, x0 = ys[side].min(), xs[side].min()
+        shapes.append({(int(x - x0), int(y - y0)) for x, y in zip(xs[side], ys[side])})
+
+    def normalised(marker):
+        mask = marker_mask(marker, 3)  # two points: the largest dots
+        mx, my = min(d[0] for d in mask), min(d[1] for d in mask)
+        return {(dx - mx, dy - my) for dx, dy in mask}
+    by_lng = sorted(zip((-72.0, -68.0), ("circle", "triangle")))
+    assert shapes[0] == normalised(by_lng[0][1]) and shapes[1] == normalised(by_lng[1][1])
+    assert shapes[0] != shapes[1]

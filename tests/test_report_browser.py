@@ -161,3 +161,26 @@ def test_page_errors_are_reported(chromium, report, tmp_path):
     assert "TypeError" in errors or "null" in errors
     assert console_errors(done.stderr), "Chromium's log shows the uncaught error too"
     assert html_attrs(done.stdout).get("data-rendered") is None
+
+
+def test_25_clusters_render_with_shapes_and_thumbnails_link_to_street_view(chromium, tmp_path):
+    """Past 20 clusters the legend and the map use a second cue (the marker's shape), and every
+    thumbnail is a link to Street View at its panorama and heading (issue 15.14)."""
+    from tasks.lake import open_lake
+    from tests.report_helpers import write_run
+
+    lake = open_lake(str(tmp_path / "lake"))
+    m = synthetic_map(lake, tmp_path, 500, dim=8, views=500)
+    run_id = write_run(lake, m.name, m.location_ids, m.vectors, np.arange(500) % 25, m.model)
+    result = build_report(lake, run_id, tmp_path / "report")
+    done = run_chromium(chromium, tmp_path / "profile", Path(result.html).as_uri(), "--dump-dom")
+    dom = done.stdout
+    assert html_attrs(dom).get("data-rendered") == "1" and console_errors(done.stderr) == []
+    assert re.search(r'<pre id="js-errors"></pre>', dom)
+    assert int(html_attrs(dom)["data-painted"]) > 200
+    legend = re.findall(r'<li data-cluster="(\d+)"[^>]*><span class="swatch (\w+)"', dom)
+    assert len(legend) == 25
+    assert {shape for c, shape in legend if int(c) < 20} == {"circle"} and {shape for c, shape in legend if int(c) >= 20} == {"square"}
+    links = re.findall(r'<a class="streetview" href="([^"]+)"[^>]*><img', dom)
+    assert result.thumbnails > 0 and len(links) == dom.count('<img src="data:image/jpeg') >= result.thumbnails  # look-alikes show some twice
+    assert all("map_action=pano" in u and "&amp;pano=pano" in u and "&amp;heading=" in u for u in links)

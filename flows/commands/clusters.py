@@ -10,12 +10,13 @@ from rich.table import Table
 
 from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
 from flows.commands.progress import RichBar
-from tasks.cluster import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, cluster_map, parse_k, runs as list_runs
+from tasks.cluster import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, RunSummary, cluster_map, parse_k, runs as list_runs
 from tasks.compare import Comparison, compare_runs, compare_with_tags
 from tasks.errors import SvclusterError
 from tasks.naming import best_names
 
 MAX_CONTINGENCY_COLUMNS = 30
+MOVERS_PRINTED = 10
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -75,6 +76,7 @@ def print_cluster(r: ClusterResult) -> None:
             markup=False,
         )
         stdout.print("sizes: " + "  ".join(f"{c}:{n}" for c, n in enumerate(run.sizes)), highlight=False, markup=False)
+        print_warnings(run)
         return
     table = Table("k", "run", "inertia", "silhouette", "smallest", "largest", "", title=f"k sweep {r.sweep_id}")
     for run in r.runs:
@@ -84,6 +86,14 @@ def print_cluster(r: ClusterResult) -> None:
     stdout.print(table)
     if r.recommendation:
         stdout.print(r.recommendation, highlight=False, markup=False)
+    for run in r.runs:
+        print_warnings(run)
+
+
+def print_warnings(run: RunSummary) -> None:
+    """The run's warnings (degenerate input), one line each, on stdout with the summary."""
+    for w in run.warnings:
+        stdout.print(f"warning: {run.name} (k={run.k}, {run.nonempty} non-empty clusters): {w}", highlight=False, markup=False)
 
 
 def runs(
@@ -92,7 +102,11 @@ def runs(
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """List cluster runs with their parameters and metrics."""
+    """List cluster runs: a header row, then per run every parameter and metric.
+
+    Metrics measured in a PCA space are marked *; runs made on an earlier version of their map
+    (re-ingested with other content since) are marked STALE; runs whose input was degenerate
+    carry their WARNING."""
     inv = invocation(ctx, lake, json_output)
     found = list_runs(inv.lake, map_name)
     names = best_names(inv.lake, map_name)
@@ -100,22 +114,71 @@ def runs(
     emit(inv, listing, lambda: print_runs(found, map_name, names))
 
 
+RUN_COLUMNS = (
+    # header, alignment (< left, > right)
+    ("run", "<"), ("run_id", "<"), ("k", ">"), ("clusters", ">"), ("algorithm", "<"), ("n_init", ">"),
+    ("pca", ">"), ("seed", ">"), ("places", ">"), ("inertia", ">"), ("silhouette", ">"), ("embeddings", "<"),
+    ("created", "<"), ("notes", "<"),
+)
+
+
+def run_row(r: RunInfo) -> list[str]:
+    """One run as the cells of ``svcluster runs``; metrics measured in a PCA space end in ``*``."""
+    in_pca = "*" if r.pca_dims else ""
+    pca = "-"
+    if r.pca_dims:
+        kept = f" ({100 * r.pca_explained_variance:.0f}%)" if r.pca_explained_variance is not None else ""
+        pca = f"{r.pca_dims}{kept}"
+    notes = []
+    if r.stale:
+        notes.append(f"STALE: made on an earlier version of {r.map}")
+    if r.warnings:
+        notes.append("WARNING: " + "; ".join(r.warnings))
+    if r.aligned_to_name:
+        notes.append(f"numbered like {r.aligned_to_name}")
+    return [
+        r.name,
+        r.run_id,
+        str(r.k),
+        "-" if r.nonempty_clusters is None else str(r.nonempty_clusters),
+        r.algorithm,
+        "-" if r.n_init is None else str(r.n_init),
+        pca,
+        str(r.seed),
+        str(r.n_locations),
+        ("-" if r.inertia is None else f"{r.inertia:.1f}{in_pca}"),
+        ("-" if r.silhouette is None else f"{r.silhouette:.3f}{in_pca}"),
+        " ".join(v for v in (r.model, r.pooling, r.precision) if v),
+        str(r.created_at)[:19],
+        "; ".join(notes),
+    ]
+
+
 def print_runs(found: list[RunInfo], map_name: str | None, names: dict[str, dict[int, str]]) -> None:
+    """The runs as a table with a header row; never cut to the terminal's width."""
     if not found:
         stdout.print(f"no cluster runs{' of ' + map_name if map_name else ''} yet (svcluster cluster --map NAME)", highlight=False, markup=False)
         return
-    width = max(len(r.name) for r in found)
-    lines = []
-    for r in found:
-        embedding = " ".join(v for v in (r.model, r.pooling, r.precision) if v)
-        extra = (f"  pca {r.pca_dims}" if r.pca_dims else "") + (f"  numbered like {r.aligned_to_name}" if r.aligned_to_name else "")
-        lines.append(
-            f"{r.name:<{width}}  {r.run_id}  k={r.k:<3} {r.algorithm:<9} seed {r.seed:<4} {r.n_locations:>7} locs  "
-            f"inertia {_num(r.inertia, 1):>10}  silhouette {_num(r.silhouette):>6}  {embedding}{extra}  {str(r.created_at)[:19]}"
-        )
+    rows = [run_row(r) for r in found]
+    header = [h for h, _ in RUN_COLUMNS]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, (_, a), w in zip(cells, RUN_COLUMNS, widths)).rstrip()
+
+    lines = [line(header)]
+    for r, row in zip(found, rows):
+        lines.append(line(row))
         if names.get(r.run_id):
-            lines.append(" " * width + "  names: " + "; ".join(f"{c}: {n}" for c, n in sorted(names[r.run_id].items())))
-    stdout.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+            lines.append(" " * widths[0] + "  names: " + "; ".join(f"{c}: {n}" for c, n in sorted(names[r.run_id].items())))
+    footnotes = []
+    if any(r.nonempty_clusters is not None and r.nonempty_clusters < r.k for r in found):
+        footnotes.append("clusters: clusters holding a place; fewer than k: degenerate input (see its WARNING)")
+    if any(r.pca_dims for r in found):
+        footnotes.append("*: inertia and silhouette measured in the PCA space (pca: its dimensions and the share of variance it kept), not comparable with runs without PCA")
+    if any(r.stale for r in found):
+        footnotes.append("STALE: the map was re-ingested with other content after the run; places added since are not in it")
+    stdout.print("\n".join(lines + ([""] + footnotes if footnotes else [])), highlight=False, markup=False, soft_wrap=True)
 
 
 def compare(
@@ -126,7 +189,8 @@ def compare(
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Compare two runs (ARI, NMI, contingency, movers), or a run with the map's own tags."""
+    """Compare two runs (ARI, NMI, contingency, movers with where they are and a Street View
+    link), or a run with the map's own tags."""
     inv = invocation(ctx, lake, json_output)
     if tags == (run_b is not None):
         raise SvclusterError("give either a second run or --tags: svcluster compare RUN_A (RUN_B | --tags)")
@@ -165,8 +229,13 @@ def print_comparison(c: Comparison) -> None:
             markup=False,
         )
     elif c.movers:
-        shown = ", ".join(f"{m.location_id} {m.cluster_a}->{m.cluster_b}" for m in c.movers[:10])
-        stdout.print(f"movers (first {min(10, len(c.movers))}): {shown}", highlight=False, markup=False)
+        shown = c.movers[:MOVERS_PRINTED]
+        lines = [f"movers (first {len(shown)} of {c.changed}; all: the cluster_movers SQL macro): location, {c.a} -> {c.b}, where, Street View"]
+        for m in shown:
+            where = "-" if m.lat is None or m.lng is None else f"{m.lat:.5f}, {m.lng:.5f}"
+            region = f"  {m.region_code}" if m.region_code else ""
+            lines.append(f"  {m.location_id}  {m.cluster_a} -> {m.cluster_b}  {where}{region}  {m.url or ''}".rstrip())
+        stdout.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -26,10 +26,10 @@ def report(
     progress = RichBar(unit="img") if not inv.json else None
     r = build_report(inv.lake, run, out, progress=progress, name=names)
     text = (
-        f"{r.run}: report of {r.locations:,} locations in {r.clusters} clusters written to {r.html} "
+        f"{r.run}: report of {r.locations:,} locations in {r.clusters} non-empty clusters (k={r.k}) written to {r.html} "
         f"({r.html_bytes / 1e6:.1f} MB, {r.thumbnails} thumbnails, {r.lookalikes} look-alike pairs)\n"
         f"map PNG: {r.png}\n{r.names}"
-    )
+    ) + "".join(f"\n{n}" for n in r.notices)
     emit(inv, r, text)
 
 

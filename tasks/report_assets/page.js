@@ -29,6 +29,8 @@
   // ---- header -------------------------------------------------------------------------
   document.getElementById("title").textContent = D.title;
   document.getElementById("subtitle").textContent = D.subtitle;
+  var noticeList = document.getElementById("notices");
+  (D.notices || []).forEach(function (n) { noticeList.appendChild(el("li", { text: n })); });
 
   // ---- map ----------------------------------------------------------------------------
   var canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
@@ -52,6 +54,19 @@
   var drawOrder = clusters.map(function (c, ci) { return ci; }).sort(function (a, b) { return byCluster[b].length - byCluster[a].length; });
   var highlighted = -1, pinned = -1;
   var radius = N > 50000 ? 1.2 : N > 10000 ? 1.8 : N > 2000 ? 2.6 : 3.4;
+  // past 20 clusters the colours repeat and the marker's shape tells clusters apart
+  var shapes = {};
+  clusters.forEach(function (c) { shapes[c.marker || "circle"] = 1; });
+  var manyShapes = Object.keys(shapes).length > 1;
+  if (manyShapes) radius = Math.max(radius, 2.6);
+  function markerPath(marker, x, y, r, round) {
+    if (marker === "square") { ctx.rect(x - 0.9 * r, y - 0.9 * r, 1.8 * r, 1.8 * r); return; }
+    if (marker === "triangle") { ctx.moveTo(x, y - 1.2 * r); ctx.lineTo(x + 1.1 * r, y + 0.9 * r); ctx.lineTo(x - 1.1 * r, y + 0.9 * r); ctx.closePath(); return; }
+    if (marker === "diamond") { ctx.moveTo(x, y - 1.25 * r); ctx.lineTo(x + 1.25 * r, y); ctx.lineTo(x, y + 1.25 * r); ctx.lineTo(x - 1.25 * r, y); ctx.closePath(); return; }
+    if (marker === "cross") { var t = Math.max(r / 2.5, 0.8); ctx.rect(x - 1.2 * r, y - t, 2.4 * r, 2 * t); ctx.rect(x - t, y - 1.2 * r, 2 * t, 2.4 * r); return; }
+    if (round) { ctx.moveTo(x + r, y); ctx.arc(x, y, r, 0, 6.283185307179586); }
+    else ctx.rect(x - r, y - r, 2 * r, 2 * r);
+  }
 
   function drawGraticule() {
     var step = D.map.graticule, lat0, lng0;
@@ -77,17 +92,16 @@
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = "#eef3f7"; ctx.fillRect(0, 0, W, H);
     drawGraticule();
-    var r = radius * Math.min(3, Math.sqrt(view.s)), d = 2 * r, round = N <= 20000;
+    var r = radius * Math.min(3, Math.sqrt(view.s)), d = 2 * r, round = N <= 20000 || manyShapes;
     drawOrder.forEach(function (ci) {
-      var idx = byCluster[ci];
+      var idx = byCluster[ci], marker = clusters[ci].marker || "circle";
       ctx.globalAlpha = highlighted < 0 || highlighted === ci ? 0.85 : 0.12;
       ctx.fillStyle = clusters[ci].color;
       ctx.beginPath();
       for (var j = 0; j < idx.length; j++) {
         var x = sx(bx[idx[j]]), y = sy(by[idx[j]]);
         if (x < -d || y < -d || x > W + d || y > H + d) continue;
-        if (round) { ctx.moveTo(x + r, y); ctx.arc(x, y, r, 0, 6.283185307179586); }
-        else ctx.rect(x - r, y - r, d, d);
+        markerPath(marker, x, y, r, round);
       }
       ctx.fill();
     });
@@ -174,8 +188,8 @@
     var lines = pointInfo(j);
     box.appendChild(el("h3", { text: lines[0] }));
     lines.slice(1).forEach(function (l) { box.appendChild(el("div", { text: l })); });
-    box.appendChild(el("a", { href: "https://www.google.com/maps/@?api=1&map_action=pano&viewpoint=" + P.lat[j] + "," + P.lng[j], target: "_blank", rel: "noopener", text: "open in Street View (online)" }));
-    var si = sampleOfPoint[j];
+    var si = sampleOfPoint[j], first = si != null && D.samples[si].views.length ? D.samples[si].views[0] : null;
+    box.appendChild(el("a", { class: "streetview", href: first ? first.url : "https://www.google.com/maps/@?api=1&map_action=pano&viewpoint=" + P.lat[j] + "," + P.lng[j], target: "_blank", rel: "noopener", text: "open in Street View (online)" }));
     if (si != null) box.appendChild(viewsOf(D.samples[si], 120));
     else box.appendChild(el("p", { class: "muted", text: "No views embedded for this location: the report keeps thumbnails of the sampled locations only." }));
   }
@@ -184,7 +198,7 @@
   var legend = document.getElementById("legend");
   clusters.forEach(function (c, ci) {
     var li = el("li", { "data-cluster": c.id, title: "highlight cluster " + c.id }, [
-      el("span", { class: "swatch", style: "background:" + c.color }),
+      el("span", { class: "swatch " + (c.marker || "circle"), style: "background:" + c.color }),
       el("span", { class: "legend-name", text: clusterLabel(ci) }),
       el("span", { class: "legend-size", text: fmt(c.size) + " · " + pct(c.share) })
     ]);
@@ -203,9 +217,9 @@
     var box = el("div", { class: "views" });
     if (!s.views.length) box.appendChild(el("div", { class: "noview", text: "no views fetched" }));
     s.views.forEach(function (v) {
-      var img = el("img", { src: v.src, alt: "heading " + v.h + "°", title: "heading " + v.h + "°" + (v.date ? " · " + v.date : ""), loading: "lazy" });
+      var img = el("img", { src: v.src, alt: "heading " + v.h + "°", title: "heading " + v.h + "°" + (v.date ? " · " + v.date : "") + " · click: this view in Street View (online)", loading: "lazy" });
       if (size) img.style.cssText = "width:" + size + "px;height:" + size + "px";
-      box.appendChild(img);
+      box.appendChild(v.url ? el("a", { class: "streetview", href: v.url, target: "_blank", rel: "noopener" }, [img]) : img);
     });
     return box;
   }
@@ -229,7 +243,7 @@
     c.typical.forEach(function (si) { sheet.appendChild(card(si, "typical")); });
     c.edges.forEach(function (si) { sheet.appendChild(card(si, "edge")); });
     list.appendChild(el("div", { class: "cluster", id: "cluster-" + c.id, "data-cluster": c.id, style: "border-left-color:" + c.color }, [
-      el("h3", null, [el("span", { class: "swatch", style: "display:inline-block;vertical-align:-2px;margin-right:6px;background:" + c.color }), "Cluster " + c.id]),
+      el("h3", null, [el("span", { class: "swatch " + (c.marker || "circle"), style: "display:inline-block;vertical-align:-2px;margin-right:6px;background:" + c.color }), "Cluster " + c.id]),
       c.names.length ? el("div", { class: "names", text: c.names.join(" · ") }) : null,
       facts, sheet
     ]));
