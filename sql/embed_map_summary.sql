@@ -1,7 +1,20 @@
--- How many places map $map has, and how many of them have at least one 'ok' view.
+-- How many places map $map has, how many of them have at least one 'ok' view, and why the
+-- others have none: Street View has no imagery there (every view fetched is no_imagery: a
+-- fetch cannot change that), a fetch failed (some view failed: a fetch retries it), or nothing
+-- was fetched yet (no view in the lake, or only views of another status).
+WITH status AS (
+    SELECT l.location_id,
+           count(*) FILTER (WHERE i.status = 'ok') AS ok,
+           count(*) FILTER (WHERE i.status = 'no_imagery') AS no_imagery,
+           count(*) FILTER (WHERE i.status = 'failed') AS failed
+    FROM places l
+    LEFT JOIN images i ON i.location_id = l.location_id
+    WHERE l.map = $map
+    GROUP BY l.location_id
+)
 SELECT count(*) AS locations,
-       count(*) FILTER (WHERE EXISTS (
-           SELECT 1 FROM images i WHERE i.location_id = l.location_id AND i.status = 'ok'
-       )) AS with_views
-FROM places l
-WHERE l.map = $map;
+       count(*) FILTER (WHERE ok > 0) AS with_views,
+       count(*) FILTER (WHERE ok = 0 AND no_imagery > 0 AND failed = 0) AS no_imagery,
+       count(*) FILTER (WHERE ok = 0 AND failed > 0) AS failed,
+       count(*) FILTER (WHERE ok = 0 AND no_imagery = 0 AND failed = 0) AS not_fetched
+FROM status;

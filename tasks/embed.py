@@ -111,11 +111,14 @@ class EmbedResult:
     locations_with_views: int  # with at least one 'ok' view
     locations_embedded: int  # written by this run
     locations_up_to_date: int  # already embedded before this run
-    locations_without_views: int  # no 'ok' view: no embedding
+    locations_without_views: int  # no 'ok' view: no embedding (the three kinds at the end)
     views_embedded: int
     views_reused: int
     seconds: float
     images_per_second: float
+    locations_no_imagery: int = 0  # no 'ok' view because Street View has no imagery there: a fetch cannot help
+    locations_fetch_failed: int = 0  # no 'ok' view because a view failed to fetch: a fetch retries it
+    locations_not_fetched: int = 0  # nothing fetched yet: a fetch gets it
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,8 @@ def embed_batch(
 def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progress = NullProgress()) -> EmbedResult:
     """Embed every location of ``map_name`` that lacks a vector (incremental, resumable)."""
     options.validate()
-    summary = lake.query(load_sql("embed_map_summary"), {"map": map_name})
-    n_locations, with_views = (summary.column(i)[0].as_py() or 0 for i in range(2))
+    summary = lake.query(load_sql("embed_map_summary"), {"map": map_name}).to_pylist()[0]
+    n_locations, with_views = summary["locations"] or 0, summary["with_views"] or 0
     if n_locations == 0:
         raise NotFoundError(f"map {map_name!r} is not in the lake at {lake.uri}; run `svcluster ingest` first")
     choice = choose_model(options.model, options.device, options.precision)
@@ -240,6 +243,9 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
         locations_embedded=stats.locations,
         locations_up_to_date=with_views - len(todo),
         locations_without_views=n_locations - with_views,
+        locations_no_imagery=summary["no_imagery"] or 0,
+        locations_fetch_failed=summary["failed"] or 0,
+        locations_not_fetched=summary["not_fetched"] or 0,
         views_embedded=stats.views_embedded,
         views_reused=stats.views_reused,
         seconds=round(seconds, 3),

@@ -49,12 +49,35 @@ def panoramas_dir(folder: str | Path) -> Path:
     """The ``panoramas`` folder for DIR (DIR itself or DIR/panoramas); SvclusterError if neither."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise SvclusterError(f"--from-folder {folder}: not a folder")
+        what = "is a file" if root.exists() else "does not exist"
+        raise SvclusterError(
+            f"--from-folder {folder}: not a folder ({what}); give the folder that holds the notebook's "
+            "panoramas/ folder, or panoramas/ itself"
+        )
     if (root / "panoramas").is_dir():
         return root / "panoramas"
     if any(LOCATION_DIR.fullmatch(p.name) and p.is_dir() for p in root.iterdir()):
         return root
-    raise SvclusterError(f"--from-folder {folder}: no panoramas/location_<i>/heading_<h>.jpg files found in it")
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    held = f"it holds {', '.join(names[:5])}{' …' if len(names) > 5 else ''}" if names else "it is empty"
+    raise SvclusterError(
+        f"--from-folder {folder}: no panoramas/location_<i>/heading_<h>.jpg files found in it ({held}); "
+        "give the folder that holds panoramas/ (or panoramas/ itself), laid out as "
+        "panoramas/location_0/heading_0.jpg, where 0 is the position in the map file and the heading in degrees"
+    )
+
+
+def bad_file_reason(path: Path, panoramas: Path, problem: str, map_name: str) -> str:
+    """The ``failed`` reason of a view whose folder file cannot be used: which file, what is
+    wrong with it, and what to do."""
+    try:
+        name = path.relative_to(panoramas.parent).as_posix()
+    except ValueError:
+        name = str(path)
+    return (
+        f"folder file {name}: {problem}; replace it and import again, or fetch that view from the API "
+        f"(svcluster fetch --map {map_name})"
+    )
 
 
 def scan_folder(panoramas: Path) -> dict[tuple[int, int], Path]:
@@ -72,16 +95,20 @@ def scan_folder(panoramas: Path) -> dict[tuple[int, int], Path]:
     return found
 
 
-def _import_file(lake: Lake, item: FetchItem, heading: int, path: Path, options: FetchOptions) -> dict[str, Any]:
+def _import_file(
+    lake: Lake, item: FetchItem, heading: int, path: Path, options: FetchOptions, panoramas: Path, map_name: str
+) -> dict[str, Any]:
     common = {"pano_id": item.pano_id}
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return image_row(item.location_id, heading, "failed", options, "folder", reason=f"folder file unreadable: {exc.strerror}", **common)
+        reason = bad_file_reason(path, panoramas, f"unreadable ({exc.strerror})", map_name)
+        return image_row(item.location_id, heading, "failed", options, "folder", reason=reason, **common)
     try:
         width, height = inspect_jpeg(data)
     except InvalidImage as exc:
-        return image_row(item.location_id, heading, "failed", options, "folder", reason=f"folder file: {exc.reason}", **common)
+        reason = bad_file_reason(path, panoramas, exc.reason, map_name)
+        return image_row(item.location_id, heading, "failed", options, "folder", reason=reason, **common)
     blob, digest = lake.put_blob(data, "jpg")
     return image_row(
         item.location_id, heading, "ok", options, "folder", path=blob, sha256=digest,
@@ -111,7 +138,7 @@ def import_folder(
     progress.start(len(work), f"importing images from {panoramas}")
     try:
         with ThreadPoolExecutor(max(1, min(options.concurrency, MAX_IMPORT_THREADS))) as pool:
-            for row in pool.map(lambda w: _import_file(lake, w[0], w[1], w[2], options), work):
+            for row in pool.map(lambda w: _import_file(lake, w[0], w[1], w[2], options, panoramas, map_name), work):
                 stats.count([row])
                 writer.add([row])
                 progress.advance(1)

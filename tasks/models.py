@@ -6,6 +6,9 @@ A model reference is what the user typed after ``--model``:
     ``preprocessor_config.json`` — stored in the lake as its absolute path;
   * otherwise a Hugging Face id (``geolocal/StreetCLIP``), read from the Hugging Face cache or
     hub (``HF_HOME``, ``HF_HUB_OFFLINE`` are honoured by ``from_pretrained``) — stored as given.
+    Offline (``HF_HUB_OFFLINE`` set, or the hub does not answer one quick request) a cached
+    model loads from the cache without a request, and an uncached one fails at once instead of
+    after the hub client's retries (about 30 s).
 The *revision* says which weights made a vector: the hub commit hash, a fingerprint of a
 folder's files (``folder-<sha256 prefix>``), or the baseline's version.
 
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "geolocal/StreetCLIP"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FINGERPRINT_BYTES = 1 << 20
+HUB_PROBE_SECONDS = 5.0  # one request, no retries: long enough for a slow link, short next to ~30 s of retries
+_TRUE = ("1", "true", "yes", "on")
 
 
 class Embedder(Protocol):
@@ -136,9 +141,55 @@ def hub_revision(repo_id: str) -> str:
     return "unknown"
 
 
+def hf_offline_mode() -> bool:
+    """Hugging Face's own offline switch: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set,
+    as ``huggingface_hub.is_offline_mode`` reads it, or set in the environment since."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return True
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub cannot be asked now, or None when it answers: offline mode is
+    on, or one request to the hub (no retries, ``HUB_PROBE_SECONDS``) cannot connect. Any HTTP
+    answer, even an error status, means the hub is reachable."""
+    from huggingface_hub import constants, get_session
+
+    if hf_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_session().head(f"{constants.ENDPOINT}/api/models", timeout=HUB_PROBE_SECONDS)
+    except Exception as exc:  # DNS, refused, timeout, proxy: all mean no hub from here
+        return f"no connection to the Hugging Face hub at {constants.ENDPOINT} ({first_line(exc)})"
+    return None
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the Hugging Face cache holds a snapshot of ``repo_id`` (its config.json)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # not a valid hub id: loading says so
+        return False
+
+
+def hub_load_options(ref: str) -> dict[str, Any]:
+    """``from_pretrained`` options for a hub id: from the cache only when the hub cannot be
+    asked; a missing model then fails at once (NotFoundError), not after the client's retries."""
+    reason = hub_offline_reason()
+    if reason is None:
+        return {}
+    if not hub_cached(ref):
+        raise missing_model_error(ref, reason)
+    return {"local_files_only": True}
+
+
 def missing_model_error(ref: str, reason: str) -> NotFoundError:
     hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") else ""
+    offline = " (HF_HUB_OFFLINE is set)" if hf_offline_mode() and "HF_HUB_OFFLINE" not in reason else ""
     return NotFoundError(
         f"model {ref!r} could not be loaded: {reason}. It is not in the Hugging Face cache under "
         f"HF_HOME={hf_home} and the hub could not supply it{offline}. Download it on a machine with "
@@ -173,9 +224,10 @@ def load_clip_parts(ref: str) -> tuple[Any, Any, str, str]:
     if folder is None and looks_like_path(ref):
         raise NotFoundError(f"model folder {ref!r} does not exist; pass a folder with config.json and the weights, or a Hugging Face id")
     source = str(folder) if folder is not None else ref
+    hub = {} if folder is not None else hub_load_options(ref)
     try:
         with quiet_transformers():
-            model = CLIPModel.from_pretrained(source)
+            model = CLIPModel.from_pretrained(source, **hub)
     except (OSError, ValueError) as exc:
         if folder is not None:
             raise SvclusterError(f"model folder {folder}: not a CLIP model ({first_line(exc)})") from None
@@ -186,7 +238,7 @@ def load_clip_parts(ref: str) -> tuple[Any, Any, str, str]:
         raise missing_model_error(ref, first_line(exc)) from None
     try:
         with quiet_transformers():
-            processor = CLIPImageProcessor.from_pretrained(source)
+            processor = CLIPImageProcessor.from_pretrained(source, **hub)
     except Exception as exc:
         raise SvclusterError(f"model {ref!r}: no usable preprocessor_config.json ({first_line(exc)})") from None
     return model, processor, model_key(ref), model_revision(ref)
@@ -294,9 +346,10 @@ def _load_text_model(ref: str) -> tuple[Any, Any] | None:
 
     model, _, _, _ = load_clip_parts(ref)
     folder = local_folder(ref)
+    hub = {} if folder is not None else hub_load_options(ref)
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder is not None else ref)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder is not None else ref, **hub)
     except Exception as exc:
         log.warning("model %s has no usable tokenizer (%s): no text features", ref, first_line(exc))
         return None

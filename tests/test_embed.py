@@ -263,7 +263,7 @@ def test_cli_summary_and_errors(small_lake_map, capsys):
     add_views(lake, ids[:2], headings=(0,))
     assert cli_main(["--lake", lake.uri, "embed", "--map", map_name, "--model", "baseline"]) == 0
     out = capsys.readouterr().out
-    assert "2 locations embedded with baseline (mean, fp32, cpu, numpy)" in out and "18 locations have no fetched image" in out
+    assert "2 locations embedded with baseline (mean, fp32, cpu, numpy)" in out and "18 places have not been fetched yet: run `svcluster fetch --map" in out
     assert cli_main(["--lake", lake.uri, "embed", "--map", map_name, "--model", "baseline", "--device", "tpu"]) == 1
     assert "--device must be one of" in capsys.readouterr().err
 

@@ -8,7 +8,7 @@ import typer
 
 from flows.cli import JsonOption, LakeOption, emit, invocation
 from flows.commands.progress import RichBar
-from tasks.embed import EmbedOptions, default_workers, embed_map
+from tasks.embed import EmbedOptions, EmbedResult, default_workers, embed_map
 from tasks.models import DEFAULT_MODEL
 
 
@@ -55,9 +55,23 @@ def embed(
         lines.append(f"{r.views_reused} view vectors re-pooled from the lake")
     if r.locations_up_to_date:
         lines.append(f"{r.locations_up_to_date} locations were already embedded")
-    if r.locations_without_views:
-        lines.append(f"{r.locations_without_views} locations have no fetched image: run `svcluster fetch --map {r.map}`")
+    lines += missing_view_hints(r)
     emit(inv, r, "\n".join(lines))
+
+
+def missing_view_hints(r: EmbedResult) -> list[str]:
+    """Why places got no embedding, each with what helps (a fetch only helps two of the three)."""
+    lines = []
+    if r.locations_no_imagery:
+        lines.append(
+            f"{r.locations_no_imagery} places have no Street View imagery (Google has no panorama there): "
+            "nothing to embed, fetching again will not change it; they stay untagged on export"
+        )
+    if r.locations_fetch_failed:
+        lines.append(f"{r.locations_fetch_failed} places have views that failed to fetch: `svcluster fetch --map {r.map}` retries them")
+    if r.locations_not_fetched:
+        lines.append(f"{r.locations_not_fetched} places have not been fetched yet: run `svcluster fetch --map {r.map}`")
+    return lines
 
 
 def _check(inv, map_name: str, options: EmbedOptions, sample: int) -> None:
