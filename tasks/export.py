@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from sql import load_sql
 from tasks.errors import LakeError, NotFoundError, SvclusterError
 from tasks.lake import Lake
-from tasks.runs import resolve_run
+from tasks.runs import resolve_run, run_coverage
 
 log = logging.getLogger("svcluster.export")
 
@@ -42,6 +42,9 @@ class ExportResult:
     tagged: int
     untagged: int
     refreshed_panos: int = 0
+    not_in_run: int = 0  # untagged although their place has an embedding: the run was made before it
+    without_embedding: int = 0  # untagged for want of an embedding
+    stale_note: str | None = None  # the run is of an earlier version of the map
 
 
 def check_tag_format(tag_format: str) -> str:
@@ -108,7 +111,14 @@ def export_map(
     finally:
         tmp.unlink(missing_ok=True)
     untagged = total - tagged if run_ref else 0
-    return ExportResult(str(out_path), name, run_ref.name if run_ref else None, total, tagged, untagged, refreshed)
+    not_in_run = without = 0
+    if run_ref and untagged:
+        coverage = run_coverage(lake, run_ref)
+        not_in_run, without = coverage.objects_embedded_not_in_run, coverage.objects_without_embedding
+    return ExportResult(
+        str(out_path), name, run_ref.name if run_ref else None, total, tagged, untagged, refreshed,
+        not_in_run, without, run_ref.stale_note if run_ref else None,
+    )
 
 
 def record_exported_tags(lake: Lake, map_name: str, run_id: str, tag_format: str) -> None:

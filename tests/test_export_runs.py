@@ -200,3 +200,21 @@ def test_a_run_of_an_earlier_map_version_is_stale_and_its_coverage_is_counted_by
     assert not fresh.stale
     cov = run_coverage(lake, fresh)
     assert (cov.objects_in_run, cov.objects_embedded_not_in_run, cov.objects_without_embedding, cov.run_places_gone) == (30, 0, 10, 0)
+
+
+def test_export_of_a_run_of_an_earlier_map_version_says_so_and_counts_by_cause(run_lake, tmp_path, capsys):
+    lake, doc, ids, labels, result = run_lake
+    grown = copy.deepcopy(doc)
+    added = [dict(grown["customCoordinates"][0], panoId=f"addedPano{i:02d}xxxxxxxxxx", lat=-20.0 - i) for i in range(5)]
+    grown["customCoordinates"] += added
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(grown), encoding="utf-8")
+    ingest_map(lake, path, "small")
+    new_ids = lake.query("SELECT location_id FROM locations WHERE map = 'small' AND position >= 40 ORDER BY position").column(0).to_pylist()
+    append_embeddings(lake, new_ids, np.random.default_rng(5).standard_normal((5, 8)).astype(np.float32), model="baseline")
+    out = tmp_path / "stale.json"
+    assert main(["--lake", lake.uri, "export", "small@v1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "30 tagged by small@v1, 5 not in this run (embedded after it: cluster again to tag them), 10 without an embedding left untagged" in text
+    assert "note: small@v1 was made on an earlier version of map 'small'" in text
+    assert len(json.loads(out.read_text())["customCoordinates"]) == 45

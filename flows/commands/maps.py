@@ -77,7 +77,13 @@ def export(
     if refresh_panos:
         text += f"\n{r.refreshed_panos} stale pano ids replaced by their refreshed ids"
     if r.run:
-        text += f"\n{r.tagged} tagged by {r.run}" + (f", {r.untagged} without an embedding left untagged" if r.untagged else "")
+        text += f"\n{r.tagged} tagged by {r.run}"
+        if r.not_in_run:
+            text += f", {r.not_in_run} not in this run (embedded after it: cluster again to tag them)"
+        if r.without_embedding:
+            text += f", {r.without_embedding} without an embedding left untagged"
+    if r.stale_note:
+        text += f"\nnote: {r.stale_note}"
     emit(inv, r, text)
 
 
