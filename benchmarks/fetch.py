@@ -42,10 +42,11 @@ KEY = "bench-key"
 HEADINGS = (0, 90, 180, 270)
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    """The API server in its own process (the benchmark's GIL is not shared with it)."""
+def start_server(latency: float, map_file: Path) -> tuple[subprocess.Popen, str]:
+    """The API server in its own process (the benchmark's GIL is not shared with it), where the
+    panoramas of ``map_file`` exist."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasks.streetview_server", "--latency", str(latency), "--key", KEY],
+        [sys.executable, "-m", "tasks.streetview_server", "--latency", str(latency), "--key", KEY, "--panoramas-of", str(map_file)],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
         text=True,
@@ -91,12 +92,12 @@ def main() -> None:
     if args.quick:
         args.locations, args.sequential_locations = 100, 25
 
-    proc, base = start_server(args.latency)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            locs = generate_locations(args.locations, seed=1)
-            (work / "bench.json").write_text(json.dumps(to_format(locs, "geoguessr")))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        locs = generate_locations(args.locations, seed=1)
+        (work / "bench.json").write_text(json.dumps(to_format(locs, "geoguessr")))
+        proc, base = start_server(args.latency, work / "bench.json")
+        try:
             lake = open_lake(str(work / "lake"))
             ingest_map(lake, work / "bench.json", "bench")
             settings = load_settings(api_key=KEY, streetview_url=base, lake=lake.uri)
@@ -109,11 +110,12 @@ def main() -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             server_cpu = process_cpu_seconds(proc.pid) - server_cpu0
             assert r.ok == args.locations * len(HEADINGS), r
+            assert r.metadata_requests == args.locations, r  # every pano id exists: no refresh lookups
 
             seq_n, seq_wall = sequential_notebook_loop(base, locs[: args.sequential_locations], work / "nb")
-    finally:
-        proc.terminate()
-        proc.wait()
+        finally:
+            proc.terminate()
+            proc.wait()
 
     ours = r.ok / wall
     seq = seq_n / seq_wall

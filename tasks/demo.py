@@ -28,7 +28,7 @@ from tasks.errors import SvclusterError
 from tasks.processes import dies_with_parent, stop_process
 from tasks.sample import generate_locations, to_format
 from tasks.scenes import SceneImages
-from tasks.streetview_server import Panorama, StreetViewServer
+from tasks.streetview_server import Panorama, StreetViewServer, World
 
 DEMO_MAP = "chile-demo"
 DEMO_KEY = "svcluster-demo-key"  # accepted only by the demo's own server on 127.0.0.1
@@ -51,24 +51,24 @@ class DemoResult:
     pipeline: Any  # flows.pipeline.PipelineResult
 
 
-class DemoPanoramas:
-    """The demo server's metadata resolver: every sample panorama exists where its location is,
-    except a deterministic ~1% with no imagery; lookups by coordinates find nothing."""
+class DemoPanoramas(World):
+    """The demo server's world: every sample panorama exists where its location is, except a
+    deterministic ~1% that were deleted with nothing in their place (their ids answer
+    ZERO_RESULTS and the location lookup that follows finds nothing: ``no_imagery``); no
+    panorama is derived for other coordinates."""
 
     def __init__(self, locations: list[Mapping[str, Any]], no_imagery_share: float = NO_IMAGERY_SHARE):
-        self.panos = {str(loc["panoId"]): (float(loc["lat"]), float(loc["lng"])) for loc in locations}
+        super().__init__(derive=False)
         self.no_imagery_share = no_imagery_share
+        for loc in locations:
+            pano_id = str(loc["panoId"])
+            if not self.missing(pano_id):
+                h = int.from_bytes(hashlib.sha256(pano_id.encode()).digest()[:2], "big")
+                self.add(Panorama(pano_id, float(loc["lat"]), float(loc["lng"]), f"{2012 + h % 12}-{1 + (h >> 4) % 12:02d}"))
 
     def missing(self, pano_id: str) -> bool:
         h = int.from_bytes(hashlib.sha256(f"no-imagery|{pano_id}".encode()).digest()[:4], "big")
         return h / 2**32 < self.no_imagery_share
-
-    def __call__(self, pano_id: str | None, location: tuple[float, float] | None) -> Panorama | None:
-        if pano_id is None or pano_id not in self.panos or self.missing(pano_id):
-            return None
-        lat, lng = self.panos[pano_id]
-        h = int.from_bytes(hashlib.sha256(pano_id.encode()).digest()[:2], "big")
-        return Panorama(pano_id, lat, lng, f"{2012 + h % 12}-{1 + (h >> 4) % 12:02d}")
 
 
 def write_demo_map(path: Path, n: int = 1000, seed: int = DEMO_SEED) -> list[dict[str, Any]]:
@@ -85,7 +85,7 @@ def demo_server(locations: list[Mapping[str, Any]]) -> StreetViewServer:
     return StreetViewServer(
         api_key=DEMO_KEY,
         image_provider=SceneImages.for_locations(locations),
-        metadata_resolver=DemoPanoramas(list(locations)),
+        world=DemoPanoramas(list(locations)),
         record=False,
     )
 

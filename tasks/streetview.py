@@ -2,7 +2,7 @@
 
 Endpoints (``base`` = ``settings.streetview_url``, Google's by default)::
 
-    <base>/metadata?pano=ID | location=LAT,LNG &key=...[&signature=...]          free
+    <base>/metadata?pano=ID | location=LAT,LNG[&source=outdoor] &key=...[&signature=...]   free
     <base>?pano=ID&heading=H&size=WxH&fov=F&pitch=P&return_error_code=true&key=...  billed
 
 Every answer is classified once, here, into what the fetch step records:
@@ -10,7 +10,8 @@ Every answer is classified once, here, into what the fetch step records:
 ==========================================  ==========================================
 answer                                      outcome
 ==========================================  ==========================================
-metadata ``OK``                             :class:`Panorama` (pano id pinned, date)
+metadata ``OK``                             :class:`Panorama` (pano id pinned, date,
+                                            location, copyright)
 metadata ``ZERO_RESULTS`` / ``NOT_FOUND``;  :class:`NoImagery` (no image is requested)
 image HTTP 404
 ``OVER_QUERY_LIMIT``, ``UNKNOWN_ERROR``,    retried with exponential backoff and full
@@ -100,12 +101,37 @@ class InvalidImage(RequestFailed):
 
 @dataclass(frozen=True)
 class Panorama:
-    """A panorama as the metadata endpoint describes it."""
+    """A panorama as the metadata endpoint describes it, values as given.
+
+    ``capture_date`` is Google's ``date``: ``YYYY-MM``, just ``YYYY``, or None when the answer
+    has none. ``lat``/``lng`` are where the panorama stands (not the point asked about).
+    ``copyright`` names the owner (``© Google``, or a person for a user's photosphere).
+    """
 
     pano_id: str
-    capture_date: str | None  # "YYYY-MM"
+    capture_date: str | None
     lat: float | None
     lng: float | None
+    copyright: str | None = None
+
+    @property
+    def official(self) -> bool:
+        """Google's own coverage: see :func:`is_official`."""
+        return is_official(self.copyright)
+
+
+SOURCES = ("default", "outdoor")  # Google's ``source`` parameter of location lookups
+
+# "© Google", "© 2024 Google", "Copyright Google LLC", "(c) Google Inc." — Google and nothing
+# else. A photosphere's copyright names its author ("© Ana Pérez"); a long CAoS… id alone
+# proves nothing either way, so the copyright decides.
+_GOOGLE_COPYRIGHT = re.compile(r"(?:©|\(c\)|copyright)?\s*(?:\d{4}\s+)?google(?:\s+(?:llc|inc\.?))?", re.IGNORECASE)
+
+
+def is_official(copyright: str | None) -> bool:
+    """True when a panorama is Google's own coverage: its copyright names Google alone.
+    A missing copyright is not proof: False."""
+    return bool(copyright) and _GOOGLE_COPYRIGHT.fullmatch(copyright.strip()) is not None
 
 
 @dataclass(frozen=True)
@@ -353,21 +379,30 @@ class StreetViewClient:
         return self._session
 
     # ---- endpoints ---------------------------------------------------------------------------
-    async def metadata(self, *, pano: str | None = None, location: tuple[float, float] | None = None) -> Panorama:
-        """The panorama for a pano id or the nearest one to a location (free; never billed)."""
+    async def metadata(
+        self, *, pano: str | None = None, location: tuple[float, float] | None = None, source: str | None = None
+    ) -> Panorama:
+        """The panorama for a pano id or the nearest one to a location (free; never billed).
+        ``source`` (``default`` | ``outdoor``) is sent with a location lookup when given."""
         if pano:
             params: dict[str, str] = {"pano": pano}
         elif location is not None:
             params = {"location": f"{location[0]:.7f},{location[1]:.7f}"}
+            if source is not None:
+                if source not in SOURCES:
+                    raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+                params["source"] = source
         else:
             raise ValueError("metadata needs a pano id or a location")
         doc = await self._request("metadata", self._path + "/metadata", params)  # status is OK
         pano_id = doc.get("pano_id")
         if not pano_id:
             raise RequestFailed("metadata OK without a pano_id")
-        loc = doc.get("location") or {}
-        date = doc.get("date")
-        return Panorama(str(pano_id), str(date) if date else None, loc.get("lat"), loc.get("lng"))
+        loc = doc.get("location") if isinstance(doc.get("location"), dict) else {}
+        date, owner = doc.get("date"), doc.get("copyright")
+        return Panorama(
+            str(pano_id), str(date) if date else None, _number(loc.get("lat")), _number(loc.get("lng")), str(owner) if owner else None
+        )
 
     async def image(self, pano: str, heading: float, size: str, fov: float, pitch: float) -> StreetViewImage:
         """One view of a panorama (billed). The bytes are checked to be a whole JPEG."""
@@ -505,6 +540,13 @@ class StreetViewClient:
         if status == 429 or status >= 500:
             return f"image HTTP {status}"
         raise RequestFailed(f"image HTTP {status}")
+
+
+def _number(value: object) -> float | None:
+    """A coordinate of the metadata's ``location``, or None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def _text(body: bytes, limit: int = 200) -> str:

@@ -3,34 +3,40 @@ the offline demo.
 
 It serves, on ``127.0.0.1``, the two endpoints svcluster uses::
 
-    <base>            the image:    pano= | location=, heading, size, fov, pitch, key, signature,
-                                    return_error_code
-    <base>/metadata   the metadata: pano= | location=, key, signature  ->  JSON
-                                    {"status", "pano_id", "date", "location": {"lat", "lng"}, ...}
+    <base>            the image:    pano= | location=, heading, size, fov, pitch, source, key,
+                                    signature, return_error_code
+    <base>/metadata   the metadata: pano= | location=, source, key, signature  ->  JSON
+                                    {"status", "pano_id", "date", "location": {"lat", "lng"},
+                                     "copyright"}
 
 ``base`` is ``http://127.0.0.1:<port>/maps/api/streetview`` (the same path as Google's), so
 ``SVCLUSTER_STREETVIEW_URL=<server.base_url>`` points svcluster at it.
 
 Every parameter is checked the way Google does: a wrong or missing ``key`` is REQUEST_DENIED
 (metadata) or HTTP 403 (image); with a signing secret configured, a missing or wrong
-``signature`` is refused the same way; an out-of-range ``heading``/``size``/``fov``/``pitch``
-or a request with neither ``pano`` nor ``location`` is INVALID_REQUEST / HTTP 400. With
-``return_error_code=true`` a panorama without imagery answers HTTP 404; without it, HTTP 200
-and a grey placeholder JPEG, as Google does (so a client that forgets the flag stores junk).
+``signature`` is refused the same way; an out-of-range ``heading``/``size``/``fov``/``pitch``,
+a ``source`` other than ``default``/``outdoor``, or a request with neither ``pano`` nor
+``location`` is INVALID_REQUEST / HTTP 400. With ``return_error_code=true`` a panorama without
+imagery answers HTTP 404; without it, HTTP 200 and a grey placeholder JPEG, as Google does (so a
+client that forgets the flag stores junk).
 
-Plug-ins (both plain callables, so the demo can serve its own scenes):
+What exists is explicit: a :class:`World` registry of panoramas, as Google's metadata document
+describes them (https://developers.google.com/maps/documentation/streetview/metadata): pano ids
+change, and ZERO_RESULTS for a pano id means it was deleted ("Refresh deleted panorama IDs":
+look the location up again). So an id the world does not hold — never registered, deleted or
+retired — answers ZERO_RESULTS (image: HTTP 404); a location finds the nearest registered
+panorama within 50 m (``source=outdoor``: outdoor ones only, never a user's photosphere), else
+a panorama derived from its coordinates (unless the world says the place has no coverage).
+``date`` may be ``YYYY-MM``, ``YYYY`` or left out; ``copyright`` names the owner (``© Google``,
+or a person for a user's photosphere with a long ``CAoS…`` id). Tests register what a map
+stands on (``server.register_panoramas_of(objects)``, ``server.world.add(...)``) and say
+exactly what was deleted or replaced (``world.delete``, ``world.retire``, ``world.no_coverage``).
 
-``ImageProvider``
+Plug-in ``ImageProvider``
     ``(pano_id: str, heading: float, size: tuple[int, int], fov: float, pitch: float) -> bytes``
     returns the JPEG bytes of one view; ``size`` is ``(width, height)`` in pixels. It is called
     from the server's request threads, so it must be thread-safe. Default:
     ``synthetic_jpeg`` (a textured image, unique per pano and heading, cheap to produce).
-
-``MetadataResolver``
-    ``(pano_id: str | None, location: tuple[float, float] | None) -> Panorama | None``
-    finds the panorama for a metadata or image request (exactly one of the two arguments is
-    set); ``None`` means no imagery (ZERO_RESULTS). Default: ``default_resolver`` — a pano id
-    stands for itself, a location resolves to a pano id derived from its rounded coordinates.
 
 Faults are injected with :class:`Fault` (latency, 429, 5xx, OVER_QUERY_LIMIT, REQUEST_DENIED,
 INVALID_REQUEST, 403, truncated or non-image bodies, zero results, stalls, connection resets),
@@ -39,7 +45,8 @@ Requests are counted per endpoint (``server.counts``) and, unless ``record=False
 ``server.requests`` (method-less: endpoint + query parameters) for assertions.
 
 Run it in a thread (``StreetViewServer(...).start()`` / ``.stop()``, or as a context manager)
-or as its own process: ``python -m tasks.streetview_server --latency 0.05`` prints the base URL.
+or as its own process: ``python -m tasks.streetview_server --latency 0.05 --panoramas-of map.json``
+prints the base URL.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import random
 import socket
 import struct
@@ -57,8 +65,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -85,19 +94,7 @@ FAULT_KINDS = (
 )
 
 
-@dataclass(frozen=True)
-class Panorama:
-    """What the metadata endpoint says about a panorama."""
-
-    pano_id: str
-    lat: float
-    lng: float
-    date: str | None = "2021-06"
-    copyright: str = "© Google"
-
-
 ImageProvider = Callable[[str, float, tuple[int, int], float, float], bytes]
-MetadataResolver = Callable[[str | None, tuple[float, float] | None], Panorama | None]
 
 
 @dataclass
@@ -139,24 +136,14 @@ class RecordedRequest:
 
 
 def location_pano_id(lat: float, lng: float) -> str:
-    """The pano id the default resolver gives a location: 22 url-safe characters like Google's."""
-    digest = hashlib.sha256(f"{lat:.5f},{lng:.5f}".encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode()[:22]
+    """The pano id of the panorama derived for a location: 22 url-safe characters like Google's."""
+    return _derived_id(f"{lat:.5f},{lng:.5f}")
 
 
 def pano_date(pano_id: str) -> str:
     """A stable fake capture month for a pano id (YYYY-MM)."""
     h = int.from_bytes(hashlib.sha256(pano_id.encode()).digest()[:4], "big")
     return f"{2010 + h % 15}-{1 + (h >> 8) % 12:02d}"
-
-
-def default_resolver(pano_id: str | None, location: tuple[float, float] | None) -> Panorama | None:
-    """Every pano id exists (at 0,0); every location has a pano whose id derives from it."""
-    if pano_id is not None:
-        return Panorama(pano_id, 0.0, 0.0, pano_date(pano_id))
-    assert location is not None
-    pid = location_pano_id(*location)
-    return Panorama(pid, round(location[0], 6), round(location[1], 6), pano_date(pid))
 
 
 _base_lock = threading.Lock()
@@ -203,6 +190,195 @@ def placeholder_jpeg(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), (228, 227, 223)).save(buf, "JPEG", quality=70)
     return buf.getvalue()
+
+
+# ---- the world: which panoramas exist ------------------------------------------------------
+
+GOOGLE = "© Google"
+NEAR_METRES = 50.0  # a location finds a registered panorama this close (Google: "nearest")
+_CELL_DEGREES = 0.01  # the spatial index's cells: ~1.1 km of latitude
+
+
+@dataclass(frozen=True)
+class Panorama:
+    """What the metadata endpoint says about a panorama.
+
+    ``date`` is Google's ``date`` field as it comes: ``YYYY-MM``, just ``YYYY``, or None (the
+    field is left out of the answer). ``copyright`` names the owner: ``© Google`` for Google's
+    own coverage, ``© <a person's name>`` for a user's photosphere. ``outdoor`` is True for
+    Street View's own outdoor imagery, False indoors, None where Google cannot tell (user
+    photospheres): a ``source=outdoor`` lookup finds only True.
+    """
+
+    pano_id: str
+    lat: float
+    lng: float
+    date: str | None = "2021-06"
+    copyright: str = GOOGLE
+    outdoor: bool | None = True
+
+
+def photosphere(pano_id: str, lat: float, lng: float, owner: str, date: str | None = "2022-03") -> Panorama:
+    """A third-party photosphere: ``© owner``, indoor or outdoor unknown (Google's own answer
+    for user uploads); its id is usually a long ``CAoS…`` one."""
+    return Panorama(pano_id, lat, lng, date, f"© {owner}", None)
+
+
+def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Great-circle distance in metres (haversine, mean Earth radius)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lng2 - lng1) / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))
+
+
+class World:
+    """The panoramas the server knows, and how a location finds one — what exists, explicitly.
+
+    By pano id (``pano=``): a registered panorama (or one derived earlier, below) answers; any
+    other id — never registered, deleted, or retired — answers ZERO_RESULTS, as Google does
+    for a deleted id. By location (``location=``): the nearest registered panorama within
+    ``radius_m`` (with ``source=outdoor``, the nearest outdoor one); else, where ``derive`` is
+    on and the point lies in no ``no_coverage`` area, a panorama derived from the coordinates
+    (id ``location_pano_id(lat, lng)``, date ``pano_date``, ``© Google``), remembered so that
+    its id answers from then on. Derived panoramas are never found by other locations, so
+    which panorama a location resolves to does not depend on the order of requests.
+
+    Thread-safe: request threads read it while a test registers or retires panoramas.
+    """
+
+    def __init__(self, panoramas: Iterable[Panorama] = (), *, derive: bool = True, radius_m: float = NEAR_METRES):
+        self.derive = derive
+        self.radius_m = radius_m
+        self._lock = threading.Lock()
+        self._known: dict[str, Panorama] = {}
+        self._derived: dict[str, Panorama] = {}
+        self._gone: set[str] = set()  # deleted or retired ids: never derived again
+        self._cells: dict[tuple[int, int], list[Panorama]] = {}
+        self._dark: list[tuple[float, float, float]] = []  # (lat, lng, radius_m) without coverage
+        self.add(*panoramas)
+
+    # ---- what exists -------------------------------------------------------------------------
+    def add(self, *panoramas: Panorama) -> None:
+        """Register panoramas (a known id is replaced)."""
+        with self._lock:
+            for p in panoramas:
+                self._drop(p.pano_id)
+                self._gone.discard(p.pano_id)
+                self._known[p.pano_id] = p
+                self._cells.setdefault(_cell(p.lat, p.lng), []).append(p)
+
+    def add_objects(self, objects: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> list[Panorama]:
+        """Register the panorama of every map object that names one, where the object stands:
+        its ``panoId`` (else ``extra.panoId``), GeoGuessr's hex form decoded as fetch decodes
+        it, ``pano_date`` as its date. Takes a list of objects or a map object holding
+        ``customCoordinates``. Returns the panoramas registered."""
+        from tasks.locations import decode_pano_id
+
+        if isinstance(objects, Mapping):
+            objects = objects.get("customCoordinates") or []
+        panos = []
+        for obj in objects:
+            extra = obj.get("extra") if isinstance(obj.get("extra"), Mapping) else {}
+            pid = decode_pano_id(obj.get("panoId") or extra.get("panoId") or None)
+            if pid:
+                panos.append(Panorama(str(pid), float(obj["lat"]), float(obj["lng"]), pano_date(str(pid))))
+        self.add(*panos)
+        return panos
+
+    def delete(self, pano_id: str) -> Panorama | None:
+        """Forget a panorama: its id answers ZERO_RESULTS from now on. Returns what it was."""
+        with self._lock:
+            self._gone.add(pano_id)
+            return self._drop(pano_id)
+
+    def retire(self, pano_id: str, new_id: str | None = None, **changes: Any) -> Panorama:
+        """Google replaced a panorama: the old id is gone (ZERO_RESULTS) and a new one stands at
+        the same place (``changes`` may move it or change its date, copyright …). Returns the
+        new panorama; its id defaults to one derived from the old."""
+        old = self.get(pano_id)
+        if old is None:
+            raise KeyError(f"no panorama {pano_id!r} to retire")
+        new = replace(old, pano_id=new_id or _derived_id(f"retired:{pano_id}"), **changes)
+        self.delete(pano_id)
+        self.add(new)
+        return new
+
+    def no_coverage(self, lat: float, lng: float, radius_m: float = NEAR_METRES) -> None:
+        """No imagery within ``radius_m`` of a point: location lookups there answer ZERO_RESULTS
+        (registered panoramas closer than that are still found)."""
+        with self._lock:
+            self._dark.append((lat, lng, radius_m))
+
+    # ---- lookups -----------------------------------------------------------------------------
+    def get(self, pano_id: str) -> Panorama | None:
+        """The panorama with this id, or None (ZERO_RESULTS)."""
+        return self._known.get(pano_id) or self._derived.get(pano_id)
+
+    def near(self, lat: float, lng: float, source: str | None = None) -> Panorama | None:
+        """The panorama a ``location=`` lookup finds (see the class docstring), or None."""
+        outdoor_only = source == "outdoor"
+        best, best_d = None, self.radius_m
+        for p in self._candidates(lat, lng):
+            if outdoor_only and p.outdoor is not True:
+                continue
+            d = distance_m(lat, lng, p.lat, p.lng)
+            if d <= best_d:
+                best, best_d = p, d
+        if best is not None or not self.derive:
+            return best
+        if any(distance_m(lat, lng, dlat, dlng) <= r for dlat, dlng, r in self._dark):
+            return None
+        pid = location_pano_id(lat, lng)
+        with self._lock:
+            if pid in self._gone:
+                return None
+            pano = self._derived.get(pid)
+            if pano is None:
+                pano = self._derived[pid] = Panorama(pid, round(lat, 6), round(lng, 6), pano_date(pid))
+        return pano
+
+    def resolve(self, pano_id: str | None, location: tuple[float, float] | None, source: str | None = None) -> Panorama | None:
+        """What a request finds: by pano id (``source`` does not apply) or by location."""
+        if pano_id is not None:
+            return self.get(pano_id)
+        assert location is not None
+        return self.near(*location, source=source)
+
+    __call__ = resolve  # a world is also a resolver: ``world(pano_id, location)``
+
+    def __contains__(self, pano_id: object) -> bool:
+        return isinstance(pano_id, str) and self.get(pano_id) is not None
+
+    def __len__(self) -> int:
+        return len(self._known) + len(self._derived)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _drop(self, pano_id: str) -> Panorama | None:
+        """Remove an id (lock held)."""
+        old = self._known.pop(pano_id, None) or self._derived.pop(pano_id, None)
+        if old is not None:
+            cell = self._cells.get(_cell(old.lat, old.lng), [])
+            self._cells[_cell(old.lat, old.lng)] = [p for p in cell if p.pano_id != pano_id]
+        return old
+
+    def _candidates(self, lat: float, lng: float) -> Iterator[Panorama]:
+        """Registered panoramas in the cells within ``radius_m`` of the point."""
+        ci, cj = _cell(lat, lng)
+        lat_cell_m = 111_320 * _CELL_DEGREES
+        rows = int(self.radius_m // lat_cell_m) + 1
+        cols = min(int(self.radius_m // (lat_cell_m * max(math.cos(math.radians(lat)), 1e-6))) + 1, int(360 / _CELL_DEGREES))
+        cells = self._cells
+        for i in range(ci - rows, ci + rows + 1):
+            for j in range(cj - cols, cj + cols + 1):
+                yield from cells.get((i, j), ())
+
+
+def _cell(lat: float, lng: float) -> tuple[int, int]:
+    return math.floor(lat / _CELL_DEGREES), math.floor(lng / _CELL_DEGREES)
+
+
+def _derived_id(text: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode()[:22]
 
 
 # ---- signing -------------------------------------------------------------------------------
@@ -254,16 +430,18 @@ class StreetViewServer:
         api_key: str | None = "test-key",
         signing_secret: str | None = None,
         image_provider: ImageProvider = synthetic_jpeg,
-        metadata_resolver: MetadataResolver = default_resolver,
+        world: World | None = None,
         latency: float = 0.0,
         port: int = 0,
         base_path: str = BASE_PATH,
         record: bool = True,
+        *,
+        metadata_resolver: World | None = None,  # the earlier name of ``world``
     ):
         self.api_key = api_key
         self.signing_secret = signing_secret
         self.image_provider = image_provider
-        self.metadata_resolver = metadata_resolver
+        self.world = world if world is not None else metadata_resolver if metadata_resolver is not None else World()
         self.latency = latency
         self.base_path = base_path.rstrip("/")
         self.record = record
@@ -274,6 +452,10 @@ class StreetViewServer:
         self._port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def register_panoramas_of(self, objects: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> list[Panorama]:
+        """Make the panoramas these map objects stand on exist (``World.add_objects``)."""
+        return self.world.add_objects(objects)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "StreetViewServer":
@@ -379,17 +561,15 @@ class StreetViewServer:
             answered = self._apply_fault(h, meta, fault, query)
             if answered is not None:
                 return answered
-        pano = self.metadata_resolver(query["pano"], query["location"])
+        pano = self.world.resolve(query["pano"], query["location"], query["source"])
         if pano is None:
             return self._no_imagery(h, meta, "ZERO_RESULTS", query, params)
         if meta:
-            return self._json(h, 200, {
-                "copyright": pano.copyright,
-                "date": pano.date,
-                "location": {"lat": pano.lat, "lng": pano.lng},
-                "pano_id": pano.pano_id,
-                "status": "OK",
-            })
+            doc: dict[str, Any] = {"copyright": pano.copyright}
+            if pano.date is not None:  # Google leaves the field out when it has no date
+                doc["date"] = pano.date
+            doc.update({"location": {"lat": pano.lat, "lng": pano.lng}, "pano_id": pano.pano_id, "status": "OK"})
+            return self._json(h, 200, doc)
         data = self.image_provider(pano.pano_id, query["heading"], query["size"], query["fov"], query["pitch"])
         return self._send(h, 200, data, "image/jpeg")
 
@@ -409,7 +589,9 @@ class StreetViewServer:
 
     def _parse(self, endpoint: str, params: dict[str, str]) -> dict:
         """Check the view parameters as Google does; returns them typed."""
-        q: dict = {"pano": params.get("pano") or None, "location": None}
+        q: dict = {"pano": params.get("pano") or None, "location": None, "source": params.get("source") or None}
+        if q["source"] not in (None, "default", "outdoor"):
+            raise _Reject("INVALID_REQUEST", 400, "source must be default or outdoor.")
         if q["pano"] is None:
             text = params.get("location", "")
             try:
@@ -470,7 +652,7 @@ class StreetViewServer:
         if k == "truncated":
             if meta:
                 return self._send(h, 200, b"{\"status\": \"OK\", \"pano_", "application/json")
-            pano = self.metadata_resolver(query["pano"], query["location"])
+            pano = self.world.resolve(query["pano"], query["location"], query["source"])
             pid = pano.pano_id if pano else "missing"
             data = self.image_provider(pid, query["heading"], query["size"], query["fov"], query["pitch"])
             return self._send(h, 200, data[: len(data) // 2], "image/jpeg")
@@ -519,9 +701,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     p.add_argument("--key", default="test-key", help="the API key to accept ('' = any)")
     p.add_argument("--signing-secret", default=None)
+    p.add_argument("--panoramas-of", action="append", default=[], metavar="MAP.json",
+                   help="make the panoramas of this map file's objects exist (repeatable); other pano ids answer ZERO_RESULTS")
     args = p.parse_args(argv)
+    world = World()
+    for path in args.panoramas_of:
+        with open(path, encoding="utf-8") as f:
+            world.add_objects(json.load(f))
     server = StreetViewServer(
-        api_key=args.key or None, signing_secret=args.signing_secret, latency=args.latency, port=args.port, record=False
+        api_key=args.key or None, signing_secret=args.signing_secret, world=world, latency=args.latency, port=args.port, record=False
     ).start()
     _base_jpeg(MAX_SIDE, MAX_SIDE)  # the API's usual size drawn before the first request, not during it
     print(server.base_url, flush=True)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import json
 import logging
 import socket
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -25,11 +27,31 @@ from tasks.streetview import (
     Stopped,
     StreetViewClient,
     inspect_jpeg,
+    is_official,
     redact,
     url_signature,
 )
-from tasks.streetview_server import Fault, StreetViewServer, location_pano_id, pano_date, synthetic_jpeg
+from tasks.streetview_server import Fault, Panorama, StreetViewServer, World, location_pano_id, pano_date, photosphere, synthetic_jpeg
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET
+
+# The panoramas these tests ask for by id (transport tests: retries, signing, pooling); "gone"
+# and every other id are unknown to the server and answer ZERO_RESULTS.
+KNOWN = ["PANO_abc", "PANO_x", "P", *(f"P{i}" for i in range(40))]
+
+
+def known_panoramas() -> list[Panorama]:
+    return [Panorama(p, 1.0 + i * 0.01, 1.0, pano_date(p)) for i, p in enumerate(KNOWN)]  # far from the points asked about
+
+
+def known_world() -> World:
+    return World(known_panoramas())
+
+
+@pytest.fixture
+def streetview_server(streetview_server):
+    """The shared fixture's server, with the panoramas of ``KNOWN``."""
+    streetview_server.world.add(*known_panoramas())
+    return streetview_server
 
 
 class Blocking:
@@ -244,7 +266,7 @@ def test_signing_matches_googles_documented_example():
 
 
 def test_signed_requests_are_verified_by_the_server():
-    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET) as server:
+    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET, world=known_world()) as server:
         good = client_for(server, signing_secret=FAKE_SECRET)
         assert good.metadata(pano="P").pano_id == "P"
         assert good.image("P", 90, "64x64", 90, 0).width == 64
@@ -312,7 +334,7 @@ def test_no_secret_in_errors_or_debug_logs(caplog):
         client.metadata(pano="P")
     assert err.value.reason == "metadata cannot connect after 2 attempts"
     assert err.value.__cause__ is None and err.value.__context__ is None  # no chained aiohttp error
-    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET) as server:
+    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET, world=known_world()) as server:
         server.add_fault(Fault("500", endpoint="image", times=1))
         ok = Blocking(StreetViewClient(server.base_url, FAKE_KEY, signing_secret=FAKE_SECRET, backoff_base=0.001))
         ok.image("P", 0, "64x64", 90, 0)
@@ -325,3 +347,98 @@ def test_redact_masks_key_and_signature_parameters():
     url = f"http://h/x?pano=P&key={FAKE_KEY}&signature=abc-_=&fov=90"
     assert redact(url) == "http://h/x?pano=P&key=***&signature=***&fov=90"
     assert redact(f"boom {FAKE_KEY} boom", FAKE_KEY) == "boom *** boom"
+
+
+# ---- the server's world and what the client keeps of the metadata ----------------------------
+# Shapes from Google's metadata document, https://developers.google.com/maps/documentation/streetview/metadata:
+# "date" is "YYYY-MM" (also just "YYYY", or absent), "copyright" names the owner, ZERO_RESULTS
+# for a pano id means it was deleted ("Refresh deleted panorama IDs").
+
+THIRD_PARTY = "CAoSLEFGMVFpcE94VEpTc0ExX2hwNExZQkRsdG9MZEFwOTNjdDNYZmwyQm1yNUU3"  # a user upload's id shape
+
+
+def test_an_unknown_pano_id_answers_zero_results_and_a_404_image(streetview_server):
+    client = client_for(streetview_server)
+    with pytest.raises(NoImagery, match="ZERO_RESULTS"):
+        client.metadata(pano="NEVER_REGISTERED_ID_xx")
+    with pytest.raises(NoImagery, match="image HTTP 404"):
+        client.image("NEVER_REGISTERED_ID_xx", 0, "64x64", 90, 0)
+    assert client.metadata(pano="P").pano_id == "P"  # a registered one answers
+
+
+def test_metadata_keeps_copyright_location_and_the_date_as_given(streetview_server):
+    streetview_server.world.add(
+        Panorama("YEAR_ONLY_pano_0000000", -33.1, -70.1, "2019"),
+        Panorama("NO_DATE_pano_000000000", -33.2, -70.2, None),
+        photosphere(THIRD_PARTY, -41.4689, -72.9411, "Ana Pérez", "2021-11"),
+    )
+    client = client_for(streetview_server)
+    year = client.metadata(pano="YEAR_ONLY_pano_0000000")
+    assert (year.capture_date, year.lat, year.lng, year.copyright, year.official) == ("2019", -33.1, -70.1, "© Google", True)
+    undated = client.metadata(pano="NO_DATE_pano_000000000")
+    assert undated.capture_date is None
+    sphere = client.metadata(pano=THIRD_PARTY)
+    assert (sphere.pano_id, sphere.copyright, sphere.official, sphere.capture_date) == (THIRD_PARTY, "© Ana Pérez", False, "2021-11")
+    assert (sphere.lat, sphere.lng) == (-41.4689, -72.9411)
+
+
+def test_the_server_leaves_out_a_missing_date_as_google_does(streetview_server):
+    streetview_server.world.add(Panorama("NO_DATE_pano_000000000", -33.2, -70.2, None))
+    url = f"{streetview_server.base_url}/metadata?pano=NO_DATE_pano_000000000&key={FAKE_KEY}"
+    with urllib.request.urlopen(url) as resp:
+        doc = json.loads(resp.read())
+    assert doc["status"] == "OK" and "date" not in doc and doc["copyright"] == "© Google"
+
+
+def test_a_location_finds_the_nearest_known_panorama_within_50_m(streetview_server):
+    world = streetview_server.world
+    world.add(Panorama("NEAR_pano_000000000000", -33.45020, -70.66))  # ~22 m north of the point
+    world.add(Panorama("FAR_pano_0000000000000", -33.45100, -70.66))  # ~111 m
+    client = client_for(streetview_server)
+    assert client.metadata(location=(-33.45, -70.66)).pano_id == "NEAR_pano_000000000000"
+    world.delete("NEAR_pano_000000000000")
+    derived = client.metadata(location=(-33.45, -70.66))
+    assert derived.pano_id == location_pano_id(-33.45, -70.66)  # nothing within 50 m: one of its own
+    assert client.metadata(pano=derived.pano_id).pano_id == derived.pano_id  # which exists from then on
+    world.no_coverage(-20.0, -69.0)
+    with pytest.raises(NoImagery, match="ZERO_RESULTS"):
+        client.metadata(location=(-20.0, -69.0))
+
+
+def test_a_retired_id_is_gone_and_its_location_finds_the_new_panorama(streetview_server):
+    world = streetview_server.world
+    world.add(Panorama("OLD_pano_0000000000000", -33.3, -70.3, "2014-02"))
+    new = world.retire("OLD_pano_0000000000000", "NEW_pano_0000000000000", date="2023-09")
+    client = client_for(streetview_server)
+    with pytest.raises(NoImagery):
+        client.metadata(pano="OLD_pano_0000000000000")
+    found = client.metadata(location=(-33.3, -70.3))
+    assert (found.pano_id, found.capture_date) == (new.pano_id, "2023-09") == ("NEW_pano_0000000000000", "2023-09")
+
+
+def test_source_outdoor_is_sent_on_location_lookups_and_skips_photospheres(streetview_server):
+    streetview_server.world.add(photosphere(THIRD_PARTY, -41.0, -73.0, "Ana Pérez"))
+    client = client_for(streetview_server)
+    assert client.metadata(location=(-41.0, -73.0)).pano_id == THIRD_PARTY
+    outdoor = client.metadata(location=(-41.0, -73.0), source="outdoor")
+    assert outdoor.pano_id != THIRD_PARTY and outdoor.official  # Google: photospheres are not "outdoor"
+    client.metadata(pano="P", source="outdoor")  # not sent with a pano id
+    sent = [r.params for r in streetview_server.requests]
+    assert "source" not in sent[0] and sent[1]["source"] == "outdoor" and "source" not in sent[2]
+    with pytest.raises(ValueError, match="source"):
+        client.metadata(location=(-41.0, -73.0), source="indoor")
+
+
+def test_the_server_refuses_an_unknown_source(streetview_server):
+    url = f"{streetview_server.base_url}/metadata?location=-41,-73&source=indoor&key={FAKE_KEY}"
+    with urllib.request.urlopen(url) as resp:
+        assert json.loads(resp.read())["status"] == "INVALID_REQUEST"
+
+
+@pytest.mark.parametrize(
+    ("copyright", "official"),
+    [("© Google", True), ("© 2024 Google", True), ("Copyright Google LLC", True), ("(c) Google Inc.", True),
+     ("© Ana Pérez", False), ("© Google Maps Fan Club", False), ("", False), (None, False)],
+)  # fmt: skip
+def test_official_means_the_copyright_names_google_alone(copyright, official):
+    assert is_official(copyright) is official
