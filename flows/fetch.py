@@ -54,6 +54,9 @@ class FetchFlowResult:
     requests: int
     image_requests: int
     orphan_blobs_removed: int
+    third_party_skipped: int  # views of third-party panoramas not bought (--official-only)
+    reused: int  # ok views that reuse an image of the same panorama and heading: no request
+    refreshed: int  # places whose deleted pano id was found again by location
     global_limit: str | None
     status_counts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -105,7 +108,7 @@ def fetch_batch_task(
     from prefect.runtime import task_run
 
     if task_run.run_count > 1:
-        items = replan_batch(open_lake(lake_uri), items)
+        items = replan_batch(open_lake(lake_uri), items, options)
     if limit is None:
         return fetch_batch(lake_uri, items, settings, options, NullProgress())
     if limit.rate_limit:
@@ -133,7 +136,7 @@ def gc_blobs_task(lake_uri: str) -> int:
 
 @task(name="image-status", retries=1, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
 def image_status_task(lake_uri: str, map_name: str) -> list[dict[str, Any]]:
-    """The map's view counts per status (ok / no_imagery / failed)."""
+    """The map's view counts per status (ok / no_imagery / skipped / failed)."""
     return open_lake(lake_uri).query(load_sql("pipeline_image_status"), {"map": map_name}).to_pylist()
 
 
@@ -180,8 +183,9 @@ def fetch_flow(
     removed = gc_blobs_task(lake_uri) if batches else 0
     counts = image_status_task(lake_uri, map_name)
     table_artifact(artifact_key("fetch-status", map_name), counts, f"Street View views of {map_name} by status")
-    logger.info("fetched %d views of %s in %d batches (%d ok, %d no imagery, %d failed)",
-                total.ok + total.no_imagery + total.failed, map_name, len(batches), total.ok, total.no_imagery, total.failed)  # fmt: skip
+    logger.info("fetched %d views of %s in %d batches (%d ok, %d no imagery, %d skipped as third-party, %d failed)",
+                total.ok + total.no_imagery + total.third_party_skipped + total.failed, map_name, len(batches), total.ok,
+                total.no_imagery, total.third_party_skipped, total.failed)  # fmt: skip
     return FetchFlowResult(
         map=map_name,
         locations_planned=len(items),
@@ -192,6 +196,9 @@ def fetch_flow(
         requests=total.requests,
         image_requests=total.image_requests,
         orphan_blobs_removed=removed,
+        third_party_skipped=total.third_party_skipped,
+        reused=total.reused,
+        refreshed=total.refreshed,
         global_limit=limit.name if limit else None,
         status_counts=counts,
     )

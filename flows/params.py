@@ -23,6 +23,8 @@ class FetchParams(BaseModel):
     concurrency: int = Field(16, ge=1, le=512, description="requests in flight, shared by the batches running at once")
     qps: float = Field(100.0, ge=0, description="request starts per second, shared by the batches running at once (0 = unlimited)")
     max_retries: int = Field(5, ge=0, description="retries per request on 429/5xx/timeouts")
+    official_only: bool = Field(False, description="buy no image of a third-party photosphere (recorded 'skipped')")
+    source: Literal["default", "outdoor"] | None = Field(None, description="Google's source for location lookups (outdoor: no photospheres)")
     batch_locations: int = Field(100, ge=1, description="locations per Prefect task")
     concurrency_limit: str | None = Field(
         "svcluster-streetview",
@@ -42,6 +44,8 @@ class FetchParams(BaseModel):
             concurrency=max(1, self.concurrency // share),
             qps=self.qps / share if self.qps else 0.0,
             max_retries=self.max_retries,
+            official_only=self.official_only,
+            source=self.source,
         ).checked()
 
 

@@ -1,8 +1,11 @@
 -- What the fetch step still has to do for a map, one row per place in input order:
--- the wanted headings that have no 'ok' or 'no_imagery' row yet (NULL when none are missing),
--- and the panorama to ask for: the one an earlier fetch pinned for this location (so all its
--- views come from one panorama), else the map's panoId, else NULL (look up by location).
--- $map: the map's name; $headings: the wanted headings (INTEGER[]).
+-- the wanted headings that are not done yet (NULL when none are missing), and the panorama to
+-- ask for: the one an earlier fetch pinned for this place (so all its views come from one
+-- panorama; a refreshed id once a stale one was replaced), else the map's (decoded) pano id,
+-- else NULL (look up by location).
+-- Done: 'ok' or 'no_imagery'; with --official-only also 'skipped' (a third-party panorama it
+-- refused to buy), which a fetch without it fetches.
+-- $map: the map's name; $headings: the wanted headings (INTEGER[]); $official_only (BOOLEAN).
 WITH locs AS (
     SELECT location_id, position, lat, lng, pano_id
     FROM places
@@ -14,7 +17,7 @@ WITH locs AS (
 ), pinned AS (
     SELECT location_id, arg_max(pano_id, fetched_at) AS pano_id
     FROM done
-    WHERE status = 'ok' AND pano_id IS NOT NULL
+    WHERE status IN ('ok', 'skipped') AND pano_id IS NOT NULL
     GROUP BY location_id
 )
 SELECT l.location_id, l.position, l.lat, l.lng,
@@ -23,7 +26,8 @@ SELECT l.location_id, l.position, l.lat, l.lng,
 FROM locs l
 CROSS JOIN (SELECT unnest($headings::INTEGER[]) AS heading) h
 LEFT JOIN done d
-       ON d.location_id = l.location_id AND d.heading = h.heading AND d.status IN ('ok', 'no_imagery')
+       ON d.location_id = l.location_id AND d.heading = h.heading
+      AND (d.status IN ('ok', 'no_imagery') OR (d.status = 'skipped' AND $official_only))
 LEFT JOIN pinned p ON p.location_id = l.location_id
 GROUP BY l.location_id, l.position, l.lat, l.lng, p.pano_id, l.pano_id
 ORDER BY l.position;

@@ -1,12 +1,27 @@
-"""The fetch step: Street View images of a map's locations into the lake, resumably.
+"""The fetch step: Street View images of a map's places into the lake, resumably.
 
-Per location: one free metadata request (``pano=`` when the location has a pano id — from an
-earlier fetch of this location, else from the map — otherwise ``location=``) pins the panorama;
-then one billed image request per missing heading, by that pano id, so every view of a
-location comes from the same panorama. What happens is recorded per (location, heading) in
-the ``images`` table: ``ok`` (bytes stored as received in a content-addressed blob),
-``no_imagery`` (metadata ZERO_RESULTS / NOT_FOUND: no image request spent) or ``failed`` with
-the reason (after retries). A refused key or request raises :class:`FatalApiError` at once.
+Per place: one free metadata request (``pano=`` when the place has a pano id — from an earlier
+fetch of this place, else the map's decoded id — otherwise ``location=``, with ``source`` when
+asked) pins the panorama; then one billed image request per missing heading, by that pano id,
+so every view of a place comes from the same panorama. Google documents that pano ids change
+and that ZERO_RESULTS for a pano id means it was deleted: such an answer (or NOT_FOUND) is
+followed by exactly one free ``location=`` lookup, and only when that finds nothing too is the
+place ``no_imagery``; otherwise the refreshed id is what the rows record (``pano_id``, with the
+id asked for in ``requested_pano_id``).
+
+What happens is recorded per (place, heading) in the ``images`` table: ``ok`` (bytes stored as
+received in a content-addressed blob), ``no_imagery`` (no image request spent), ``skipped``
+(``--official-only`` and a third-party panorama: nothing bought, see
+``tasks.streetview.is_official``) or ``failed`` with the reason (after retries); with the
+metadata's ``copyright``, ``official``, ``capture_date`` (as given: YYYY-MM, YYYY or null) and
+``pano_lat``/``pano_lng``. A refused key or request raises :class:`FatalApiError` at once.
+
+No panorama and heading is bought twice with the same view settings (size, fov, pitch): places
+that resolve to one panorama (a place without a pano id that finds another's, a stale id
+refreshed to a panorama another place has) share its views — within a batch an image request in
+flight is awaited by every place that needs it, and a view an earlier run bought (``ok`` in the
+lake, any place, any map) is reused: the new place gets its own row naming the same blob, and no
+request is made. Batches running side by side (a Prefect flow) share only what the lake has.
 
 Resume comes from the lake, not from memory: :func:`plan_fetch` asks the ``images`` view what
 is missing or failed. Blobs are written before the rows that name them, and rows are appended
@@ -42,6 +57,7 @@ from tasks.progress import NullProgress, Progress
 from tasks.schemas import IMAGES
 from tasks.settings import Settings
 from tasks.streetview import (
+    SOURCES,
     FatalApiError,
     NoImagery,
     Panorama,
@@ -70,6 +86,8 @@ __all__ = [
     "FetchStats",
     "GcResult",
     "ImageRowWriter",
+    "SharedViews",
+    "checked_source",
     "fetch_batch",
     "fetch_map",
     "gc_blobs",
@@ -85,7 +103,9 @@ class FetchOptions:
 
     ``qps`` 0 lifts the rate limit. ``backoff_base``/``backoff_max`` bound the full-jitter
     exponential backoff between retries (seconds). ``chunk_rows``/``flush_seconds`` bound how
-    much work a kill can lose.
+    much work a kill can lose. ``official_only``: buy no image of a panorama that is not
+    Google's own (its views are recorded ``skipped``). ``source``: Google's ``source`` parameter
+    of location lookups (``default`` | ``outdoor``; None sends none).
     """
 
     headings: tuple[int, ...] = (0, 90, 180, 270)
@@ -100,6 +120,8 @@ class FetchOptions:
     backoff_max: float = 30.0
     chunk_rows: int = 1000
     flush_seconds: float = 10.0
+    official_only: bool = False
+    source: str | None = None
 
     def checked(self) -> "FetchOptions":
         """These options with headings normalised, or SvclusterError naming the bad option."""
@@ -130,16 +152,38 @@ class FetchOptions:
             raise SvclusterError("timeout must be positive; retries and backoff cannot be negative")
         if self.chunk_rows < 1 or self.flush_seconds <= 0:
             raise SvclusterError("--chunk-rows must be at least 1 and flush_seconds positive")
+        source = checked_source(self.source)
         size = f"{int(match.group(1))}x{int(match.group(2))}"
-        return replace(self, headings=tuple(headings), size=size, fov=float(self.fov), pitch=float(self.pitch))
+        return replace(
+            self, headings=tuple(headings), size=size, fov=float(self.fov), pitch=float(self.pitch),
+            official_only=bool(self.official_only), source=source,
+        )  # fmt: skip
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height) of ``size`` (options already checked)."""
+        width, height = self.size.split("x")
+        return int(width), int(height)
+
+
+def checked_source(source: str | None) -> str | None:
+    """Google's ``source`` parameter, normalised (``default`` | ``outdoor``; None: none sent),
+    or SvclusterError naming the option."""
+    if source is None:
+        return None
+    value = str(source).strip().lower()
+    if value not in SOURCES:
+        raise SvclusterError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class FetchItem:
-    """One location with the headings it still needs and the panorama to ask for.
+    """One place with the headings it still needs and the panorama to ask for.
 
-    ``pano_id`` is the panorama an earlier fetch pinned for this location, else the map's
-    panoId, else None (the metadata endpoint is asked by ``lat,lng``).
+    ``pano_id`` is the panorama an earlier fetch pinned for this place, else the map's pano id
+    (decoded), else None (the metadata endpoint is asked by ``lat,lng``, the place's first
+    object's coordinates, which also serve to refresh a deleted id).
     """
 
     location_id: str
@@ -154,10 +198,13 @@ class FetchItem:
 class FetchStats:
     """What a batch did: rows written per status, requests made, wall time."""
 
-    ok: int = 0
+    ok: int = 0  # reused views included
     no_imagery: int = 0
     failed: int = 0
-    skipped: int = 0  # views already ok / no_imagery in the lake: nothing requested
+    skipped: int = 0  # views already done in the lake: nothing requested (not the status)
+    third_party_skipped: int = 0  # status 'skipped': third-party panoramas with --official-only
+    reused: int = 0  # ok views whose bytes another place's view of the same panorama holds
+    refreshed: int = 0  # places whose pano id was deleted and found again by location
     requests: int = 0
     metadata_requests: int = 0
     image_requests: int = 0
@@ -166,7 +213,8 @@ class FetchStats:
 
     def count(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
-            setattr(self, r["status"], getattr(self, r["status"]) + 1)
+            status = "third_party_skipped" if r["status"] == "skipped" else r["status"]
+            setattr(self, status, getattr(self, status) + 1)
             if r["status"] == "failed":
                 self.failure_reasons[r["reason"]] = self.failure_reasons.get(r["reason"], 0) + 1
 
@@ -179,6 +227,9 @@ class FetchStats:
             no_imagery=self.no_imagery + other.no_imagery,
             failed=self.failed + other.failed,
             skipped=self.skipped + other.skipped,
+            third_party_skipped=self.third_party_skipped + other.third_party_skipped,
+            reused=self.reused + other.reused,
+            refreshed=self.refreshed + other.refreshed,
             requests=self.requests + other.requests,
             metadata_requests=self.metadata_requests + other.metadata_requests,
             image_requests=self.image_requests + other.image_requests,
@@ -193,12 +244,12 @@ class FetchResult:
 
     map: str
     source: str  # api | folder
-    locations: int
-    views: int  # locations x headings wanted
+    locations: int  # places
+    views: int  # places x headings wanted
     ok: int
     no_imagery: int
     failed: int
-    skipped: int
+    skipped: int  # views already done in the lake
     requests: int
     metadata_requests: int
     image_requests: int
@@ -208,6 +259,9 @@ class FetchResult:
     orphan_blobs_removed: int = 0
     unmatched_files: int = 0  # folder import: files that match no wanted (location, heading)
     missing_files: int = 0  # folder import: views still missing that the folder has no file for
+    third_party_skipped: int = 0  # views recorded 'skipped' (--official-only, a third-party panorama)
+    reused: int = 0  # ok views recorded from a view of the same panorama already bought: no request
+    refreshed: int = 0  # places whose deleted pano id was refreshed by a location lookup
 
 
 @dataclass(frozen=True)
@@ -230,7 +284,7 @@ class FetchPlan:
 
     @property
     def skipped(self) -> int:
-        """Views already ok or no_imagery in the lake."""
+        """Views already done in the lake (ok, no_imagery; skipped with --official-only)."""
         return self.views - sum(len(i.headings) for i in self.items)
 
 
@@ -239,7 +293,8 @@ class FetchPlan:
 
 def plan_views(lake: Lake, map_name: str, options: FetchOptions) -> FetchPlan:
     """The plan of ``plan_fetch`` with the map's totals (options already checked)."""
-    rows = lake.query(load_sql("fetch_plan"), {"map": map_name, "headings": list(options.headings)}).to_pylist()
+    params = {"map": map_name, "headings": list(options.headings), "official_only": options.official_only}
+    rows = lake.query(load_sql("fetch_plan"), params).to_pylist()
     if not rows:
         raise NotFoundError(f"map {map_name!r} has no locations in the lake at {lake.uri}; run `svcluster ingest` first")
     items = [
@@ -250,13 +305,16 @@ def plan_views(lake: Lake, map_name: str, options: FetchOptions) -> FetchPlan:
     return FetchPlan(items, len(rows), len(rows) * len(options.headings), frozenset(r["position"] for r in rows))
 
 
-def replan_batch(lake: Lake, items: list[FetchItem]) -> list[FetchItem]:
-    """``items`` without the views the lake now has (``ok``/``no_imagery``), on the panorama an
-    earlier attempt pinned: what a retried batch still has to fetch, so that no view its failed
-    attempt already stored is requested (and billed) again."""
+def replan_batch(lake: Lake, items: list[FetchItem], options: FetchOptions | None = None) -> list[FetchItem]:
+    """``items`` without the views the lake now has (``ok``/``no_imagery``, and ``skipped`` when
+    ``options.official_only``), on the panorama an earlier attempt pinned: what a retried batch
+    still has to fetch, so that no view its failed attempt already stored is requested (and
+    billed) again."""
     if not items:
         return []
-    rows = lake.query(load_sql("fetch_batch_done"), {"ids": [i.location_id for i in items]}).to_pylist()
+    official_only = bool(options and options.official_only)
+    params = {"ids": [i.location_id for i in items], "official_only": official_only}
+    rows = lake.query(load_sql("fetch_batch_done"), params).to_pylist()
     known = {r["location_id"]: r for r in rows}
     out = []
     for item in items:
@@ -272,7 +330,7 @@ def replan_batch(lake: Lake, items: list[FetchItem]) -> list[FetchItem]:
 
 
 def plan_fetch(lake: Lake, map_name: str, options: FetchOptions) -> list[FetchItem]:
-    """The locations of a map with views still missing or failed, in input order."""
+    """The places of a map with views still missing or failed, in input order."""
     return plan_views(lake, map_name, options.checked()).items
 
 
@@ -316,72 +374,207 @@ def image_row(location_id: str, heading: int, status: str, options: FetchOptions
 
 # ---- fetching ------------------------------------------------------------------------------
 
+THIRD_PARTY_REASON = "third-party panorama (its copyright is not Google's): not bought with --official-only"
+
+Store = Callable[[bytes], Awaitable[tuple[str, str]]]
+
 
 @dataclass
 class _Outcome:
     rows: list[dict[str, Any]]
     fatal: FatalApiError | None = None
+    reused: int = 0
+    refreshed: bool = False
 
 
-async def _fetch_location(
-    client: StreetViewClient,
-    store: Callable[[bytes], Awaitable[tuple[str, str]]],
-    item: FetchItem,
-    options: FetchOptions,
-) -> _Outcome:
-    """Metadata, then every missing heading by the pinned pano id, side by side: a location
-    takes two round trips, not one per view, so few locations keep the connections busy and
-    the end of a batch does not trail off one view at a time. Blobs are written by the store
-    threads as images arrive; rows come back once their blobs are safely stored. No image is
-    requested before this location's own metadata answered OK: a refused key or signature
-    stops the batch on free metadata requests, before any billed one."""
+class SharedViews:
+    """The views of panoramas this batch has bought, is buying, or found in the lake, by
+    (pano id, heading) for the batch's view settings: how no panorama and heading is bought twice.
+
+    A key holds a future whose value is the bought view (the ``images`` columns of its blob and
+    the place it was bought for) or the exception that ended its request. The first place to
+    ``claim`` a key buys it; every later place awaits that future and gets the same outcome. What
+    the lake already has is read before a panorama's keys are claimed (``load``): all pano ids
+    the plan names in one query up front, each one learned from the metadata (a location lookup,
+    a refreshed id) in queries that gather every id asked for meanwhile. A lake without image
+    rows is never queried.
+    """
+
+    def __init__(self, lake: Lake, options: FetchOptions, run_query: Callable[[Callable[[], Any]], Awaitable[Any]]):
+        self.lake, self.options, self._run = lake, options, run_query
+        self._views: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self._loaded: dict[str, asyncio.Future[None]] = {}
+        self._queue: list[str] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._lake_has_rows = any(not p.rsplit("/", 1)[-1].startswith("schema") for p in lake.table_files("images"))
+
+    def preload(self, pano_ids: list[str]) -> None:
+        """Read the lake's views of these panoramas now (before the batch's requests start)."""
+        loop = asyncio.get_running_loop()
+        ids = sorted({p for p in pano_ids if p} - self._loaded.keys())
+        if not ids or not self._lake_has_rows:
+            return
+        self._remember(self._query(ids))
+        for p in ids:
+            self._loaded[p] = done = loop.create_future()
+            done.set_result(None)
+
+    async def load(self, pano_id: str) -> None:
+        """Make sure the lake's views of ``pano_id`` are known (once per id and batch)."""
+        if not self._lake_has_rows:
+            return
+        waiter = self._loaded.get(pano_id)
+        if waiter is None:
+            waiter = self._loaded[pano_id] = asyncio.get_running_loop().create_future()
+            self._queue.append(pano_id)
+            if self._drainer is None:
+                self._drainer = asyncio.ensure_future(self._drain())
+        await asyncio.shield(waiter)
+
+    def claim(self, pano_id: str, heading: int) -> tuple[asyncio.Future[Any], bool]:
+        """The future of a view, and True when the caller is the one to buy it."""
+        key = (pano_id, heading)
+        future = self._views.get(key)
+        if future is not None:
+            return future, False
+        future = self._views[key] = asyncio.get_running_loop().create_future()
+        return future, True
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let the places resolved in this turn of the loop join the query
+        try:
+            while self._queue:
+                ids, self._queue = self._queue, []
+                try:
+                    rows = await self._run(lambda ids=ids: self._query(ids))
+                except Exception as exc:  # the places that wait raise it (a lake that cannot be read)
+                    for p in ids:
+                        self._loaded[p].set_exception(exc)
+                    continue
+                self._remember(rows)
+                for p in ids:
+                    self._loaded[p].set_result(None)
+        finally:
+            self._drainer = None
+
+    def _query(self, ids: list[str]) -> list[dict[str, Any]]:
+        width, height = self.options.dimensions
+        params = {
+            "panos": ids, "headings": list(self.options.headings), "fov": self.options.fov,
+            "pitch": self.options.pitch, "width": width, "height": height,
+        }  # fmt: skip
+        return self.lake.query(load_sql("fetch_shared_views"), params).to_pylist()
+
+    def _remember(self, rows: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        for r in rows:
+            key = (r.pop("pano_id"), r.pop("heading"))
+            if key not in self._views:
+                self._views[key] = future = loop.create_future()
+                future.set_result(r)
+
+
+async def _resolve(client: StreetViewClient, item: FetchItem, options: FetchOptions) -> tuple[Panorama, bool]:
+    """The panorama of a place, and whether its pano id was refreshed. A pano id that no longer
+    exists (ZERO_RESULTS / NOT_FOUND) is looked up once more by the place's coordinates, as
+    Google's metadata document says to; NoImagery only when that finds nothing either."""
+    location = (item.lat, item.lng)
+    if not item.pano_id:
+        return await client.metadata(location=location, source=options.source), False
+    try:
+        return await client.metadata(pano=item.pano_id), False
+    except NoImagery as gone:
+        first = gone.reason
+    try:
+        pano = await client.metadata(location=location, source=options.source)
+    except NoImagery as exc:
+        raise NoImagery(f"{first} by pano id, then {exc.reason} by location") from None
+    except RequestFailed as exc:
+        raise RequestFailed(f"{first} by pano id, then the location lookup: {exc.reason}") from None
+    return pano, pano.pano_id != item.pano_id
+
+
+async def _fetch_location(client: StreetViewClient, store: Store, shared: SharedViews, item: FetchItem, options: FetchOptions) -> _Outcome:
+    """Metadata (and the refresh of a deleted id), then every missing heading by the pinned pano
+    id, side by side: a place takes two round trips, not one per view, so few places keep the
+    connections busy and the end of a batch does not trail off one view at a time. Blobs are
+    written by the store threads as images arrive; rows come back once their blobs are safely
+    stored. No image is requested before this place's own metadata answered OK: a refused key
+    or signature stops the batch on free metadata requests, before any billed one."""
+    asked = {"requested_pano_id": item.pano_id}
     try:
         try:
-            if item.pano_id:
-                pano: Panorama = await client.metadata(pano=item.pano_id)
-            else:
-                pano = await client.metadata(location=(item.lat, item.lng))
+            pano, refreshed = await _resolve(client, item, options)
         except NoImagery as exc:
-            return _Outcome([image_row(item.location_id, h, "no_imagery", options, "api", reason=exc.reason, pano_id=item.pano_id) for h in item.headings])
+            return _Outcome([image_row(item.location_id, h, "no_imagery", options, "api", reason=exc.reason, **asked) for h in item.headings])
         except RequestFailed as exc:
-            return _Outcome([image_row(item.location_id, h, "failed", options, "api", reason=exc.reason, pano_id=item.pano_id) for h in item.headings])
+            return _Outcome([
+                image_row(item.location_id, h, "failed", options, "api", reason=exc.reason, pano_id=item.pano_id, **asked)
+                for h in item.headings
+            ])  # fmt: skip
     except Stopped:
         return _Outcome([])
-    common = {"pano_id": pano.pano_id, "capture_date": pano.capture_date}
-    views = await asyncio.gather(*(_fetch_view(client, store, item, h, options, common) for h in item.headings), return_exceptions=True)
-    rows: list[dict[str, Any]] = []
-    fatal: FatalApiError | None = None
+    common = {
+        "pano_id": pano.pano_id, "capture_date": pano.capture_date, "copyright": pano.copyright,
+        "official": pano.official, "pano_lat": pano.lat, "pano_lng": pano.lng, **asked,
+    }  # fmt: skip
+    if options.official_only and not pano.official:
+        rows = [image_row(item.location_id, h, "skipped", options, "api", reason=THIRD_PARTY_REASON, **common) for h in item.headings]
+        return _Outcome(rows, refreshed=refreshed)
+    await shared.load(pano.pano_id)
+    views = await asyncio.gather(*(_fetch_view(client, store, shared, item, h, options, common) for h in item.headings), return_exceptions=True)
+    outcome = _Outcome([], refreshed=refreshed)
     for view in views:
         if isinstance(view, FatalApiError):
-            fatal = fatal or view
+            outcome.fatal = outcome.fatal or view
         elif isinstance(view, BaseException):  # Stopped: not requested; anything else is a bug or a failed write
             if not isinstance(view, Stopped):
                 raise view
         else:
-            rows.append(view)
-    return _Outcome(rows, fatal)
+            row, reused = view
+            outcome.rows.append(row)
+            outcome.reused += reused
+    return outcome
 
 
 async def _fetch_view(
     client: StreetViewClient,
-    store: Callable[[bytes], Awaitable[tuple[str, str]]],
+    store: Store,
+    shared: SharedViews,
     item: FetchItem,
     heading: int,
     options: FetchOptions,
     common: dict[str, Any],
-) -> dict[str, Any]:
-    """The ``images`` row of one view; an ``ok`` row once its blob is written."""
+) -> tuple[dict[str, Any], bool]:
+    """The ``images`` row of one view (an ``ok`` row once its blob is written), and whether its
+    bytes are another place's view of the same panorama (no request made)."""
+    future, mine = shared.claim(common["pano_id"], heading)
+    if not mine:
+        got = await asyncio.shield(future)
+        if isinstance(got, (FatalApiError, Stopped, asyncio.CancelledError)):
+            raise Stopped()  # the place that made the request reports the refusal
+        if isinstance(got, NoImagery):
+            return image_row(item.location_id, heading, "no_imagery", options, "api", reason=got.reason, **common), False
+        if isinstance(got, RequestFailed):
+            return image_row(item.location_id, heading, "failed", options, "api", reason=got.reason, **common), False
+        if isinstance(got, BaseException):
+            raise got
+        reason = f"same panorama, heading and view settings as place {got['location_id']}: its image, not requested again"
+        blob = {k: got[k] for k in ("path", "sha256", "size_bytes", "width", "height")}
+        return image_row(item.location_id, heading, "ok", options, "api", reason=reason, **blob, **common), True
     try:
         img = await client.image(common["pano_id"], heading, options.size, options.fov, options.pitch)
-    except NoImagery as exc:
-        return image_row(item.location_id, heading, "no_imagery", options, "api", reason=exc.reason, **common)
-    except RequestFailed as exc:
-        return image_row(item.location_id, heading, "failed", options, "api", reason=exc.reason, **common)
-    path, sha256 = await store(img.data)
-    return image_row(
-        item.location_id, heading, "ok", options, "api",
-        size_bytes=len(img.data), width=img.width, height=img.height, path=path, sha256=sha256, **common,
-    )  # fmt: skip
+        path, sha256 = await store(img.data)
+    except BaseException as exc:
+        future.set_result(exc)  # a value, not raised: places that wait on it record the same outcome
+        if isinstance(exc, NoImagery):
+            return image_row(item.location_id, heading, "no_imagery", options, "api", reason=exc.reason, **common), False
+        if isinstance(exc, RequestFailed):
+            return image_row(item.location_id, heading, "failed", options, "api", reason=exc.reason, **common), False
+        raise
+    blob = {"path": path, "sha256": sha256, "size_bytes": len(img.data), "width": img.width, "height": img.height}
+    future.set_result({**blob, "location_id": item.location_id})
+    return image_row(item.location_id, heading, "ok", options, "api", **blob, **common), False
 
 
 def fetch_batch(
@@ -426,6 +619,8 @@ async def _fetch_batch(lake_uri: str, items: list[FetchItem], settings: Settings
     fatal: FatalApiError | None = None
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
+    shared = SharedViews(lake, options, lambda fn: run_query(fn))
+    shared.preload([i.pano_id for i in items if i.pano_id])
     progress.start(sum(len(i.headings) for i in items), "fetching Street View images")
     # Blob writes (hash, write, fsync, rename) run on threads: the loop keeps serving requests.
     writers = STORE_THREADS_LOCAL if lake.is_local else STORE_THREADS_REMOTE
@@ -434,6 +629,9 @@ async def _fetch_batch(lake_uri: str, items: list[FetchItem], settings: Settings
     def store(data: bytes) -> Awaitable[tuple[str, str]]:
         return loop.run_in_executor(store_pool, lake.put_blob, data, "jpg")
 
+    def run_query(fn: Callable[[], Any]) -> Awaitable[Any]:
+        return loop.run_in_executor(store_pool, fn)
+
     # Locations in flight: enough to keep ``concurrency`` requests busy while some locations
     # wait for their metadata or their blobs.
     window = 2 * options.concurrency
@@ -441,7 +639,7 @@ async def _fetch_batch(lake_uri: str, items: list[FetchItem], settings: Settings
     finished: asyncio.Queue[asyncio.Task[_Outcome]] = asyncio.Queue()  # tasks, as they complete
 
     def start(item: FetchItem) -> None:
-        task = asyncio.ensure_future(_fetch_location(client, store, item, options))
+        task = asyncio.ensure_future(_fetch_location(client, store, shared, item, options))
         task.add_done_callback(finished.put_nowait)
         pending.add(task)
 
@@ -470,6 +668,8 @@ async def _fetch_batch(lake_uri: str, items: list[FetchItem], settings: Settings
                 pending.discard(task)
                 outcome = task.result()  # a failed blob write raises here
                 stats.count(outcome.rows)
+                stats.reused += outcome.reused
+                stats.refreshed += outcome.refreshed
                 writer.add(outcome.rows)
                 progress.advance(len(outcome.rows))
                 if outcome.fatal is not None and fatal is None:
@@ -532,6 +732,9 @@ def result_of(map_name: str, source: str, plan: FetchPlan, stats: FetchStats, re
         failure_reasons=dict(sorted(stats.failure_reasons.items(), key=lambda kv: -kv[1])),
         orphan_blobs_removed=removed,
         unmatched_files=unmatched,
+        third_party_skipped=stats.third_party_skipped,
+        reused=stats.reused,
+        refreshed=stats.refreshed,
     )
 
 

@@ -83,10 +83,10 @@ IMAGES = TableSpec(
         [
             ("location_id", pa.string()),
             ("heading", pa.int32()),
-            ("status", pa.string()),  # ok | no_imagery | failed
-            ("reason", pa.string()),
-            ("pano_id", pa.string()),
-            ("capture_date", pa.string()),  # YYYY-MM as the metadata endpoint reports it
+            ("status", pa.string()),  # ok | no_imagery | skipped (--official-only) | failed
+            ("reason", pa.string()),  # why not ok; on an ok row, that its bytes came from an earlier view
+            ("pano_id", pa.string()),  # the panorama served (a refreshed id when the asked one was deleted)
+            ("capture_date", pa.string()),  # the metadata's date as given: YYYY-MM, YYYY or null
             ("path", pa.string()),  # blob path relative to the lake root
             ("size_bytes", pa.int64()),
             ("sha256", pa.string()),
@@ -96,6 +96,12 @@ IMAGES = TableSpec(
             ("pitch", pa.float64()),
             ("source", pa.string()),  # api | folder
             ("written_at", TIMESTAMP),
+            # Added for real maps and the real API (null in rows written before):
+            ("requested_pano_id", pa.string()),  # the id asked for; differs from pano_id when refreshed
+            ("copyright", pa.string()),  # the metadata's owner: "© Google" or a photosphere's author
+            ("official", pa.bool_()),  # Google's own coverage: the copyright names Google alone
+            ("pano_lat", pa.float64()),  # where the panorama stands, by its metadata
+            ("pano_lng", pa.float64()),
         ]
     ),
 )

@@ -23,7 +23,7 @@ from tasks.fetch import FatalApiError, FetchItem, FetchOptions, fetch_batch, fet
 from tasks.lake import schema_file_name
 from tasks.schemas import IMAGES
 from tasks.settings import load_settings
-from tasks.streetview_server import Fault, StreetViewServer, location_pano_id, pano_date
+from tasks.streetview_server import Fault, Panorama, StreetViewServer, location_pano_id, pano_date
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET, ingest_locations, sample_locations
 
 FAST = FetchOptions(qps=0, concurrency=4, backoff_base=0.001, backoff_max=0.01, max_retries=2, timeout=5.0)
@@ -63,7 +63,9 @@ def assert_blobs_clean(lake) -> None:
 def test_every_status_is_recorded_from_the_api(lake, streetview_server, streetview_settings, fetch_map_name):
     locs = locations(lake, fetch_map_name)
     gone, flaky, broken, half, retried = (locs[i]["pano_id"] for i in range(5))
-    streetview_server.add_fault(Fault("zero_results", endpoint="metadata", pano=gone, times=None))
+    # deleted, with nothing at its place any more: ZERO_RESULTS by id and by location
+    streetview_server.world.delete(gone)
+    streetview_server.world.no_coverage(locs[0]["lat"], locs[0]["lng"])
     streetview_server.add_fault(Fault("500", endpoint="image", pano=flaky, heading=90, times=None))
     streetview_server.add_fault(Fault("not_image", endpoint="image", pano=broken, heading=180))
     streetview_server.add_fault(Fault("truncated", endpoint="image", pano=half, heading=0))
@@ -71,7 +73,7 @@ def test_every_status_is_recorded_from_the_api(lake, streetview_server, streetvi
     # a location without panoId whose coordinates have no imagery
     no_pano = [loc for loc in locs if loc["pano_id"] is None]
     dark = f"{no_pano[0]['lat']:.7f},{no_pano[0]['lng']:.7f}"
-    streetview_server.add_fault(Fault("zero_results", endpoint="metadata", pano=dark, times=None))
+    streetview_server.world.no_coverage(no_pano[0]["lat"], no_pano[0]["lng"])
 
     r = fetch_map(lake, fetch_map_name, streetview_settings, FAST)
 
@@ -87,7 +89,11 @@ def test_every_status_is_recorded_from_the_api(lake, streetview_server, streetvi
     for (lid, heading), row in rows.items():
         loc = by_loc[lid]
         assert row["fov"] == 90.0 and row["pitch"] == 0.0 and row["source"] == "api"
-        if loc["pano_id"] in (gone,) or (loc["pano_id"] is None and f"{loc['lat']:.7f},{loc['lng']:.7f}" == dark):
+        if loc["pano_id"] == gone:
+            assert row["status"] == "no_imagery" and row["path"] is None and row["pano_id"] is None
+            assert row["reason"] == "ZERO_RESULTS by pano id, then ZERO_RESULTS by location" and row["requested_pano_id"] == gone
+            continue
+        if loc["pano_id"] is None and f"{loc['lat']:.7f},{loc['lng']:.7f}" == dark:
             assert row["status"] == "no_imagery" and row["reason"] == "ZERO_RESULTS" and row["path"] is None
             continue
         expected_pano = loc["pano_id"] or location_pano_id(loc["lat"], loc["lng"])
@@ -103,7 +109,7 @@ def test_every_status_is_recorded_from_the_api(lake, streetview_server, streetvi
     image_reqs = [q.params for q in streetview_server.requests if q.endpoint == "image"]
     assert all("pano" in p and "location" not in p and p["return_error_code"] == "true" for p in image_reqs)
     assert not any(p["pano"] == gone for p in image_reqs)
-    assert streetview_server.counts["metadata"] == 12
+    assert streetview_server.counts["metadata"] == 12 + 1  # the deleted id's one location lookup
     assert streetview_server.counts["image"] == 40 + 2 + 2  # 40 views, 2 retries of the 500, 2 of the 429
     assert r.requests == streetview_server.counts["total"]
     assert_blobs_clean(lake)
@@ -116,7 +122,8 @@ def r_key(reasons: dict[str, int], needle: str) -> str:
 def test_rerun_fetches_only_missing_or_failed(lake, streetview_server, streetview_settings, fetch_map_name):
     locs = locations(lake, fetch_map_name)
     streetview_server.add_fault(Fault("503", endpoint="image", pano=locs[1]["pano_id"], times=None))
-    streetview_server.add_fault(Fault("zero_results", endpoint="metadata", pano=locs[2]["pano_id"], times=None))
+    streetview_server.world.delete(locs[2]["pano_id"])  # deleted, nothing in its place
+    streetview_server.world.no_coverage(locs[2]["lat"], locs[2]["lng"])
     first = fetch_map(lake, fetch_map_name, streetview_settings, FAST)
     assert (first.ok, first.failed, first.no_imagery) == (40, 4, 4)
     streetview_server.clear_faults()
@@ -155,7 +162,7 @@ def test_a_refused_key_stops_the_step_at_the_first_requests_before_any_billed_on
 
 
 def test_a_refusal_on_images_stops_the_step_and_keeps_finished_rows(lake, streetview_server, streetview_settings, tmp_path):
-    name = ingest_locations(lake, tmp_path / "big.json", sample_locations(60), "big")
+    name = ingest_locations(lake, tmp_path / "big.json", sample_locations(60), "big", streetview_server)
     streetview_server.latency = 0.005
     streetview_server.add_fault(Fault("403", endpoint="image", times=None))
     with pytest.raises(FatalApiError, match="HTTP 403"):
@@ -180,21 +187,21 @@ def test_a_retried_batch_asks_only_for_what_its_failed_attempt_did_not_store(lak
     assert replan_batch(lake, batch) == []
 
 
-def test_signed_fetch_with_the_secret(lake, fetch_map_name, tmp_path):
-    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET) as server:
+def test_signed_fetch_with_the_secret(lake, fetch_map_name, tmp_path, streetview_server):
+    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET, world=streetview_server.world) as server:
         settings = load_settings(api_key=FAKE_KEY, signing_secret=FAKE_SECRET, streetview_url=server.base_url)
         r = fetch_map(lake, fetch_map_name, settings, FAST)
         assert (r.ok, r.failed) == (48, 0)
         assert all("signature" in q.params for q in server.requests)
         unsigned = load_settings(api_key=FAKE_KEY, streetview_url=server.base_url)
-        ingest_locations(lake, tmp_path / "other.json", sample_locations(3, seed=99), "other")
+        ingest_locations(lake, tmp_path / "other.json", sample_locations(3, seed=99), "other", server)
         with pytest.raises(FatalApiError, match="signature"):
             fetch_map(lake, "other", unsigned, FAST)
 
 
-def test_key_and_secret_never_reach_the_lake_logs_or_errors(lake, fetch_map_name, caplog, capfd):
+def test_key_and_secret_never_reach_the_lake_logs_or_errors(lake, fetch_map_name, caplog, capfd, streetview_server):
     caplog.set_level(logging.DEBUG)
-    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET) as server:
+    with StreetViewServer(api_key=FAKE_KEY, signing_secret=FAKE_SECRET, world=streetview_server.world) as server:
         locs = locations(lake, fetch_map_name)
         server.add_fault(Fault("500", endpoint="image", pano=locs[0]["pano_id"], times=None))
         server.add_fault(Fault("reset", endpoint="image", pano=locs[1]["pano_id"], times=None))
@@ -223,7 +230,7 @@ def test_key_and_secret_never_reach_the_lake_logs_or_errors(lake, fetch_map_name
 
 
 def test_kill_9_mid_fetch_then_rerun_leaves_one_row_per_view(lake, tmp_path, streetview_server):
-    name = ingest_locations(lake, tmp_path / "kill.json", sample_locations(60, seed=8), "kill")
+    name = ingest_locations(lake, tmp_path / "kill.json", sample_locations(60, seed=8), "kill", streetview_server)
     streetview_server.latency = 0.02
     env = {**os.environ, "GOOGLE_MAPS_API_KEY": FAKE_KEY, "SVCLUSTER_STREETVIEW_URL": streetview_server.base_url}
     cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--lake", lake.uri, "fetch", "--map", name,
@@ -273,6 +280,7 @@ def test_fetch_batch_writes_to_an_s3_lake(s3_lake, streetview_server):
 
     settings = load_settings(api_key=FAKE_KEY, streetview_url=streetview_server.base_url, lake=s3_lake.uri)
     items = [FetchItem(f"loc{i}", i, -30.0 - i, -70.0, f"PANO{i}", (0, 90)) for i in range(3)]
+    streetview_server.world.add(*(Panorama(i.pano_id, i.lat, i.lng) for i in items))
     stats = fetch_batch(s3_lake.uri, items, settings, FAST)
     assert (stats.ok, stats.failed, stats.requests) == (6, 0, 9)
     (part,) = [p for p in s3_lake.table_files("images") if "/part-" in p]
@@ -302,12 +310,14 @@ def test_fetch_batch_items_and_options_are_checked(lake, streetview_settings):
 def test_cli_summary_and_json(lake, streetview_server, fetch_map_name, monkeypatch, capsys):
     monkeypatch.setenv("GOOGLE_MAPS_API_KEY", FAKE_KEY)
     monkeypatch.setenv("SVCLUSTER_STREETVIEW_URL", streetview_server.base_url)
-    streetview_server.add_fault(Fault("zero_results", endpoint="metadata", pano=locations(lake, fetch_map_name)[0]["pano_id"], times=None))
+    first = locations(lake, fetch_map_name)[0]
+    streetview_server.world.delete(first["pano_id"])  # deleted, nothing in its place
+    streetview_server.world.no_coverage(first["lat"], first["lng"])
     args = ["--lake", lake.uri, "fetch", "--map", fetch_map_name, "--headings", "0,90", "--size", "320x320", "--qps", "0"]
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "24 views of 12 locations — 22 ok, 2 no imagery, 0 failed, 0 already in the lake" in out
-    assert "requests (12 metadata, 22 image)" in out and "img/s" in out
+    assert "requests (13 metadata, 22 image)" in out and "img/s" in out  # 12 places + the deleted id's location lookup
     assert {(r["width"], r["height"]) for r in images(lake).values() if r["status"] == "ok"} == {(320, 320)}
     assert cli_main([*args, "--headings", "0,90,180", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -34,8 +34,8 @@ def notebook_folder(root: Path, n: int, skip: set[tuple[int, int]] = frozenset()
 
 
 @pytest.fixture
-def nb_map(lake, tmp_path) -> str:
-    return ingest_locations(lake, tmp_path / "nb.json", sample_locations(6, seed=21), "nb")
+def nb_map(lake, tmp_path, streetview_server) -> str:
+    return ingest_locations(lake, tmp_path / "nb.json", sample_locations(6, seed=21), "nb", streetview_server)
 
 
 def rows_by_position(lake, name: str) -> dict[tuple[int, int], dict]:

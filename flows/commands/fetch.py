@@ -49,19 +49,28 @@ def fetch(
     chunk_rows: Annotated[
         int, typer.Option("--chunk-rows", help="Rows per images append (a kill loses at most one chunk).")
     ] = DEFAULTS.chunk_rows,
+    official_only: Annotated[
+        bool,
+        typer.Option("--official-only", help="Buy no image of a third-party photosphere (copyright not Google's): those views are recorded 'skipped'."),
+    ] = False,
+    source: Annotated[
+        Optional[str], typer.Option("--source", help="Google's source for location lookups: default | outdoor (outdoor finds no photospheres).")
+    ] = None,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Fetch the Street View images of a map (metadata first, then one image per heading).
 
-    Resumable: a rerun fetches only views that are missing or failed. Needs GOOGLE_MAPS_API_KEY
+    Resumable: a rerun fetches only views that are missing or failed, and no panorama and
+    heading is bought twice. A pano id that no longer exists is looked up again by location
+    (free) before a place is called no_imagery. Needs GOOGLE_MAPS_API_KEY
     or GSV_API_KEY (and GOOGLE_MAPS_SIGNING_SECRET if the key requires signed URLs), except with
     --from-folder; SVCLUSTER_STREETVIEW_URL points it at another Static API base URL.
     """
     inv = invocation(ctx, lake, json_output)
     options = FetchOptions(
         headings=parse_headings(headings), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps,
-        timeout=timeout, max_retries=max_retries, chunk_rows=chunk_rows,
+        timeout=timeout, max_retries=max_retries, chunk_rows=chunk_rows, official_only=official_only, source=source,
     ).checked()  # fmt: skip
     bar = RichBar(unit="img", enabled=not inv.json)
     if from_folder is not None:
@@ -85,6 +94,12 @@ def summary_text(r: FetchResult) -> str:
             f"{r.requests} requests ({r.metadata_requests} metadata, {r.image_requests} image) in {r.elapsed_seconds:.1f} s"
             + (f", {r.images_per_second:,.1f} img/s" if r.ok else "")
         )
+    notes = (
+        (r.refreshed, "places had a deleted pano id: looked up again by location (free), the new id recorded"),
+        (r.reused, "views reuse an image already bought for the same panorama and heading (no request)"),
+        (r.third_party_skipped, "views of third-party photospheres not bought (--official-only; fetch without it to buy them)"),
+    )
+    lines += [f"{n} {text}" for n, text in notes if n]
     for reason, n in list(r.failure_reasons.items())[:5]:
         lines.append(f"  failed {n}x: {reason}")
     if r.failed:

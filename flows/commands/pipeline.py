@@ -82,6 +82,10 @@ def run(
     pitch: Annotated[float, typer.Option("--pitch", help="Fetch: camera pitch, degrees.")] = 0.0,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Fetch: requests in flight.")] = 16,
     qps: Annotated[float, typer.Option("--qps", help="Fetch: requests per second at most (0 = no limit).")] = 100.0,
+    official_only: Annotated[
+        bool, typer.Option("--official-only", help="Fetch: buy no image of a third-party photosphere (recorded 'skipped').")
+    ] = False,
+    source: Annotated[Optional[str], typer.Option("--source", help="Fetch: default | outdoor for location lookups.")] = None,
     model: Annotated[str, typer.Option("--model", help="Embed: CLIP id, local folder, or 'baseline'.")] = "geolocal/StreetCLIP",
     pooling: Annotated[str, typer.Option("--pooling", help="Embed: mean | stitched.")] = "mean",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Embed: images per forward pass.")] = 32,
@@ -112,6 +116,9 @@ def run(
     inv = invocation(ctx, lake, json_output)
     if not map_file.is_file():
         raise SvclusterError(f"{map_file}: no such map file")
+    from tasks.fetch import checked_source
+
+    source = checked_source(source)  # before Prefect starts
     target = start_prefect(verbose)
     from flows.params import ClusterParams, EmbedParams, FetchParams
     from flows.pipeline import default_outputs, pipeline
@@ -119,7 +126,10 @@ def run(
 
     ks = parse_k(k)
     params = dict(
-        fetch=FetchParams(headings=list(parse_headings(headings)), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps),
+        fetch=FetchParams(
+            headings=list(parse_headings(headings)), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps,
+            official_only=official_only, source=source,
+        ),  # fmt: skip
         embed=EmbedParams(model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision),
         cluster=ClusterParams(k=ks[0], ks=ks if len(ks) > 1 else None, pca_dims=pca, algorithm=algorithm, seed=seed),
     )

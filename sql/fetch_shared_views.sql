@@ -1,0 +1,19 @@
+-- Views already bought with these view settings for some panoramas, by any place of any map:
+-- a panorama and heading is bought once, and every other place on that panorama reuses the
+-- blob (no request). Any 'ok' row fetched from the API counts, superseded ones included (the raw
+-- files: their blobs are whole and gc keeps them while a row names them); folder imports do not
+-- (the notebook fetched by coordinates, not by this panorama).
+-- $panos: pano ids (VARCHAR[]); $headings (INTEGER[]); $fov, $pitch; $width, $height (the size).
+SELECT pano_id, heading,
+       arg_max(location_id, written_at) AS location_id,
+       arg_max(path, written_at) AS path,
+       arg_max(sha256, written_at) AS sha256,
+       arg_max(size_bytes, written_at) AS size_bytes,
+       arg_max(width, written_at) AS width,
+       arg_max(height, written_at) AS height
+FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
+WHERE status = 'ok' AND source = 'api' AND path IS NOT NULL
+  AND pano_id IN (SELECT unnest($panos::VARCHAR[]))
+  AND heading IN (SELECT unnest($headings::INTEGER[]))
+  AND fov = $fov AND pitch = $pitch AND width = $width AND height = $height
+GROUP BY pano_id, heading;
