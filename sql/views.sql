@@ -69,3 +69,10 @@ QUALIFY row_number() OVER (PARTITION BY map, tag ORDER BY written_at DESC) = 1;
 -- them under another name too).
 CREATE OR REPLACE MACRO svcluster_tags() AS TABLE
 SELECT DISTINCT tag FROM exported_tags;
+
+-- Every search / similar request (tasks/search.py): the query, the vector set and the places
+-- found with their scores, best first.
+CREATE OR REPLACE VIEW searches AS
+SELECT * EXCLUDE (written_at)
+FROM read_parquet(getvariable('lake_root') || '/tables/searches/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY written_at DESC) = 1;

@@ -223,7 +223,30 @@ EXPORTED_TAGS = TableSpec(
     ),
 )
 
+# Every search and similar request (tasks/search.py): what was asked and what it found, so a
+# study set can be re-exported later.
+SEARCHES = TableSpec(
+    "searches",
+    ("search_id",),
+    pa.schema(
+        [
+            ("search_id", pa.string()),
+            ("kind", pa.string()),  # text | location | coordinate | image
+            ("query", pa.string()),  # the text, location id, "lat,lng" or image file names
+            ("maps", pa.list_(pa.string())),  # the maps searched
+            ("model", pa.string()),
+            ("pooling", pa.string()),
+            ("precision", pa.string()),
+            ("top", pa.int32()),
+            ("location_ids", pa.list_(pa.string())),  # the places found, best first
+            ("scores", pa.list_(pa.float32())),  # their cosine to the query, same order
+            ("created_at", TIMESTAMP),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES, EXPORTED_TAGS)
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES)
 }

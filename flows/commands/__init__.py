@@ -1,6 +1,6 @@
 """The sub-commands of ``svcluster``, one module per step; each has ``register(app)``."""
 
-from flows.commands import clusters, embed, fetch, maps, pipeline, report
+from flows.commands import clusters, embed, fetch, maps, pipeline, report, search
 
 # In the order `svcluster --help` lists them.
-COMMAND_MODULES = [maps, fetch, embed, clusters, report, pipeline]
+COMMAND_MODULES = [maps, fetch, embed, clusters, report, search, pipeline]

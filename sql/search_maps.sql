@@ -1,0 +1,2 @@
+-- Every map of the lake, by name (a search over --all-maps).
+SELECT map FROM maps ORDER BY map;
