@@ -184,7 +184,11 @@ def test_cli_search_json_and_similar_summary(lake, study, tmp_path, capsys):
     text = capsys.readouterr().out
     assert places[5] in text and "viewpoint=" in text and "study@v1" in text
     assert json.loads(out.read_text())["customCoordinates"][0]["extra"]["tags"] == ["mine", "twins"]
-    assert lake.query("SELECT count(*) FROM searches").column(0)[0].as_py() == 2
+    # a coordinate south of the equator starts with "-" and is still the TARGET, not an option
+    assert main(["--lake", lake.uri, "--json", "similar", "-33.502,-70.701", "--map", "study", "--top", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["source_location_id"] == places[7] and doc["hits"][0]["location_id"] == places[5]
+    assert lake.query("SELECT count(*) FROM searches").column(0)[0].as_py() == 3
 
 
 def test_documented_sql_ranks_by_cosine(lake, study):
@@ -195,3 +199,13 @@ def test_documented_sql_ranks_by_cosine(lake, study):
     ).to_pylist()
     assert rows[0]["location_id"] == places[0] and rows[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert len(rows) == 3
+
+
+def test_searches_row_re_exports_the_study_set(lake, study):
+    _, places, _ = study
+    r = search_text(lake, "study", QUERY, top=2)
+    rows = lake.query(load_sql("search_study_set"), {"search_id": r.search_id}).to_pylist()
+    # place 0's two objects, then the second hit's one, as written in the file
+    assert [row["location_id"] for row in rows] == [places[0], places[0], r.hits[1].location_id]
+    assert json.loads(rows[1]["raw"])["heading"] == 90
+    assert lake.query(load_sql("search_study_set"), {"search_id": "nope"}).num_rows == 0

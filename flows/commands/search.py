@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
-from tasks.search import DEFAULT_TOP_SEARCH, DEFAULT_TOP_SIMILAR, SearchResult, search_text, similar as find_similar
+from tasks.search import DEFAULT_TOP_SEARCH, DEFAULT_TOP_SIMILAR, SearchResult, parse_coordinate, search_text, similar as find_similar
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="Embedding model [default: as `cluster` picks].")]
 PoolingOption = Annotated[Optional[str], typer.Option("--pooling", help="mean | stitched [default: mean when there].")]
@@ -53,6 +53,8 @@ def similar(
 ) -> None:
     """Places that look like a place of the lake, the place nearest a coordinate, or your pictures."""
     inv = invocation(ctx, lake, json_output)
+    if target and target.startswith("-") and parse_coordinate(target) is None:
+        raise typer.BadParameter(f"no such option: {target}")
     result = find_similar(
         inv.lake, target, images=list(image or []), map_name=map_name, all_maps=all_maps, top=top,
         model=model, pooling=pooling, precision=precision, out=out, tag=tag,
@@ -83,4 +85,5 @@ def print_result(r: SearchResult) -> None:
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
     app.command()(search)
-    app.command()(similar)
+    # a coordinate south or west of 0 starts with "-": let it through as the TARGET argument
+    app.command(context_settings={"ignore_unknown_options": True})(similar)
