@@ -198,23 +198,27 @@ def describe_hits(lake: Lake, vs: VectorSet, rows: np.ndarray, scores: np.ndarra
     return hits
 
 
-def search_text(
-    lake: Lake,
-    map_name: str,
-    text: str,
-    *,
-    top: int = DEFAULT_TOP_SEARCH,
-    model: str | None = None,
-    pooling: str | None = None,
-    precision: str | None = None,
-    out: str | Path | None = None,
-    tag: str | None = None,
-) -> SearchResult:
+@dataclass(frozen=True)
+class SearchOptions:
+    """What every search takes: how many places, which vector set (None: as ``cluster`` picks),
+    the study set to write (``out``, with ``tag``; default the query) and the device for pictures."""
+
+    top: int | None = None  # None: DEFAULT_TOP_SEARCH for text, DEFAULT_TOP_SIMILAR for examples
+    model: str | None = None
+    pooling: str | None = None
+    precision: str | None = None
+    out: str | Path | None = None
+    tag: str | None = None
+    device: str = "auto"
+
+
+def search_text(lake: Lake, map_name: str, text: str, options: SearchOptions | None = None) -> SearchResult:
     """The places of ``map_name`` nearest the text embedding of ``text``."""
-    check_top(top)
+    o = options or SearchOptions()
+    top = check_top(DEFAULT_TOP_SEARCH if o.top is None else o.top)
     if not text.strip():
         raise SvclusterError("the search text is empty")
-    vs = vector_set(lake, [map_name], model, pooling, precision)
+    vs = vector_set(lake, [map_name], o.model, o.pooling, o.precision)
     if is_baseline(vs.model):
         raise SvclusterError(NO_TEXT_TOWER)
     features = text_features(vs.model, [text])
@@ -222,7 +226,7 @@ def search_text(
         raise SvclusterError(f"text search needs a model with a text tower; {vs.model!r} has no usable text tower or tokenizer")
     rows, scores = rank(vs.matrix, features[0], top)
     result = SearchResult(new_search_id(), "text", text, vs.maps, vs.model, vs.pooling, vs.precision, top, note=vs.note)
-    return finish(lake, result, vs, rows, scores, out, tag if tag is not None else text)
+    return finish(lake, result, vs, rows, scores, o.out, o.tag if o.tag is not None else text)
 
 
 def similar(
@@ -232,29 +236,24 @@ def similar(
     images: list[str | Path] | None = None,
     map_name: str | None = None,
     all_maps: bool = False,
-    top: int = DEFAULT_TOP_SIMILAR,
-    model: str | None = None,
-    pooling: str | None = None,
-    precision: str | None = None,
-    out: str | Path | None = None,
-    tag: str | None = None,
-    device: str = "auto",
+    options: SearchOptions | None = None,
 ) -> SearchResult:
     """The places nearest a place (``target`` a location id), the place nearest a coordinate
     (``target`` "LAT,LNG") or the user's ``images``, in ``map_name`` or every map."""
-    check_top(top)
+    o = options or SearchOptions()
+    top = check_top(DEFAULT_TOP_SIMILAR if o.top is None else o.top)
     if bool(target) == bool(images):
         raise SvclusterError("name one place (LOCATION_ID or LAT,LNG) or give --image files, not both")
     if map_name and all_maps:
         raise SvclusterError("give --map or --all-maps, not both")
     coordinate = parse_coordinate(target) if target else None
     maps = search_maps(lake, map_name, all_maps, target if target and coordinate is None else None)
-    vs = vector_set(lake, maps, model, pooling, precision, strict=not all_maps)
+    vs = vector_set(lake, maps, o.model, o.pooling, o.precision, strict=not all_maps)
     exclude = None
     source = None
     if images:
         kind, query_text = "image", ", ".join(Path(p).name for p in images)
-        query = image_vector(images, vs.model, vs.pooling, vs.precision, device)
+        query = image_vector(images, vs.model, vs.pooling, vs.precision, o.device)
     else:
         if coordinate is None:
             kind, source = "location", target
@@ -268,7 +267,7 @@ def similar(
         exclude = vs.location_ids == source
     rows, scores = rank(vs.matrix, query, top, exclude)
     result = SearchResult(new_search_id(), kind, query_text, vs.maps, vs.model, vs.pooling, vs.precision, top, note=vs.note, source_location_id=source)
-    return finish(lake, result, vs, rows, scores, out, tag if tag is not None else f"similar {query_text}")
+    return finish(lake, result, vs, rows, scores, o.out, o.tag if o.tag is not None else f"similar {query_text}")
 
 
 def search_maps(lake: Lake, map_name: str | None, all_maps: bool, location_id: str | None) -> list[str]:

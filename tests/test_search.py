@@ -14,7 +14,7 @@ from sql import load_sql
 from tasks.errors import SvclusterError
 from tasks.ingest import ingest_map
 from tasks.models import load_embedder
-from tasks.search import search_text, similar, street_view_link
+from tasks.search import SearchOptions, search_text, similar, street_view_link
 from tests.cluster_data import append_embeddings, ingest_objects, write_labels
 from tests.fixtures.models import jpeg_bytes, scene_image
 from tests.test_naming import reference_text_features
@@ -54,7 +54,7 @@ def study(lake, tmp_path, tiny_clip):
 
 def test_search_ranks_the_planted_place_first_with_cluster_and_link(lake, study):
     model, places, _ = study
-    r = search_text(lake, "study", QUERY, top=5)
+    r = search_text(lake, "study", QUERY, SearchOptions(top=5))
     assert r.model == model and len(r.hits) == 5
     first = r.hits[0]
     assert first.location_id == places[0] and first.rank == 1
@@ -69,7 +69,7 @@ def test_search_ranks_the_planted_place_first_with_cluster_and_link(lake, study)
 
 def test_search_writes_a_searches_row(lake, study):
     _, places, _ = study
-    r = search_text(lake, "study", QUERY, top=3)
+    r = search_text(lake, "study", QUERY, SearchOptions(top=3))
     rows = lake.query("SELECT * FROM searches").to_pylist()
     assert len(rows) == 1
     row = rows[0]
@@ -82,7 +82,7 @@ def test_search_writes_a_searches_row(lake, study):
 def test_study_set_is_in_the_input_shape_and_ingests_back(lake, study, tmp_path):
     _, places, _ = study
     out = tmp_path / "set.json"
-    r = search_text(lake, "study", QUERY, top=2, out=out, tag="dirt")
+    r = search_text(lake, "study", QUERY, SearchOptions(top=2, out=out, tag="dirt"))
     doc = json.loads(out.read_text(encoding="utf-8"))
     assert doc["name"] == "Study map" and doc["extra"] == 1
     objs = doc["customCoordinates"]
@@ -97,7 +97,7 @@ def test_study_set_is_in_the_input_shape_and_ingests_back(lake, study, tmp_path)
 
 def test_default_tag_is_the_query(lake, study, tmp_path):
     out = tmp_path / "set.json"
-    search_text(lake, "study", QUERY, top=1, out=out)
+    search_text(lake, "study", QUERY, SearchOptions(top=1, out=out))
     objs = json.loads(out.read_text(encoding="utf-8"))["customCoordinates"]
     assert objs and all(o["extra"]["tags"][-1] == QUERY for o in objs)
 
@@ -121,7 +121,7 @@ def test_cli_baseline_error_is_one_line(lake, tmp_path, capsys):
 
 def test_similar_by_location_id(lake, study):
     _, places, _ = study
-    r = similar(lake, places[7], top=4)
+    r = similar(lake, places[7], options=SearchOptions(top=4))
     assert r.kind == "location" and r.maps == ["study"]
     assert r.hits[0].location_id == places[5]
     assert places[7] not in [h.location_id for h in r.hits]
@@ -130,7 +130,7 @@ def test_similar_by_location_id(lake, study):
 def test_similar_by_coordinate_uses_the_nearest_place(lake, study):
     _, places, _ = study
     # place 7 stands at (-33.5, -70.7); this point is a few hundred metres away
-    r = similar(lake, "-33.502,-70.701", map_name="study", top=3)
+    r = similar(lake, "-33.502,-70.701", map_name="study", options=SearchOptions(top=3))
     assert r.kind == "coordinate" and r.source_location_id == places[7]
     assert r.hits[0].location_id == places[5]
 
@@ -151,10 +151,10 @@ def test_similar_by_images_pools_like_views(lake, tmp_path, study):
     matrix[2] = unit(single[0])
     matrix[9] = unit(unit(single[0]) + unit(single[1]))
     append_embeddings(lake, places, matrix, model=model)
-    one = similar(lake, images=[files[0]], map_name="study", top=3, device="cpu")
+    one = similar(lake, images=[files[0]], map_name="study", options=SearchOptions(top=3, device="cpu"))
     assert one.kind == "image" and one.hits[0].location_id == places[2]
     assert one.hits[0].score == pytest.approx(1.0, abs=1e-3)
-    both = similar(lake, images=files, map_name="study", top=3, device="cpu")
+    both = similar(lake, images=files, map_name="study", options=SearchOptions(top=3, device="cpu"))
     assert both.hits[0].location_id == places[9]
     assert both.hits[0].score == pytest.approx(1.0, abs=1e-3)
 
@@ -165,13 +165,28 @@ def test_similar_all_maps_and_argument_errors(lake, tmp_path, study):
     other_ids = ingest_objects(lake, tmp_path, other, "other")
     near = unit(matrix[7] + 0.01 * np.random.default_rng(9).standard_normal(DIM))
     append_embeddings(lake, other_ids, np.stack([near, unit(-matrix[7]), unit(-matrix[5])]), model=model)
-    r = similar(lake, places[7], all_maps=True, top=3)
+    r = similar(lake, places[7], all_maps=True, options=SearchOptions(top=3))
     assert set(r.maps) == {"study", "other"}
     assert r.hits[0].location_id == other_ids[0] and r.hits[0].map == "other"
     with pytest.raises(SvclusterError, match="not both"):
         similar(lake, places[7], images=[tmp_path / "x.jpg"], map_name="study")
     with pytest.raises(SvclusterError, match="no place"):
         similar(lake, "no-such-place")
+    with pytest.raises(SvclusterError, match="--top"):
+        similar(lake, places[7], options=SearchOptions(top=0))
+    with pytest.raises(SvclusterError, match="--top"):
+        search_text(lake, "study", QUERY, SearchOptions(top=0))
+
+
+def test_baseline_searches_by_example(lake, tmp_path):
+    ids = ingest_objects(lake, tmp_path, objects(), "plain")
+    places = list(dict.fromkeys(ids))
+    matrix = unit(np.random.default_rng(0).standard_normal((len(places), 8)))
+    matrix[4] = unit(matrix[1] + 0.01)
+    append_embeddings(lake, places, matrix, model="baseline")
+    r = similar(lake, places[1], options=SearchOptions(top=2))
+    assert r.model == "baseline" and r.hits[0].location_id == places[4]
+    assert r.hits[0].cluster is None and r.hits[0].run is None  # the map has no run
 
 
 def test_cli_search_json_and_similar_summary(lake, study, tmp_path, capsys):
@@ -203,7 +218,7 @@ def test_documented_sql_ranks_by_cosine(lake, study):
 
 def test_searches_row_re_exports_the_study_set(lake, study):
     _, places, _ = study
-    r = search_text(lake, "study", QUERY, top=2)
+    r = search_text(lake, "study", QUERY, SearchOptions(top=2))
     rows = lake.query(load_sql("search_study_set"), {"search_id": r.search_id}).to_pylist()
     # place 0's two objects, then the second hit's one, as written in the file
     assert [row["location_id"] for row in rows] == [places[0], places[0], r.hits[1].location_id]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
-from tasks.search import DEFAULT_TOP_SEARCH, DEFAULT_TOP_SIMILAR, SearchResult, parse_coordinate, search_text, similar as find_similar
+from tasks.search import DEFAULT_TOP_SEARCH, DEFAULT_TOP_SIMILAR, SearchOptions, SearchResult, parse_coordinate, search_text, similar as find_similar
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="Embedding model [default: as `cluster` picks].")]
 PoolingOption = Annotated[Optional[str], typer.Option("--pooling", help="mean | stitched [default: mean when there].")]
@@ -22,17 +22,13 @@ def search(
     text: Annotated[str, typer.Argument(help='What to look for, best as a caption: "a photo of a red dirt road".')],
     map_name: Annotated[str, typer.Option("--map", help="Map whose places are searched.")],
     top: Annotated[int, typer.Option("--top", help="Places to return.")] = DEFAULT_TOP_SEARCH,
-    model: ModelOption = None,
-    pooling: PoolingOption = None,
-    precision: PrecisionOption = None,
-    out: OutOption = None,
-    tag: TagOption = None,
-    lake: LakeOption = None,
-    json_output: JsonOption = False,
+    # the options both commands share: vector set, study set, lake, output
+    model: ModelOption = None, pooling: PoolingOption = None, precision: PrecisionOption = None,
+    out: OutOption = None, tag: TagOption = None, lake: LakeOption = None, json_output: JsonOption = False,
 ) -> None:
     """Rank a map's places by how well they match TEXT (the model's text tower)."""
     inv = invocation(ctx, lake, json_output)
-    result = search_text(inv.lake, map_name, text, top=top, model=model, pooling=pooling, precision=precision, out=out, tag=tag)
+    result = search_text(inv.lake, map_name, text, SearchOptions(top, model, pooling, precision, out, tag))
     emit(inv, result, lambda: print_result(result))
 
 
@@ -43,21 +39,17 @@ def similar(
     map_name: Annotated[Optional[str], typer.Option("--map", help="Map whose places are searched.")] = None,
     all_maps: Annotated[bool, typer.Option("--all-maps", help="Search the places of every map.")] = False,
     top: Annotated[int, typer.Option("--top", help="Places to return.")] = DEFAULT_TOP_SIMILAR,
-    model: ModelOption = None,
-    pooling: PoolingOption = None,
-    precision: PrecisionOption = None,
-    out: OutOption = None,
-    tag: TagOption = None,
-    lake: LakeOption = None,
-    json_output: JsonOption = False,
+    # the options both commands share: vector set, study set, lake, output
+    model: ModelOption = None, pooling: PoolingOption = None, precision: PrecisionOption = None,
+    out: OutOption = None, tag: TagOption = None, lake: LakeOption = None, json_output: JsonOption = False,
 ) -> None:
     """Places that look like a place of the lake, the place nearest a coordinate, or your pictures."""
     inv = invocation(ctx, lake, json_output)
     if target and target.startswith("-") and parse_coordinate(target) is None:
         raise typer.BadParameter(f"no such option: {target}")
     result = find_similar(
-        inv.lake, target, images=list(image or []), map_name=map_name, all_maps=all_maps, top=top,
-        model=model, pooling=pooling, precision=precision, out=out, tag=tag,
+        inv.lake, target, images=list(image or []), map_name=map_name, all_maps=all_maps,
+        options=SearchOptions(top, model, pooling, precision, out, tag),
     )
     emit(inv, result, lambda: print_result(result))
 
