@@ -22,6 +22,7 @@ objects as a map file in the input's shape with a tag appended, ready for map-ma
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -36,13 +37,15 @@ import pyarrow as pa
 from sql import load_sql
 from tasks.cluster import ClusterOptions, choose_embeddings
 from tasks.embed import pool_views
-from tasks.errors import NotFoundError, SvclusterError
+from tasks.errors import LakeError, NotFoundError, SvclusterError
 from tasks.export import frame
 from tasks.lake import Lake
 from tasks.models import is_baseline, load_embedder, text_features
 from tasks.naming import normalise_rows
 from tasks.preprocess import decode_image, stitch_views
 from tasks.vectors import Vectors, load_vectors
+
+log = logging.getLogger("svcluster.search")
 
 DEFAULT_TOP_SEARCH = 50
 DEFAULT_TOP_SIMILAR = 20
@@ -338,7 +341,15 @@ def new_search_id() -> str:
 
 
 def record_search(lake: Lake, result: SearchResult) -> None:
-    """One row of ``searches``: the request and the places it found, best first."""
+    """One row of ``searches``: the request and the places it found, best first. On a lake that
+    cannot be written the search still answers, with a warning."""
+    try:
+        _append_search(lake, result)
+    except LakeError as exc:
+        log.warning("could not record the search in the lake (%s)", exc)
+
+
+def _append_search(lake: Lake, result: SearchResult) -> None:
     lake.append(
         "searches",
         pa.Table.from_pylist(

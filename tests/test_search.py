@@ -224,3 +224,17 @@ def test_searches_row_re_exports_the_study_set(lake, study):
     assert [row["location_id"] for row in rows] == [places[0], places[0], r.hits[1].location_id]
     assert json.loads(rows[1]["raw"])["heading"] == 90
     assert lake.query(load_sql("search_study_set"), {"search_id": "nope"}).num_rows == 0
+
+
+def test_a_lake_that_cannot_record_still_answers(lake, study, monkeypatch, caplog):
+    from tasks.errors import LakeError
+
+    _, places, _ = study
+
+    def refuse(*args, **kwargs):
+        raise LakeError("read-only lake")
+
+    monkeypatch.setattr(lake, "append", refuse)
+    r = search_text(lake, "study", QUERY, SearchOptions(top=1))
+    assert r.hits[0].location_id == places[0]
+    assert "could not record the search" in caplog.text
