@@ -169,6 +169,8 @@ CLUSTER_RUNS = TableSpec(
             ("nonempty_clusters", pa.int32()),  # clusters that hold a location (fewer than k: degenerate input)
             ("warnings", pa.string()),  # JSON list of what was odd about the input (identical vectors ...) or null
             ("map_sha256", pa.string()),  # maps.file_sha256 of the map version the run was made on
+            ("method", pa.string()),  # cluster | assign (null: cluster, runs written before assign existed)
+            ("parent_run_id", pa.string()),  # assign: the run whose centroids and numbers it kept
             ("code_version", pa.string()),
             ("created_at", TIMESTAMP),
             ("written_at", TIMESTAMP),
