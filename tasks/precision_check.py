@@ -76,6 +76,7 @@ class PrecisionCheck:
     cosine_min: float
     cosine_median: float
     neighbour_agreement: float
+    neighbours: int
     ari: float
     ari_seed_noise: float
     # Median cosine distance between different views' reference vectors: the signal K-means
@@ -179,12 +180,7 @@ def check_precision(lake: Lake, map_name: str, options: EmbedOptions, sample: in
         precision=candidate.precision,
         runtime=candidate.runtime,
         views=len(pixels),
-        k=agreement.k,
-        cosine_min=agreement.cosine_min,
-        cosine_median=agreement.cosine_median,
-        neighbour_agreement=agreement.neighbour_agreement,
-        ari=agreement.ari,
-        ari_seed_noise=agreement.ari_seed_noise,
+        **vars(agreement),
         reference_spread=round(pairwise_spread(ref_vecs), 6),
         reference_images_per_second=round(ref_rate, 2),
         images_per_second=round(cand_rate, 2),
