@@ -25,6 +25,7 @@ from flows.params import FetchParams
 from flows.retries import retry_unless_user_error
 from flows.runner import current_parallelism, run_windowed
 from sql import load_sql
+from tasks.blob_check import check_map_blobs
 from tasks.fetch import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, replan_batch
 from tasks.lake import open_lake
 from tasks.progress import NullProgress
@@ -124,8 +125,11 @@ def fetch_batch_task(
 
 @task(name="fetch-plan", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=600, cache_policy=NO_CACHE)
 def plan_fetch_task(lake_uri: str, map_name: str, options: FetchOptions) -> list[FetchItem]:
-    """The map's locations with views still missing or failed, in input order."""
-    return plan_fetch(open_lake(lake_uri), map_name, options)
+    """The map's locations with views still missing or failed, in input order (views whose
+    blob is gone, or was found unreadable by embed, are marked failed first: fetched again)."""
+    lake = open_lake(lake_uri)
+    check_map_blobs(lake, map_name)
+    return plan_fetch(lake, map_name, options)
 
 
 @task(name="fetch-cleanup", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)

@@ -15,6 +15,11 @@ model's processor (short side resized, center square cropped) as a single image.
 records how many (``view_count``); a location with no 'ok' view gets no embedding. A rerun
 embeds again a location whose number of 'ok' views changed since (e.g. a resumed fetch).
 
+One bad image does not stop a map: a view whose blob is missing or cannot be decoded is left
+out of its location's vector, and marked ``failed`` in ``images`` (a new row with the reason in
+plain words, see ``tasks.blob_check``) so that the next ``svcluster fetch`` buys it again; the
+run goes on and reports how many views failed.
+
 Speed: blob reading, JPEG decoding and preprocessing run in a thread pool ahead of the model
 (a bounded prefetch queue), the model runs batched under ``torch.inference_mode()``. On a CPU,
 decoding and the model take turns on the cores (blob reads still overlap the model): the
@@ -32,17 +37,18 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from sql import load_sql
-from tasks.errors import NotFoundError, SvclusterError
+from tasks.blob_check import BadView, mark_failed, missing_reason, unreadable_reason
+from tasks.errors import LakeError, NotFoundError, SvclusterError
 from tasks.lake import Lake, open_lake
 from tasks.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
-from tasks.preprocess import decode_image, stitch_views
+from tasks.preprocess import ImageDecodeError, decode_image, stitch_views
 from tasks.progress import NullProgress, Progress
 from tasks.schemas import vector_type
 
@@ -86,13 +92,18 @@ class EmbedStats:
     views_embedded: int = 0  # views that went through the model (stitched: views in the strips)
     views_reused: int = 0  # per-view vectors already in the lake, re-pooled
     model_inputs: int = 0  # forward-pass inputs (views, or strips when stitched)
+    views_failed: int = 0  # views left out: blob missing or unreadable (marked failed in images)
     seconds: float = 0.0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "EmbedStats") -> None:
         self.locations += other.locations
         self.views_embedded += other.views_embedded
         self.views_reused += other.views_reused
         self.model_inputs += other.model_inputs
+        self.views_failed += other.views_failed
+        for reason, n in other.failure_reasons.items():
+            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + n
 
 
 @dataclass
@@ -119,6 +130,8 @@ class EmbedResult:
     locations_no_imagery: int = 0  # no 'ok' view because Street View has no imagery there: a fetch cannot help
     locations_fetch_failed: int = 0  # no 'ok' view because a view failed to fetch: a fetch retries it
     locations_not_fetched: int = 0  # nothing fetched yet: a fetch gets it
+    views_failed: int = 0  # views whose blob was missing or unreadable: marked failed, not embedded
+    failure_reasons: dict[str, int] = field(default_factory=dict)  # their kinds ("blob missing", ...)
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,17 @@ class _Batch:
     vectors: dict[tuple[str, int], np.ndarray]  # (location, heading or -1 for a strip) -> vector
     new_views: set[tuple[str, int]]
     stats: EmbedStats
+    failed: list[BadView] = field(default_factory=list)  # views whose blob could not be used
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A job's model input (None when none of its views could be used), the headings it holds,
+    and the views left out because their blob is missing or unreadable."""
+
+    array: np.ndarray | None
+    headings: tuple[int, ...]
+    failed: tuple[BadView, ...]
 
 
 @dataclass(frozen=True)
@@ -248,6 +272,8 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
         locations_not_fetched=summary["not_fetched"] or 0,
         views_embedded=stats.views_embedded,
         views_reused=stats.views_reused,
+        views_failed=stats.views_failed,
+        failure_reasons=dict(sorted(stats.failure_reasons.items(), key=lambda kv: -kv[1])),
         seconds=round(seconds, 3),
         images_per_second=round(images / seconds, 2) if seconds > 0 and images else 0.0,
     )
@@ -310,8 +336,8 @@ def run_embedding(
             current = owner[job.location_id]
             current.vectors[(job.location_id, -1 if stitched else job.headings[0])] = vec
             current.stats.model_inputs += 1
-            current.stats.views_embedded += len(job.paths)
-        progress.advance(sum(len(job.paths) for job, _ in pending))
+            current.stats.views_embedded += len(job.headings)
+        progress.advance(sum(len(job.headings) for job, _ in pending))
         pending.clear()
 
     owner: dict[str, _Batch] = {}
@@ -353,7 +379,17 @@ def _drain_one(queue, pending, run_model, lake, embedder, options, owner) -> Ite
         yield stats
         return
     job, future = entry
-    pending.append((job, future.result()))
+    prepared: _Prepared = future.result()
+    if prepared.failed:
+        batch = owner[job.location_id]
+        batch.failed.extend(prepared.failed)
+        batch.stats.views_failed += len(prepared.failed)
+        for bad in prepared.failed:
+            kind = bad.reason.split(":", 1)[0]
+            batch.stats.failure_reasons[kind] = batch.stats.failure_reasons.get(kind, 0) + 1
+    if prepared.array is None:
+        return
+    pending.append((replace(job, headings=prepared.headings), prepared.array))
     if len(pending) >= options.batch_size:
         run_model()
 
@@ -401,31 +437,58 @@ def _work_items(
         yield _BatchEnd(batch)
 
 
-def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> np.ndarray:
+def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _Prepared:
     """Read, decode (and stitch) a job's images and turn them into the model's input.
 
-    The blobs are read first (I/O overlaps the model); the decoding waits for its turn."""
-    views = [f"location {job.location_id} heading {h} ({p})" for h, p in zip(job.headings, job.paths)]
-    blobs = [_naming_view(what, lake.read_bytes, path) for what, path in zip(views, job.paths)]
+    The blobs are read first (I/O overlaps the model); the decoding waits for its turn. A view
+    whose blob is missing or does not decode is left out (and reported); a lake that cannot be
+    reached raises."""
+    failed: list[BadView] = []
+    blobs = []
+    for h, p in zip(job.headings, job.paths):
+        data = _read_blob(lake, p)
+        if data is None:
+            failed.append(BadView(job.location_id, h, missing_reason(p)))
+        else:
+            blobs.append((h, data))
     turns.wait_for_cpu()
-    images = [_naming_view(what, decode_image, data, what) for what, data in zip(views, blobs)]
+    images, used = [], []
+    for h, data in blobs:
+        try:
+            images.append(decode_image(data, "blob"))
+        except ImageDecodeError as exc:
+            failed.append(BadView(job.location_id, h, unreadable_reason(exc.problem)))
+            continue
+        used.append(h)
+    if not images:
+        return _Prepared(None, (), tuple(failed))
     img = images[0] if len(images) == 1 else stitch_views(images)
-    return embedder.prepare(img)
+    return _Prepared(embedder.prepare(img), tuple(used), tuple(failed))
 
 
-def _naming_view(what: str, fn, *args):
-    """``fn(*args)``, its errors prefixed with ``what`` (location, heading, blob) unless they name it."""
+def _read_blob(lake: Lake, path: str) -> bytes | None:
+    """A blob's bytes, or None when it is not in the lake (any other storage error raises)."""
     try:
-        return fn(*args)
-    except SvclusterError as exc:
-        msg = str(exc)
-        raise SvclusterError(msg if msg.startswith("location ") else f"{what}: {msg}") from None
+        return lake.read_bytes(path)
+    except LakeError:
+        if lake.exists(path):
+            raise
+        return None
 
 
 def _write_batch(lake: Lake, embedder: Embedder, batch: _Batch, options: EmbedOptions) -> EmbedStats:
     """Pool and append a finished batch: per-view vectors first, then the location vectors."""
     stitched = options.pooling == "stitched"
     dim = embedder.dim
+    if batch.failed:  # left out of the vectors; the next fetch buys them again
+        mark_failed(lake, batch.failed)
+        gone = {(b.location_id, b.heading) for b in batch.failed}
+        for loc in batch.location_ids:
+            batch.views[loc] = [(h, sha) for h, sha in batch.views[loc] if (loc, h) not in gone]
+        batch.new_views -= gone
+        batch.location_ids = [loc for loc in batch.location_ids if batch.views[loc]]
+        if stitched:  # a strip none of whose views decoded has no vector
+            batch.location_ids = [loc for loc in batch.location_ids if (loc, -1) in batch.vectors]
     if not stitched and batch.new_views:
         keys = [(loc, h, sha) for loc in batch.location_ids for h, sha in batch.views[loc] if (loc, h) in batch.new_views]
         lake.append(

@@ -51,6 +51,7 @@ from typing import Any
 import pyarrow as pa
 
 from sql import load_sql
+from tasks.blob_check import BlobCheck, check_map_blobs
 from tasks.errors import NotFoundError, SvclusterError
 from tasks.lake import Lake, open_lake
 from tasks.progress import NullProgress, Progress
@@ -262,6 +263,10 @@ class FetchResult:
     third_party_skipped: int = 0  # views recorded 'skipped' (--official-only, a third-party panorama)
     reused: int = 0  # ok views recorded from a view of the same panorama already bought: no request
     refreshed: int = 0  # places whose deleted pano id was refreshed by a location lookup
+    verified: bool = False  # --verify: every ok blob of the map was read and its sha256 checked
+    blobs_missing: int = 0  # ok views whose blob was gone: marked failed, fetched again
+    blobs_changed: int = 0  # ok views whose blob no longer matched its sha256 (--verify)
+    blobs_unreadable: int = 0  # views embed found unreadable: damaged blob removed, fetched again
 
 
 @dataclass(frozen=True)
@@ -463,7 +468,10 @@ class SharedViews:
             "panos": ids, "headings": list(self.options.headings), "fov": self.options.fov,
             "pitch": self.options.pitch, "width": width, "height": height,
         }  # fmt: skip
-        return self.lake.query(load_sql("fetch_shared_views"), params).to_pylist()
+        rows = self.lake.query(load_sql("fetch_shared_views"), params).to_pylist()
+        # A view is reused only while its blob is there: one whose blob went missing (or was
+        # removed as damaged) is bought again.
+        return [r for r in rows if self.lake.exists(r["path"])]
 
     def _remember(self, rows: list[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
@@ -703,14 +711,28 @@ def fetch_map(
     settings: Settings,
     options: FetchOptions,
     progress: Progress = NullProgress(),
+    verify: bool = False,
 ) -> FetchResult:
-    """Fetch every missing or failed view of a map, then remove orphaned blobs."""
+    """Fetch every missing or failed view of a map, then remove orphaned blobs.
+
+    First the map's blobs are checked (``tasks.blob_check``): 'ok' views whose blob is gone
+    (one listing) or, with ``verify``, whose bytes no longer match their sha256 are marked
+    failed, and so fetched again in this run."""
     options = options.checked()
+    check = check_map_blobs(lake, map_name, verify=verify)
     plan = plan_views(lake, map_name, options)
     stats = fetch_batch(lake.uri, plan.items, settings, options, progress) if plan.items else FetchStats()
     stats.skipped = plan.skipped
     removed = gc_blobs(lake).removed if plan.items else 0
-    return result_of(map_name, "api", plan, stats, removed)
+    return with_blob_check(result_of(map_name, "api", plan, stats, removed), check)
+
+
+def with_blob_check(result: FetchResult, check: BlobCheck) -> FetchResult:
+    """``result`` with what the blob check before it found."""
+    return replace(
+        result, verified=check.verified, blobs_missing=check.missing, blobs_changed=check.changed,
+        blobs_unreadable=check.unreadable,
+    )  # fmt: skip
 
 
 def result_of(map_name: str, source: str, plan: FetchPlan, stats: FetchStats, removed: int, unmatched: int = 0) -> FetchResult:

@@ -14,11 +14,12 @@ It also owns turning blob bytes into an RGB image and the notebook's stitched st
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from tasks.errors import SvclusterError
 
@@ -90,13 +91,38 @@ class PreprocessSpec:
         return self.crop_hw or self.resize_hw
 
 
+class ImageDecodeError(SvclusterError):
+    """Bytes that are not a readable image; ``problem`` says why in plain words."""
+
+    def __init__(self, what: str, problem: str):
+        super().__init__(f"{what}: {problem}")
+        self.problem = problem
+
+
+_REPR = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
+
+
+def describe_image_error(exc: BaseException, data: bytes) -> str:
+    """Why ``data`` could not be decoded, in plain words (never an object's repr)."""
+    if not data:
+        return "empty (0 bytes)"
+    if isinstance(exc, UnidentifiedImageError):
+        kind = "a JPEG that does not decode" if data[:2] == b"\xff\xd8" else "not a JPEG"
+        return f"{kind} (no image format recognised in its {len(data):,} bytes)"
+    text = _REPR.sub("", str(exc)).strip() or type(exc).__name__
+    if "truncated" in text.lower():
+        return f"a truncated JPEG ({text}; {len(data):,} bytes)"
+    return f"cannot decode the image ({text})"
+
+
 def decode_image(data: bytes, what: str = "image") -> Image.Image:
-    """Bytes of a JPEG/PNG/... blob as a fully loaded PIL image; ``what`` names it in errors."""
+    """Bytes of a JPEG/PNG/... blob as a fully loaded PIL image; ``what`` names it in errors
+    (:class:`ImageDecodeError`, whose text names no Python object)."""
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as exc:  # PIL raises several types for broken files
-        raise SvclusterError(f"{what}: cannot decode the image ({exc})") from None
+        raise ImageDecodeError(what, describe_image_error(exc, data)) from None
     return img
 
 

@@ -22,7 +22,7 @@ from transformers import CLIPImageProcessor, CLIPModel
 
 from flows.cli import main as cli_main
 from tasks.embed import EmbedOptions, embed_batch, embed_map, plan_embed, pool_views
-from tasks.errors import NotFoundError, SvclusterError
+from tasks.errors import LakeError, NotFoundError, SvclusterError
 from tasks.models import model_key, text_features
 from tests.fixtures.models import add_views, jpeg_bytes, scene_image
 
@@ -169,23 +169,50 @@ def test_new_weights_in_a_model_folder_are_embedded_again(small_lake_map, tmp_pa
     load_embedder.cache_clear()
 
 
-def test_a_crash_loses_at_most_one_batch_and_a_rerun_resumes(small_lake_map, tiny_clip):
+def test_a_crash_loses_at_most_one_batch_and_a_rerun_resumes(small_lake_map, tiny_clip, monkeypatch):
     lake, map_name, ids = small_lake_map
     opts = options(tiny_clip, locations_per_batch=2)
     add_views(lake, ids[:4], headings=(0, 90))
-    # A broken blob for the third location: the first batch is written, the error names the view.
-    path, sha = lake.put_blob(b"definitely not a jpeg", "jpg")
-    lake.append("images", pa.table({"location_id": [ids[2]], "heading": [90], "status": ["ok"], "path": [path], "sha256": [sha]}))
-    with pytest.raises(SvclusterError, match=f"location {ids[2]} heading 90 .*{path}.*cannot decode"):
+    # The lake stops answering for the third location's blob (a storage error, not a bad image):
+    # the first batch is written, the error stops the run.
+    path = lake.query("SELECT path FROM images WHERE location_id = ? AND heading = 90", [ids[2]]).column(0)[0].as_py()
+    real = lake.read_bytes
+
+    def flaky(relpath):
+        if relpath == path:
+            raise LakeError(f"cannot read {relpath} in the lake at {lake.uri}: connection reset")
+        return real(relpath)
+
+    monkeypatch.setattr(lake, "read_bytes", flaky)
+    with pytest.raises(LakeError, match="connection reset"):
         embed_map(lake, map_name, opts)
     assert set(embeddings(lake)) == set(ids[:2])
-    # The view is fetched again (fixed); the rerun does only what is left.
+    monkeypatch.undo()
+    rerun = embed_map(lake, map_name, opts)
+    assert rerun.locations_embedded == 2 and rerun.locations_up_to_date == 2 and rerun.views_failed == 0
+    assert set(embeddings(lake)) == set(ids[:4])
+
+
+def test_a_broken_blob_is_left_out_marked_failed_and_the_rest_embedded(small_lake_map, tiny_clip):
+    lake, map_name, ids = small_lake_map
+    opts = options(tiny_clip, locations_per_batch=2)
+    add_views(lake, ids[:4], headings=(0, 90))
+    path, sha = lake.put_blob(b"definitely not a jpeg", "jpg")
+    lake.append("images", pa.table({"location_id": [ids[2]], "heading": [90], "status": ["ok"], "path": [path], "sha256": [sha]}))
+    result = embed_map(lake, map_name, opts)
+    assert result.locations_embedded == 4 and result.views_failed == 1
+    assert result.failure_reasons == {"blob unreadable": 1}
+    row = lake.query("SELECT status, reason, path FROM images WHERE location_id = ? AND heading = 90", [ids[2]]).to_pylist()[0]
+    assert row["status"] == "failed" and row["path"] == path
+    assert row["reason"].startswith("blob unreadable: not a JPEG") and " at 0x" not in row["reason"]
+    assert embeddings(lake)[ids[2]]["view_count"] == 1
+    # The view is fetched again (fixed); the rerun does only that location.
     data = jpeg_bytes(scene_image("forest", 5))
     good, good_sha = lake.put_blob(data, "jpg")
     lake.append("images", pa.table({"location_id": [ids[2]], "heading": [90], "status": ["ok"], "path": [good], "sha256": [good_sha]}))
     rerun = embed_map(lake, map_name, opts)
-    assert rerun.locations_embedded == 2 and rerun.locations_up_to_date == 2
-    assert set(embeddings(lake)) == set(ids[:4])
+    assert rerun.locations_embedded == 1 and rerun.locations_up_to_date == 3
+    assert embeddings(lake)[ids[2]]["view_count"] == 2
 
 
 def test_embed_batch_on_an_s3_lake_with_the_baseline(s3_lake, small_map):

@@ -38,7 +38,11 @@ def embed(
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Embed a map's street views (incremental: only locations without a vector are done)."""
+    """Embed a map's street views (incremental: only locations without a vector are done).
+
+    A view whose image blob is missing or unreadable is not embedded: it is marked failed (with
+    the reason) and the rest go on; `svcluster fetch --map MAP` fetches those views again.
+    """
     inv = invocation(ctx, lake, json_output)
     options = EmbedOptions(
         model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision, workers=workers
@@ -55,8 +59,20 @@ def embed(
         lines.append(f"{r.views_reused} view vectors re-pooled from the lake")
     if r.locations_up_to_date:
         lines.append(f"{r.locations_up_to_date} locations were already embedded")
+    lines += failed_view_lines(r)
     lines += missing_view_hints(r)
     emit(inv, r, "\n".join(lines))
+
+
+def failed_view_lines(r: EmbedResult) -> list[str]:
+    """Views left out because their blob is missing or unreadable, and how to repair them."""
+    if not r.views_failed:
+        return []
+    kinds = ", ".join(f"{n} {kind}" for kind, n in r.failure_reasons.items())
+    return [
+        f"{r.views_failed} views failed ({kinds}): not embedded, marked failed in images; "
+        f"`svcluster fetch --map {r.map}` fetches them again, then rerun embed"
+    ]
 
 
 def missing_view_hints(r: EmbedResult) -> list[str]:

@@ -56,6 +56,10 @@ def fetch(
     source: Annotated[
         Optional[str], typer.Option("--source", help="Google's source for location lookups: default | outdoor (outdoor finds no photospheres).")
     ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Read every ok image blob of the map and check its sha256; fetch again those that changed."),
+    ] = False,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -66,6 +70,10 @@ def fetch(
     (free) before a place is called no_imagery. Needs GOOGLE_MAPS_API_KEY
     or GSV_API_KEY (and GOOGLE_MAPS_SIGNING_SECRET if the key requires signed URLs), except with
     --from-folder; SVCLUSTER_STREETVIEW_URL points it at another Static API base URL.
+
+    Repairs images: a view whose blob is missing from the lake (one listing) or was found
+    unreadable by embed is fetched again, and --verify also reads every blob and re-fetches
+    those whose bytes no longer match their sha256. Each such view is one billed image request.
     """
     inv = invocation(ctx, lake, json_output)
     options = FetchOptions(
@@ -76,7 +84,7 @@ def fetch(
     if from_folder is not None:
         result = import_folder(inv.lake, map_name, from_folder, options, bar)
     else:
-        result = fetch_map(inv.lake, map_name, inv.settings, options, bar)
+        result = fetch_map(inv.lake, map_name, inv.settings, options, bar, verify=verify)
     emit(inv, result, summary_text(result))
 
 
@@ -100,6 +108,7 @@ def summary_text(r: FetchResult) -> str:
         (r.third_party_skipped, "views of third-party photospheres not bought (--official-only; fetch without it to buy them)"),
     )
     lines += [f"{n} {text}" for n, text in notes if n]
+    lines += blob_check_lines(r)
     for reason, n in list(r.failure_reasons.items())[:5]:
         lines.append(f"  failed {n}x: {reason}")
     if r.failed:
@@ -107,6 +116,19 @@ def summary_text(r: FetchResult) -> str:
     if r.orphan_blobs_removed:
         lines.append(f"removed {r.orphan_blobs_removed} orphaned blobs left by an interrupted run")
     return "\n".join(lines)
+
+
+def blob_check_lines(r: FetchResult) -> list[str]:
+    """What the blob check before the fetch found (views fetched again because of their blob)."""
+    found = (
+        (r.blobs_missing, "views had no blob in the lake"),
+        (r.blobs_unreadable, "views had a blob embed could not read (removed)"),
+        (r.blobs_changed, "views had a blob whose bytes no longer match their sha256 (removed)"),
+    )
+    lines = [f"{n} {text}: marked failed and fetched again" for n, text in found if n]
+    if r.verified and not (r.blobs_missing or r.blobs_changed or r.blobs_unreadable):
+        lines.append("--verify: every ok blob of the map is present and matches its sha256")
+    return lines
 
 
 def register(app: typer.Typer) -> None:
