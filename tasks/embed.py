@@ -356,16 +356,16 @@ def run_embedding(
                 else:
                     queue.append((item, pool.submit(_prepare, lake, embedder, item, turns)))
                 while len(queue) > prefetch:
-                    yield from _drain_one(queue, pending, run_model, lake, embedder, options, owner)
+                    yield from _drain_one(queue, pending, run_model, lake, embedder, options, owner, progress)
             while queue:
-                yield from _drain_one(queue, pending, run_model, lake, embedder, options, owner)
+                yield from _drain_one(queue, pending, run_model, lake, embedder, options, owner, progress)
         finally:
             for entry in queue:
                 if isinstance(entry, tuple):
                     entry[1].cancel()
 
 
-def _drain_one(queue, pending, run_model, lake, embedder, options, owner) -> Iterator[EmbedStats]:
+def _drain_one(queue, pending, run_model, lake, embedder, options, owner, progress) -> Iterator[EmbedStats]:
     """Take the oldest queue entry: a prepared input (batched for the model) or a batch's end."""
     entry = queue.popleft()
     if isinstance(entry, _BatchEnd):
@@ -387,6 +387,7 @@ def _drain_one(queue, pending, run_model, lake, embedder, options, owner) -> Ite
         for bad in prepared.failed:
             kind = bad.reason.split(":", 1)[0]
             batch.stats.failure_reasons[kind] = batch.stats.failure_reasons.get(kind, 0) + 1
+        progress.advance(len(prepared.failed))  # done with: left out, not embedded
     if prepared.array is None:
         return
     pending.append((replace(job, headings=prepared.headings), prepared.array))

@@ -209,6 +209,10 @@ def _step_lines(r: Any) -> list[str]:
         f"  [{s.get('embed', 0):.1f} s]",
         f"  cluster  {run.name}: k={run.k}, silhouette {run.silhouette:.3f}" if run.silhouette is not None else f"  cluster  {run.name}: k={run.k}",
     ]
+    failed_views = int((getattr(e, "totals", None) or {}).get("views_failed", 0))
+    if failed_views:  # blob missing or unreadable: left out, marked failed
+        lines.insert(-1, f"           {failed_views} views failed (blob missing or unreadable): not embedded; "
+                         f"`svcluster fetch --map {r.map}` fetches them again")
     if run.reused:
         lines[-1] += " (reused: same embeddings and parameters)"
     lines[-1] += f"  [{s.get('cluster', 0):.1f} s]"
