@@ -193,9 +193,10 @@ def test_a_crash_loses_at_most_one_batch_and_a_rerun_resumes(small_lake_map, tin
     assert set(embeddings(lake)) == set(ids[:4])
 
 
-def test_a_broken_blob_is_left_out_marked_failed_and_the_rest_embedded(small_lake_map, tiny_clip):
+@pytest.mark.parametrize("pooling", ["mean", "stitched"])
+def test_a_broken_blob_is_left_out_marked_failed_and_the_rest_embedded(small_lake_map, tiny_clip, pooling):
     lake, map_name, ids = small_lake_map
-    opts = options(tiny_clip, locations_per_batch=2)
+    opts = options(tiny_clip, locations_per_batch=2, pooling=pooling)
     add_views(lake, ids[:4], headings=(0, 90))
     path, sha = lake.put_blob(b"definitely not a jpeg", "jpg")
     lake.append("images", pa.table({"location_id": [ids[2]], "heading": [90], "status": ["ok"], "path": [path], "sha256": [sha]}))
@@ -205,14 +206,14 @@ def test_a_broken_blob_is_left_out_marked_failed_and_the_rest_embedded(small_lak
     row = lake.query("SELECT status, reason, path FROM images WHERE location_id = ? AND heading = 90", [ids[2]]).to_pylist()[0]
     assert row["status"] == "failed" and row["path"] == path
     assert row["reason"].startswith("blob unreadable: not a JPEG") and " at 0x" not in row["reason"]
-    assert embeddings(lake)[ids[2]]["view_count"] == 1
+    assert embeddings(lake, pooling)[ids[2]]["view_count"] == 1
     # The view is fetched again (fixed); the rerun does only that location.
     data = jpeg_bytes(scene_image("forest", 5))
     good, good_sha = lake.put_blob(data, "jpg")
     lake.append("images", pa.table({"location_id": [ids[2]], "heading": [90], "status": ["ok"], "path": [good], "sha256": [good_sha]}))
     rerun = embed_map(lake, map_name, opts)
     assert rerun.locations_embedded == 1 and rerun.locations_up_to_date == 3
-    assert embeddings(lake)[ids[2]]["view_count"] == 2
+    assert embeddings(lake, pooling)[ids[2]]["view_count"] == 2
 
 
 def test_embed_batch_on_an_s3_lake_with_the_baseline(s3_lake, small_map):
