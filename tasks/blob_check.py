@@ -92,14 +92,16 @@ def check_map_blobs(lake: Lake, map_name: str, verify: bool = False) -> BlobChec
     if not rows:
         return result
     # Views embed found unreadable: their blob is removed (it is re-bought in this run).
-    damaged = {r["path"] for r in rows if r["status"] == "failed"}
+    # A blob embed could not decode is damaged; one it found missing may be back (a restored
+    # copy of the lake): only the first kind is removed.
+    damaged = {r["path"] for r in rows if r["status"] == "failed" and r["reason"].startswith(UNREADABLE)}
     ok = [r for r in rows if r["status"] == "ok"]
     present = set(lake.list("blobs"))
     removed = set()
     for path in sorted(damaged & present):
         lake.delete(path)
         removed.add(path)
-    result.unreadable = sum(1 for r in rows if r["status"] == "failed" and r["path"] in removed)
+    result.unreadable = sum(1 for r in rows if r["status"] == "failed" and r["path"] in removed and r["reason"].startswith(UNREADABLE))
     bad: list[BadView] = []
     for r in ok:
         if r["path"] not in present or r["path"] in removed:
