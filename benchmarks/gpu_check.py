@@ -147,8 +147,8 @@ def main() -> None:
             row = {
                 "precision": result.precision, "runtime": result.runtime,
                 "views_embedded": result.views_embedded, "views_per_second_end_to_end": round(result.views_embedded / wall, 1),
-                "forward_views_per_second": round(forward, 1), "forward_tflops": round(forward * flops / 1e12, 3),
-                "matmul_dtype": str(dtype).removeprefix("torch."), "matmul_tflops": round(matmul, 3),
+                "forward_views_per_second": round(forward, 1), "forward_tflops": float(f"{forward * flops / 1e12:.4g}"),
+                "matmul_dtype": str(dtype).removeprefix("torch."), "matmul_tflops": float(f"{matmul:.4g}"),
                 "forward_share_of_matmul": round(share, 3),
                 "gate": {**gate.__dict__, "passed": gate.passed},
             }
