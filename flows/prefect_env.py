@@ -61,6 +61,8 @@ class PrefectTarget:
         that outlives the command receives them."""
         if self.temporary is not None:
             self.temporary.wait_ready()
+        if _QUIET_FAILURES:
+            _filter_console_failures()
         if not self.ephemeral:
             yield
             return
@@ -80,19 +82,49 @@ class ThreadTimeoutNoticeFilter(logging.Filter):
         return not (msg.startswith("Timeout of") and "running in a worker thread" in msg)
 
 
+class InterruptNoticeFilter(logging.Filter):
+    """Drops the "Crash detected! Execution was aborted by an interrupt signal." that every
+    flow run of a command logs on Ctrl-C: the command says "interrupted; rerun to resume" once,
+    and the runs' Crashed states still record why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not (msg.startswith("Crash detected!") and "aborted by an interrupt signal" in msg)
+
+
+class RunFailureNoticeFilter(logging.Filter):
+    """For the console only: drops the ERROR records in which flow and task runs report the
+    failure that ends a command, tracebacks included (the command prints that failure itself,
+    as one line; ``--debug`` or ``--verbose`` keeps them). The API still receives them."""
+
+    PREFIXES = ("Encountered exception during execution", "Finished in state Failed", "Finished in state Crashed", "Task run failed with")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            return True
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not msg.startswith(self.PREFIXES)
+
+
 _NOISE_FILTER = EphemeralNoiseFilter()
 _TIMEOUT_FILTER = ThreadTimeoutNoticeFilter()
+_INTERRUPT_FILTER = InterruptNoticeFilter()
+_FAILURE_FILTER = RunFailureNoticeFilter()
+_QUIET_FAILURES = False  # set by prepare_prefect: the console filter above is wanted
 
 
 _TEMPORARY: Any = None  # the temporary API this process started (one per process)
 
 
-def prepare_prefect(console_level: str = "WARNING", start_api: bool = False) -> PrefectTarget:
+def prepare_prefect(console_level: str = "WARNING", start_api: bool = False, quiet_failures: bool = False) -> PrefectTarget:
     """Configure the environment for Prefect (idempotent). ``console_level`` is what Prefect prints
     on stderr (INFO shows every flow and task run); logs sent to the API are unaffected.
     ``start_api``: without ``PREFECT_API_URL``, start this process's temporary API now (only
-    before Prefect is imported: an imported Prefect has settled on its API already)."""
-    global _TEMPORARY
+    before Prefect is imported: an imported Prefect has settled on its API already).
+    ``quiet_failures``: the console leaves out the runs' own reports of the failure that ends
+    the command (``RunFailureNoticeFilter``), for a CLI that prints it as one line."""
+    global _TEMPORARY, _QUIET_FAILURES
+    _QUIET_FAILURES = quiet_failures
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if _TEMPORARY is not None:
@@ -128,26 +160,47 @@ def is_temporary_api() -> bool:
 
 
 def silence_prefect_notices() -> None:
-    """Filter the temporary server's announcements and the thread-timeout notice out of Prefect's
-    loggers (idempotent; the flow modules call it on import)."""
+    """Filter the temporary server's announcements, the thread-timeout notice and the per-run
+    crash notice of a Ctrl-C out of Prefect's loggers (idempotent; the flow modules call it on
+    import)."""
     logger = logging.getLogger("prefect")
     if _NOISE_FILTER not in logger.filters:
         logger.addFilter(_NOISE_FILTER)
     task_runs = logging.getLogger("prefect.task_runs")
     if _TIMEOUT_FILTER not in task_runs.filters:
         task_runs.addFilter(_TIMEOUT_FILTER)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        runs = logging.getLogger(name)
+        if _INTERRUPT_FILTER not in runs.filters:
+            runs.addFilter(_INTERRUPT_FILTER)
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
-def _apply_console_level(level: str) -> None:
+def _console_handlers() -> list[logging.Handler]:
+    """Prefect's console handlers (configured when Prefect is imported)."""
     try:
         from prefect.logging.handlers import PrefectConsoleHandler
     except ImportError:  # pragma: no cover - prefect is a dependency
-        return
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(level)
+        return []
+    return [
+        handler
+        for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs")
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, PrefectConsoleHandler)
+    ]
+
+
+def _apply_console_level(level: str) -> None:
+    for handler in _console_handlers():
+        handler.setLevel(level)
+    if _QUIET_FAILURES:
+        _filter_console_failures()
+
+
+def _filter_console_failures() -> None:
+    for handler in _console_handlers():
+        if _FAILURE_FILTER not in handler.filters:
+            handler.addFilter(_FAILURE_FILTER)
 
 
 def current_api_url() -> str:

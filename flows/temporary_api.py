@@ -9,7 +9,9 @@ Prefect's default (``PREFECT_HOME``), so flow run history is the same as in ephe
 
 The server's output goes to a log file that is shown only if it fails to start; it is
 stopped when the command exits (and dies with it: on Linux it gets SIGTERM when its parent
-goes away, so a killed command leaves no server behind).
+goes away, so a killed command leaves no server behind). It runs in a process group of its
+own (``tasks.processes.start_helper``): a Ctrl-C in the terminal interrupts the command, not
+the server, so the flows can still record the interruption before the command stops it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from tasks.errors import SvclusterError
-from tasks.processes import dies_with_parent, stop_process
+from tasks.processes import start_helper, stop_process
 
 # The server needs none of svcluster's secrets: they are not passed to it.
 SECRET_VARIABLES = ("GOOGLE_MAPS_API_KEY", "GSV_API_KEY", "GOOGLE_MAPS_SIGNING_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -77,11 +79,10 @@ class TemporaryApi:
         }
         for name in ("PREFECT_API_URL", *SECRET_VARIABLES):
             env.pop(name, None)
-        self.process = subprocess.Popen(
+        self.process = start_helper(
             [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
             env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=dies_with_parent(),
         )  # fmt: skip
 
     def wait_ready(self, timeout: float | None = None) -> None:

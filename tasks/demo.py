@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import SvclusterError
-from tasks.processes import dies_with_parent, stop_process
+from tasks.processes import start_helper, stop_process
 from tasks.sample import generate_locations, to_format
 from tasks.scenes import SceneImages
 from tasks.streetview_server import Panorama, StreetViewServer, World
@@ -128,13 +128,13 @@ def demo_streetview_process(n: int, seed: int = DEMO_SEED) -> Iterator[str]:
     Drawing the scenes takes CPU: in its own process it does not compete with the fetch for
     this process's GIL, as a remote API would not (the demo's fetch here: 34 s -> 27 s).
     Its stderr goes to a temporary file (a pipe nobody reads could fill and stall it), shown
-    only if it fails to start.
+    only if it fails to start. Like every helper it is out of reach of the terminal's Ctrl-C
+    and dies with this process (``tasks.processes.start_helper``).
     """
     with tempfile.TemporaryFile(mode="w+") as errors:
-        proc = subprocess.Popen(
+        proc = start_helper(
             [sys.executable, "-m", "tasks.demo", "--locations", str(n), "--seed", str(seed)],
             stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL, text=True,
-            preexec_fn=dies_with_parent(),
         )  # fmt: skip
         try:
             assert proc.stdout is not None

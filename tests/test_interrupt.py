@@ -1,0 +1,213 @@
+"""Ctrl-C: ``svcluster run``/``demo``/``fetch`` stop within seconds on the first SIGINT, exit 130
+with "interrupted; rerun to resume", and leave no helper process behind (the temporary Prefect
+API, the demo's scene server). Real processes, real signals: each command runs in a session of
+its own and gets SIGINT on its whole process group, as a terminal's Ctrl-C sends it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.demo import DEMO_KEY, write_demo_map
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "from flows.cli import main; main()"]
+STOPS_WITHIN = 15.0  # seconds from Ctrl-C to exit (the command's grace period is 5 s)
+
+
+def user_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A user's environment: no Prefect server, a fresh Prefect home, this checkout first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "GOOGLE_MAPS", "GSV_", "SVCLUSTER_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT))
+    return {**env, **extra}
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def wait_for(condition, seconds: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the command ended (code {proc.returncode}) before {what}:\n{err[-3000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"waited {seconds:.0f} s for {what}")
+
+
+def interrupt(proc: subprocess.Popen) -> tuple[float, str, str]:
+    """Ctrl-C as a terminal sends it (SIGINT to the foreground process group); returns the
+    seconds until the command exited, its stdout and stderr."""
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"still running 60 s after Ctrl-C:\n{err[-3000:]}")
+    return time.monotonic() - started, out, err
+
+
+def assert_interrupted(proc: subprocess.Popen, seconds: float, err: str, helpers: list[int]) -> None:
+    assert proc.returncode == 130, err[-3000:]
+    assert seconds < STOPS_WITHIN, f"took {seconds:.1f} s to stop"
+    assert err.strip().splitlines()[-1] == "interrupted; rerun to resume", err[-3000:]
+    assert "Traceback" not in err and "Crash detected" not in err, err[-3000:]
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in helpers if alive(p)], "a helper process outlived the interrupted command"
+
+
+def images_written(lake: Path) -> bool:
+    return any((lake / "tables" / "images").glob("part-*.parquet"))
+
+
+def test_ctrl_c_stops_the_demo_and_its_helpers(tmp_path) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--out", str(out), "--locations", "5000"], cwd=tmp_path, env=user_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: images_written(out / "lake"), 240, "the fetch wrote images", proc)
+    helpers = children(proc.pid)
+    assert len(helpers) >= 2  # the temporary Prefect API and the scene server
+    seconds, _, err = interrupt(proc)
+    assert_interrupted(proc, seconds, err, helpers)
+
+
+@pytest.fixture
+def scene_server(tmp_path):
+    """The demo's scene server for a 5000-location sample, in its own process; yields
+    (map file, base URL)."""
+    map_file = tmp_path / "chile.json"
+    write_demo_map(map_file, 5000)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tasks.demo", "--locations", "5000"], cwd=ROOT, env=user_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        yield map_file, server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_ctrl_c_stops_run_mid_fetch(tmp_path, scene_server) -> None:
+    map_file, url = scene_server
+    lake = tmp_path / "lake"
+    env = user_env(tmp_path, SVCLUSTER_STREETVIEW_URL=url, GOOGLE_MAPS_API_KEY=DEMO_KEY)
+    proc = subprocess.Popen(
+        [*CLI, "--lake", str(lake), "run", str(map_file), "--model", "baseline", "--qps", "200",
+         "--out", str(tmp_path / "out.json"), "--summary", str(tmp_path / "summary.md")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: images_written(lake), 240, "the fetch wrote images", proc)
+    helpers = children(proc.pid)
+    assert helpers  # the temporary Prefect API
+    seconds, out, err = interrupt(proc)
+    assert_interrupted(proc, seconds, err, helpers)
+    assert not (tmp_path / "out.json").exists()  # it stopped: no export
+
+
+def test_ctrl_c_stops_fetch_with_the_same_line(tmp_path, scene_server) -> None:
+    map_file, url = scene_server
+    lake = tmp_path / "lake"
+    env = user_env(tmp_path, SVCLUSTER_STREETVIEW_URL=url, GOOGLE_MAPS_API_KEY=DEMO_KEY)
+    subprocess.run([*CLI, "--lake", str(lake), "ingest", str(map_file), "--map", "m"], env=env, check=True, capture_output=True, timeout=120)
+    proc = subprocess.Popen(
+        [*CLI, "--lake", str(lake), "fetch", "--map", "m", "--qps", "200"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: images_written(lake), 120, "the fetch wrote images", proc)
+    seconds, _, err = interrupt(proc)
+    assert_interrupted(proc, seconds, err, [])
+
+
+def test_a_batch_that_does_not_end_is_abandoned_after_the_grace_period(tmp_path) -> None:
+    """Work in a worker thread that ignores the interruption (a model's forward pass, a stuck
+    request) does not keep the command: it exits 130 once the grace period is over, and its
+    helper processes are stopped."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from concurrent.futures import ThreadPoolExecutor
+        from flows.cli import app, main
+        from tasks.processes import start_helper
+
+        @app.command("stuck")
+        def stuck() -> None:
+            helper = start_helper([sys.executable, "-c", "import time; time.sleep(600)"])
+            # as a flow's task runner does: leaving the block waits for the batch in flight
+            with ThreadPoolExecutor(1) as pool:
+                batch = pool.submit(time.sleep, 600)
+                print(helper.pid, flush=True)
+                batch.result()
+
+        main()  # as the svcluster script calls it: sys.argv[1:] is ["stuck"]
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "stuck"], cwd=ROOT, env=user_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    helper = int(proc.stdout.readline())
+    seconds, _, err = interrupt(proc)
+    assert_interrupted(proc, seconds, err, [helper])
+    assert seconds > 4  # the grace period: the work had its chance to finish
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path) -> None:
+    script = textwrap.dedent(
+        """
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+        from flows.cli import app, main
+
+        @app.command("stuck")
+        def stuck() -> None:
+            with ThreadPoolExecutor(1) as pool:
+                batch = pool.submit(time.sleep, 600)
+                print("ready", flush=True)
+                batch.result()
+
+        main()  # as the svcluster script calls it: sys.argv[1:] is ["stuck"]
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "stuck"], cwd=ROOT, env=user_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - started < 3
+    assert err.strip().splitlines()[-1] == "interrupted; rerun to resume"
