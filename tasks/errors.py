@@ -24,5 +24,14 @@ class LakeError(SvclusterError):
     """Storage could not be read or written; nothing half-written is visible to readers."""
 
 
+class NoLakeError(LakeError):
+    """A command that only reads was pointed at a place that holds no lake (a mistyped --lake):
+    it is not created there."""
+
+
+class ReadOnlyLakeError(LakeError):
+    """A command that must write was given a lake it cannot write."""
+
+
 class NotFoundError(SvclusterError):
     """A map, run or model the user named does not exist."""

@@ -8,7 +8,17 @@ Layout under the root URI::
                                                  (one per schema version: a column added later binds
                                                  on a lake written before it)
     blobs/<sha256[:2]>/<sha256>.<ext>            content-addressed image bytes
-    svcluster.sql                                views for the plain ``duckdb`` CLI (local lakes)
+    svcluster.sql                                views for the plain ``duckdb`` CLI (local lakes):
+                                                 ``cd LAKE && duckdb -init svcluster.sql``; the
+                                                 root is the folder DuckDB runs in, so a copied or
+                                                 moved lake opens as itself
+
+A lake is opened in one of three ways (``open_lake(uri, mode=...)``): ``create`` makes it if
+it is not there (the commands that bring a map in: ingest, run, demo); ``write`` needs it to
+exist and brings its schema files up to date (fetch, embed, cluster, ...); ``read`` needs it to
+exist and writes nothing at all, so a lake the user cannot write still answers (runs, sql,
+compare, export, report). A place with no ``tables/`` folder holds no lake: a mistyped
+``--lake`` is an error for the commands that do not create one, never a new empty lake.
 
 Every file appears atomically: locally it is written under ``_tmp/`` and renamed into place;
 on S3 a PUT is atomic. Readers therefore never see a half-written file, and a process killed
@@ -19,9 +29,13 @@ key, so writing the same rows twice never duplicates them.
 
 from __future__ import annotations
 
+import atexit
+import errno
 import hashlib
 import io
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -29,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import fsspec
@@ -38,10 +52,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sql import catalog_sql
-from tasks.errors import LakeError
+from tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from tasks.schemas import TABLES, TableSpec
 
 TMP_DIR = "_tmp"
+INIT_FILE = "svcluster.sql"  # the views for the plain duckdb CLI, at a local lake's root
+LakeMode = Literal["create", "write", "read"]
 
 
 def _storage_errors() -> tuple[type[BaseException], ...]:
@@ -59,6 +75,13 @@ STORAGE_ERRORS = _storage_errors()
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc)
+
+
+def _not_writable(exc: BaseException) -> bool:
+    """Whether a storage error says the lake may not be written here (permissions, a
+    read-only filesystem, an immutable folder, S3's AccessDenied), rather than a fault."""
+    return isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS)
+
 STALE_TMP_SECONDS = 3600
 
 
@@ -92,6 +115,9 @@ class Lake:
             options.setdefault("use_listings_cache", False)
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
+        # Where DuckDB finds the tables: the root, or (a lake opened for reading that lacks some
+        # of this version's schema files) a private folder of links to it (see prepare_read).
+        self._view_root: str | None = None
 
     # ---- paths -----------------------------------------------------------------------------
     def path(self, relpath: str) -> str:
@@ -112,24 +138,90 @@ class Lake:
         """The root as DuckDB sees it: an absolute folder or ``s3://bucket/prefix``."""
         return self.root if self.is_local else self.uri
 
+    @property
+    def duckdb_root(self) -> str:
+        """The ``lake_root`` this lake's views read: the root, unless reading needs the links
+        of ``prepare_read``."""
+        return self._view_root or self.root_url
+
     def table_dir(self, table: str) -> str:
         return self.path(f"tables/{spec(table).name}")
 
     # ---- set-up ----------------------------------------------------------------------------
+    def is_lake(self) -> bool:
+        """Whether a lake is here: its ``tables/`` folder exists (a missing or empty folder, a
+        file, or a bucket prefix with nothing of svcluster's is not a lake)."""
+        try:
+            if self.is_local:
+                return os.path.isdir(self.path("tables"))
+            return bool(self.fs.isdir(self.path("tables")))
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
+
+    def require(self) -> "Lake":
+        """This lake, or NoLakeError when there is none at its root (nothing is created)."""
+        if not self.is_lake():
+            raise NoLakeError(
+                f"no lake at {self.uri} (`svcluster ingest MAP.json` creates one; --lake or SVCLUSTER_LAKE names another)"
+            )
+        return self
+
     def ensure(self) -> "Lake":
-        """Create missing table folders with their zero-row schema files; drop stale temp files."""
+        """Create missing table folders with their zero-row schema files; drop stale temp files.
+        Writes nothing when all is in place (so a read-only lake passes when it is complete)."""
         try:
             for t in TABLES.values():
                 schema_file = schema_file_name(t)
                 if not self.exists(schema_file):
                     self.write_bytes(schema_file, parquet_bytes(t.schema.empty_table()))
             self._remove_stale_tmp()
-            catalog = self.duckdb_catalog_sql().encode()
-            if self.is_local and not (self.exists("svcluster.sql") and self.read_bytes("svcluster.sql") == catalog):
-                self.write_bytes("svcluster.sql", catalog)  # only when changed: a read-only lake still opens
+            catalog = self.duckdb_catalog_sql(relocatable=True).encode()
+            if self.is_local and not (self.exists(INIT_FILE) and self.read_bytes(INIT_FILE) == catalog):
+                self.write_bytes(INIT_FILE, catalog)  # only when changed (an older lake's pinned an absolute path)
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot prepare the lake at {self.uri}: {_reason(exc)}") from None
         return self
+
+    def prepare_read(self) -> "Lake":
+        """Ready the lake for reading without writing anything to it (the lake must exist).
+
+        A lake written by an older svcluster may lack a schema file of this version (a table
+        added since, or new columns): writing commands add it, but a reading one must not, and
+        may not be able to. Locally the views then read a private temporary folder instead:
+        links to the lake's table folders, and for each table lacking its schema file a folder
+        of links to its files plus the schema file (what that table held at open). On S3 a
+        table with no file at all cannot be read that way: the error says how to upgrade."""
+        self.require()
+        missing = [t for t in TABLES.values() if not self.exists(schema_file_name(t))]
+        if not missing:
+            return self
+        if self.is_local:
+            self._view_root = self._linked_view_root(missing)
+            return self
+        empty = [t.name for t in missing if not self.table_files(t.name)]
+        if empty:
+            raise LakeError(
+                f"the lake at {self.uri} was written by an older svcluster and has no {', '.join(empty)} table yet: "
+                "run a command that writes (e.g. svcluster fetch or cluster) on it once with write access"
+            )
+        return self
+
+    def _linked_view_root(self, missing: Sequence[TableSpec]) -> str:
+        lacking = {t.name for t in missing}
+        shadow = Path(tempfile.mkdtemp(prefix="svcluster-lake-"))
+        atexit.register(shutil.rmtree, shadow, True)
+        for t in TABLES.values():
+            real = Path(self.path(f"tables/{t.name}"))
+            linked = shadow / "tables" / t.name
+            linked.parent.mkdir(parents=True, exist_ok=True)
+            if t.name not in lacking:
+                linked.symlink_to(real, target_is_directory=True)
+                continue
+            linked.mkdir()
+            for rel in self.table_files(t.name):
+                (linked / Path(rel).name).symlink_to(self.path(rel))
+            (linked / Path(schema_file_name(t)).name).write_bytes(parquet_bytes(t.schema.empty_table()))
+        return str(shadow)
 
     def _remove_stale_tmp(self) -> None:
         if not self.is_local:
@@ -193,6 +285,11 @@ class Lake:
             else:
                 self.fs.pipe_file(target, bytes(data) if isinstance(data, memoryview) else data)
         except STORAGE_ERRORS as exc:
+            if _not_writable(exc):
+                raise ReadOnlyLakeError(
+                    f"the lake at {self.uri} is read-only here ({_reason(exc)}): this command writes to it "
+                    f"(it could not write {relpath}); only runs, sql, compare, export and report read a lake without writing"
+                ) from None
             raise LakeError(f"cannot write {relpath} in the lake at {self.uri}: {_reason(exc)}") from None
         return target
 
@@ -312,7 +409,7 @@ class Lake:
         view is re-planned on every query, so new files are always seen; DuckDB's file cache is
         off because keyed files are replaced under the same name.
         """
-        key = (self.root_url, getattr(self.fs, "_fs_token", id(self.fs)), os.getpid())  # a forked child opens its own
+        key = (self.duckdb_root, getattr(self.fs, "_fs_token", id(self.fs)), os.getpid())  # a forked child opens its own
         with _DATABASES_LOCK:
             db = _DATABASES.get(key)
             if db is None:
@@ -321,7 +418,7 @@ class Lake:
                     _DATABASES.popitem(last=False)
             _DATABASES.move_to_end(key)
             con = db.cursor()
-        con.execute("SET VARIABLE lake_root = ?", [self.root_url])
+        con.execute("SET VARIABLE lake_root = ?", [self.duckdb_root])
         return con
 
     def _open_database(self) -> duckdb.DuckDBPyConnection:
@@ -329,7 +426,7 @@ class Lake:
         db.execute("SET enable_external_file_cache = false")
         if not self.is_local:
             db.register_filesystem(self.fs)
-        db.execute("SET VARIABLE lake_root = ?", [self.root_url])
+        db.execute("SET VARIABLE lake_root = ?", [self.duckdb_root])
         try:
             db.execute(catalog_sql())
         except duckdb.Error as exc:
@@ -342,6 +439,21 @@ class Lake:
         with self.connect() as con:
             return con.sql(sql, params=params).to_arrow_table()
 
+    def query_script(self, script: str) -> tuple[pa.Table | None, int]:
+        """Run every statement of a user's SQL script in order, on one connection to the views
+        (what the script creates lives in this process only; the lake is not written), and
+        return the last statement's result (None if it has none) and how many statements
+        ran: 0 when the script holds nothing but blanks, comments and semicolons."""
+        with self.connect() as con:
+            statements = con.extract_statements(script)
+            if not statements:
+                return None, 0
+            for statement in statements[:-1]:
+                con.execute(statement.query)
+                con.complete()  # run to its end; its rows are not the script's result
+            last = con.sql(statements[-1].query)
+            return (last.to_arrow_table() if last is not None else None), len(statements)
+
     def iter_batches(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None, batch_rows: int = 100_000
     ) -> Iterator[pa.RecordBatch]:
@@ -350,14 +462,29 @@ class Lake:
             reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
             yield from reader
 
-    def duckdb_catalog_sql(self) -> str:
+    def duckdb_catalog_sql(self, relocatable: bool = False) -> str:
         """SQL that gives the plain ``duckdb`` CLI the same views: ``duckdb -init svcluster.sql``.
 
+        It names the lake by its absolute root (``svcluster sql --catalog``: use it from
+        anywhere, for this lake where it is now). ``relocatable`` (a local lake's own
+        ``svcluster.sql``): the root is the folder DuckDB runs in, checked to hold this file,
+        so the file pins no path and a copied or moved lake opens as itself.
         For an S3 lake it first loads ``httpfs`` and asks DuckDB for an S3 secret from the
-        usual AWS credential chain (environment, ~/.aws); it never contains a credential.
+        usual AWS credential chain (environment, ~/.aws); it never contains a credential; its
+        root is its URI either way.
         """
+        if self.is_local and relocatable:
+            return (
+                f"-- Generated by svcluster: the lake's views for the duckdb CLI. Run it in the lake folder:\n"
+                f"--   cd LAKE && duckdb -init {INIT_FILE}\n"
+                "-- The lake is the folder DuckDB runs in (no path is pinned: a copied or moved lake opens as\n"
+                "-- itself). From elsewhere: svcluster --lake LAKE sql --catalog > lake.sql; duckdb -init lake.sql\n"
+                "SET VARIABLE lake_root = (SELECT CASE WHEN count(*) = 0 THEN error("
+                f"'svcluster.sql: run duckdb in the lake folder (cd LAKE && duckdb -init {INIT_FILE})') "
+                f"ELSE '.' END FROM glob('{INIT_FILE}'));\n" + catalog_sql()
+            )
         root = self.root_url.replace("'", "''")
-        head = "-- Generated by svcluster: open with  duckdb -init svcluster.sql\n"
+        head = f"-- Generated by svcluster: open with  duckdb -init {INIT_FILE}\n"
         if not self.is_local:
             head += (
                 "INSTALL httpfs;\nLOAD httpfs;\n"
@@ -446,6 +573,15 @@ def write_local_atomic(target: Path, data: bytes, tmp_dir: Path) -> None:
         raise
 
 
-def open_lake(uri: str, storage_options: Mapping[str, Any] | None = None) -> Lake:
-    """Open (and if needed initialise) the lake at ``uri``."""
-    return Lake(uri, storage_options).ensure()
+def open_lake(uri: str, storage_options: Mapping[str, Any] | None = None, *, mode: LakeMode = "create") -> Lake:
+    """Open the lake at ``uri``. ``create`` (the default): initialise it if it is not there;
+    ``write``: NoLakeError if it is not there, else bring its schema files up to date;
+    ``read``: NoLakeError if it is not there, and write nothing (see ``Lake.prepare_read``)."""
+    lake = Lake(uri, storage_options)
+    if mode == "create":
+        return lake.ensure()
+    if mode == "write":
+        return lake.require().ensure()
+    if mode == "read":
+        return lake.prepare_read()
+    raise ValueError(f"open_lake: mode must be create, write or read, not {mode!r}")

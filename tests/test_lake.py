@@ -190,9 +190,10 @@ def test_reopening_a_lake_keeps_it(lake, chile_map) -> None:
     assert count(again, "chile") == 1000
 
 
-def test_svcluster_sql_opens_the_lake_in_plain_duckdb(lake, chile_map) -> None:
+def test_svcluster_sql_opens_the_lake_in_plain_duckdb(lake, chile_map, monkeypatch) -> None:
     ingest_map(lake, chile_map)
     script = Path(lake.path("svcluster.sql")).read_text()
+    monkeypatch.chdir(lake.root)  # the file's lake is the folder DuckDB runs in
     con = duckdb.connect()  # a bare connection: nothing of svcluster but the file
     con.execute(script)
     query = "SELECT map, count(*) AS n, round(avg(lat), 6) AS lat FROM locations GROUP BY map"
