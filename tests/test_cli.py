@@ -13,6 +13,7 @@ import pytest
 import typer.main
 
 from flows.cli import _register_commands, app, main
+from tasks.lake import open_lake
 from tests.fixtures.maps import geoguessr_doc, write_map
 
 
@@ -89,8 +90,13 @@ def test_sql_output_formats(capsys, tmp_path, small_map) -> None:
     assert parsed[0] == ["position", "pano_id", "tags"]
     assert [r[1] for r in parsed[1:]] == [r["pano_id"] for r in rows]
     assert [json.loads(r[2]) if r[2] else None for r in parsed[1:]] == [r["tags"] for r in rows]
-    code, out, _ = run(capsys, "--lake", lake, "sql", query)
+    code, out, _ = run(capsys, "--lake", lake, "sql", query, "--format", "table")
     assert code == 0 and "pano_id" in out and rows[0]["pano_id"] in out and "3 rows" in out
+    # not a terminal: plain aligned columns (the row count on stderr, out of a pipe's way)
+    code, out, err = run(capsys, "--lake", lake, "sql", query)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["position", "pano_id", "tags"] and len(lines) == 4
+    assert lines[1].split()[:2] == ["0", rows[0]["pano_id"]] and err.strip() == "3 rows"
 
 
 def test_sql_catalog_opens_the_lake_elsewhere(capsys, tmp_path, small_map) -> None:
@@ -120,6 +126,7 @@ def test_errors_are_one_line_with_exit_1(capsys, tmp_path, monkeypatch, argv, wo
     monkeypatch.chdir(tmp_path)
     bad = write_map(tmp_path / "bad.json", [{"lat": 1, "lng": 2}, {"lat": 1, "lng": 2, "heading": "east"}])
     argv = [str(bad) if a == "BAD" else a for a in argv]
+    open_lake(str(tmp_path / "lake"))  # an empty lake: only ingest, run and demo create one
     code, out, err = run(capsys, "--lake", str(tmp_path / "lake"), *argv)
     assert code == 1
     assert out == ""
@@ -157,3 +164,37 @@ def test_debug_shows_the_traceback(tmp_path) -> None:
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
     assert quiet.stderr.strip() == f"error: {bad}: item 0: field 'lat': must be between -90 and 90, got 100"
     assert loud.returncode != 0 and "Traceback" in loud.stderr and "MapFormatError" in loud.stderr
+
+
+def test_tables_never_cut_a_cell(capsys) -> None:
+    """Rich squeezes a table wider than the console into "…" (a k=27 contingency showed no
+    number, a run name lost its tail): print_table keeps every cell whole."""
+    from rich.table import Table
+
+    from flows.cli import print_table
+
+    table = Table("run", *[str(c) for c in range(27)], "purity")
+    table.add_row("chile-demo@v41", *[str(1000 + c) for c in range(27)], "57% 3")
+    print_table(table)
+    out = capsys.readouterr().out
+    assert "…" not in out and "chile-demo@v41" in out and "57% 3" in out
+    assert all(str(1000 + c) in out for c in range(27))
+
+
+def test_compare_at_k27_shows_its_numbers(capsys, tmp_path) -> None:
+    import numpy as np
+
+    from tests.report_helpers import synthetic_map, write_run
+
+    lake = open_lake(str(tmp_path / "lake"))
+    m = synthetic_map(lake, tmp_path, 270)
+    labels = np.arange(270) % 27
+    write_run(lake, m.name, m.location_ids, m.vectors, labels, m.model)
+    write_run(lake, m.name, m.location_ids, m.vectors, (labels + (np.arange(270) % 10 == 0)) % 27, m.model, created_offset_s=1)
+    code, out, err = run(capsys, "--lake", lake.uri, "compare", "chile@v1", "chile@v2")
+    assert code == 0, err
+    table = out[out.index("contingency") :]
+    assert "…" not in table
+    header = next(line for line in table.splitlines() if "purity" in line)
+    assert all(f" {c} " in header for c in range(27))
+    assert table.count(" 9 ") >= 27  # every diagonal cell (9 of each cluster's 10 stay) is shown

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
+from flows.cli import JsonOption, LakeOption, emit, invocation, print_table, stdout
 from flows.commands.progress import RichBar
 from tasks.cluster import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, RunSummary, cluster_map, parse_k, runs as list_runs
 from tasks.compare import Comparison, compare_runs, compare_with_tags
@@ -83,7 +83,7 @@ def print_cluster(r: ClusterResult) -> None:
         mark = "<- recommended" if run.k == r.recommended_k else ""
         sizes = run.sizes or [0]
         table.add_row(str(run.k), run.name + (" (reused)" if run.reused else ""), _num(run.inertia, 1), _num(run.silhouette), str(min(sizes)), str(max(sizes)), mark)
-    stdout.print(table)
+    print_table(table)
     if r.recommendation:
         stdout.print(r.recommendation, highlight=False, markup=False)
     for run in r.runs:
@@ -218,7 +218,7 @@ def print_comparison(c: Comparison) -> None:
         for a in rows:
             p = purity.get(str(a))
             table.add_row(str(a), *[str(counts.get((a, b), "")) for b in columns], f"{p.purity:.0%} {p.dominant}" if p else "")
-        stdout.print(table)
+        print_table(table)
     else:
         stdout.print(f"contingency: {len(c.contingency)} non-empty cells (see --json or the cluster_contingency SQL macro)", highlight=False, markup=False)
     if vs_tags:

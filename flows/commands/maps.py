@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pyarrow as pa
 import typer
-from rich.table import Table
+from rich.cells import cell_len
+from rich.table import Column, Table
+from rich.text import Text
 
-from flows.cli import JsonOption, LakeOption, emit, invocation, stdout, to_jsonable
+from flows.cli import JsonOption, LakeOption, emit, invocation, json_text, print_table, stderr, stdout, to_jsonable
 from tasks.errors import SvclusterError
 from tasks.export import DEFAULT_TAG_FORMAT, export_map
 from tasks.ingest import ingest_map
@@ -87,46 +90,105 @@ def export(
     emit(inv, r, text)
 
 
+FORMATS = ("table", "plain", "json", "csv")
+
+
 def sql(
     ctx: typer.Context,
     statement: Annotated[
-        Optional[str], typer.Argument(help="SQL over the lake's views: maps, locations, images, embeddings, cluster_runs, ...")
+        Optional[str],
+        typer.Argument(
+            help="SQL over the lake's views: maps, locations, images, embeddings, cluster_runs, ... "
+            "A script of several statements (separated by ;) runs them all, in order, and prints the last one's result."
+        ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="table | plain | json | csv [default: table on a terminal, plain otherwise]. No cell is ever cut: "
+            "a table wraps long text and grows wider than the terminal rather than shorten a value; plain is "
+            "aligned columns, one row a line; json is strict (NaN and Infinity become null, with a note on stderr).",
+        ),
+    ] = None,
     catalog: Annotated[
         bool, typer.Option("--catalog", help="Print the SQL that opens this lake in the duckdb CLI (duckdb -init FILE), then exit.")
     ] = False,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Run ad-hoc SQL against the lake (DuckDB) and print the result."""
+    """Run ad-hoc SQL against the lake (DuckDB) and print the result.
+
+    Reads only: a read-only lake answers, and nothing is written to it. A script of several
+    statements runs every one, in order, on one connection (tables or variables it creates
+    last as long as the command) and prints the result of the last.
+    """
     inv = invocation(ctx, lake, json_output)
-    if fmt not in ("table", "json", "csv"):
-        raise SvclusterError(f"--format must be table, json or csv, not {fmt!r}")
+    if fmt is not None and fmt not in FORMATS:
+        raise SvclusterError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if catalog:
         sys.stdout.write(inv.lake.duckdb_catalog_sql())
         return
-    if not statement:
-        raise SvclusterError("give a SQL statement, e.g. svcluster sql \"SELECT map, count(*) FROM locations GROUP BY map\"")
+    example = 'e.g. svcluster sql "SELECT map, count(*) FROM locations GROUP BY map"'
+    if statement is None:
+        raise SvclusterError(f"give a SQL statement, {example}")
     try:
-        result = inv.lake.query(statement)
+        result, ran = inv.lake.query_script(statement)
+    except SvclusterError:
+        raise
     except Exception as exc:  # duckdb's own message says what is wrong with the statement
         raise SvclusterError(f"SQL failed: {' '.join(str(exc).split())}") from None
-    rows = result.to_pylist()
-    if inv.json or fmt == "json":
-        sys.stdout.write(json.dumps(to_jsonable(rows), ensure_ascii=False, indent=2) + "\n")
+    if not ran:
+        raise SvclusterError(f"empty query: the statement holds no SQL (only blanks, comments or semicolons); {example}")
+    fmt = "json" if inv.json else fmt or ("table" if stdout.is_terminal else "plain")
+    columns = result.column_names if result is not None else []
+    rows = list(zip(*(c.to_pylist() for c in result.columns))) if result is not None and columns else []
+    if fmt == "json":
+        sys.stdout.write(json_text([dict(zip(columns, r)) for r in rows]))
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(result.column_names)
-        writer.writerows([[_cell(v) for v in r.values()] for r in rows])
+        if columns:
+            writer.writerow(columns)
+        writer.writerows([[_cell(v) for v in r] for r in rows])
         sys.stdout.write(buf.getvalue())
     else:
-        table = Table(*result.column_names, show_lines=False)
-        for r in rows:
-            table.add_row(*[_cell(v) for v in r.values()])
-        stdout.print(table)
-        stdout.print(f"{len(rows)} rows", highlight=False)
+        numeric = [_numeric(result.schema.field(i).type) for i in range(len(columns))] if result is not None else []
+        if fmt == "plain":
+            sys.stdout.write(plain_text(columns, rows, numeric))
+            stderr.print(_row_count(len(rows)), highlight=False, markup=False)
+        else:
+            table = Table(*[Column(c, justify="right" if n else "left") for c, n in zip(columns, numeric)], show_lines=False)
+            for r in rows:
+                table.add_row(*[Text(_cell(v)) for v in r])
+            print_table(table)
+            stdout.print(_row_count(len(rows)), highlight=False, markup=False)
+
+
+def plain_text(columns: list[str], rows: list[tuple], numeric: list[bool]) -> str:
+    """Aligned columns, one row a line (line breaks in a cell written as \\n), nothing cut:
+    for a pipe, a file or a pager."""
+    cells = [[_cell(v).replace("\r", "\\r").replace("\n", "\\n") for v in r] for r in rows]
+    if not columns:
+        return ""
+    widths = [max([cell_len(h), *(cell_len(r[i]) for r in cells)]) for i, h in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        padded = [
+            " " * (w - cell_len(v)) + v if right else v + " " * (w - cell_len(v))
+            for v, w, right in zip(values, widths, numeric)
+        ]
+        return "  ".join(padded).rstrip() + "\n"
+
+    return line(list(columns)) + "".join(line(r) for r in cells)
+
+
+def _numeric(dtype: pa.DataType) -> bool:
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
+
+
+def _row_count(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _cell(value: object) -> str:
