@@ -28,6 +28,7 @@ from flows.fetch import FetchFlowResult, fetch_flow
 from flows.ingest import ingest_flow
 from flows.params import ClusterParams, EmbedParams, FetchParams
 from flows.runner import RunnerOptions, open_runner
+from tasks.errors import SvclusterError
 from tasks.export import DEFAULT_TAG_FORMAT, ExportResult
 from tasks.ingest import IngestResult
 from tasks.lake import open_lake
@@ -51,6 +52,18 @@ class PipelineResult:
     runner: str
     flow_run_id: str | None
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def stop_if_nothing_fetched(fetched: FetchFlowResult) -> None:
+    """Stop the pipeline with the reason when every view it tried to fetch failed and the map
+    has no usable image at all (a partial failure goes on: the summary counts the failed views
+    and a rerun retries them)."""
+    usable = sum(int(row.get("views") or 0) for row in fetched.status_counts if row.get("status") == "ok")
+    if fetched.failed and not (fetched.ok or fetched.no_imagery or fetched.third_party_skipped) and not usable:
+        raise SvclusterError(
+            f"every view the fetch tried failed ({fetched.failed} views) and {fetched.map} has no image to embed: "
+            "rerun to retry them (svcluster sql \"SELECT reason, count(*) FROM images WHERE status = 'failed' GROUP BY ALL\" says why)"
+        )
 
 
 def default_outputs(map_name: str, out_dir: str | Path = "out") -> tuple[str, str]:
@@ -96,6 +109,7 @@ def pipeline(
         t = time.perf_counter()
         fetched = fetch_flow.with_options(task_runner=plan.task_runner())(name, lake_uri, fetch, plan.parallelism)
         timed("fetch", t)
+        stop_if_nothing_fetched(fetched)
         t = time.perf_counter()
         embedded = embed_flow.with_options(task_runner=plan.task_runner())(name, lake_uri, embed, embed_parallelism)
         timed("embed", t)

@@ -9,6 +9,7 @@ import typer
 from flows.cli import JsonOption, LakeOption, emit, invocation
 from flows.commands.progress import RichBar
 from tasks.embed import EmbedOptions, EmbedResult, default_workers, embed_map
+from tasks.errors import SvclusterError
 from tasks.models import DEFAULT_MODEL
 
 
@@ -62,6 +63,9 @@ def embed(
     lines += failed_view_lines(r)
     lines += missing_view_hints(r)
     emit(inv, r, "\n".join(lines))
+    failure = nothing_embeddable(r)
+    if failure:
+        raise SvclusterError(failure)
 
 
 def failed_view_lines(r: EmbedResult) -> list[str]:
@@ -88,6 +92,26 @@ def missing_view_hints(r: EmbedResult) -> list[str]:
     if r.locations_not_fetched:
         lines.append(f"{r.locations_not_fetched} places have not been fetched yet: run `svcluster fetch --map {r.map}`")
     return lines
+
+
+def nothing_embeddable(r: EmbedResult) -> str | None:
+    """Why the exit code is not 0: no place of the map has an embedding, and this run could make
+    none (no usable image anywhere). Some places left out exit 0, with the hints above."""
+    if r.locations_embedded or r.locations_up_to_date or not r.locations:
+        return None
+    why = [
+        f"{n} {text}"
+        for n, text in (
+            (r.locations_no_imagery, "have no Street View imagery"),
+            (r.locations_fetch_failed, "have views that failed to fetch"),
+            (r.locations_not_fetched, "are not fetched yet"),
+        )
+        if n
+    ]
+    if r.views_failed:
+        why.append(f"{r.views_failed} views have a missing or unreadable image")
+    detail = f" ({'; '.join(why)})" if why else ""
+    return f"nothing to embed: none of the {r.locations} places of {r.map} has a usable image{detail}"
 
 
 def _check(inv, map_name: str, options: EmbedOptions, sample: int) -> None:

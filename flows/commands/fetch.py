@@ -86,6 +86,9 @@ def fetch(
     else:
         result = fetch_map(inv.lake, map_name, inv.settings, options, bar, verify=verify)
     emit(inv, result, summary_text(result))
+    failure = all_failed(result)
+    if failure:
+        raise SvclusterError(failure)
 
 
 def summary_text(r: FetchResult) -> str:
@@ -129,6 +132,16 @@ def blob_check_lines(r: FetchResult) -> list[str]:
     if r.verified and not (r.blobs_missing or r.blobs_changed or r.blobs_unreadable):
         lines.append("--verify: every ok blob of the map is present and matches its sha256")
     return lines
+
+
+def all_failed(r: FetchResult) -> str | None:
+    """Why the exit code is not 0: every view this fetch tried failed (a partial failure exits
+    0; its summary counts the failed views and says a rerun retries them)."""
+    if not r.failed or r.ok or r.no_imagery or r.third_party_skipped:
+        return None
+    commonest = next(iter(r.failure_reasons), None)
+    why = f"; the commonest reason: {commonest}" if commonest else ""
+    return f"every view this fetch tried failed ({r.failed} views{why}): nothing was fetched; rerun the same command to retry them"
 
 
 def register(app: typer.Typer) -> None:

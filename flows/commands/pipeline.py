@@ -9,6 +9,8 @@ progress bars and the summary are the command's.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,22 +37,109 @@ def runner_options(runner: str, dask_address: str | None, dask_workers: int, thr
 
     if runner not in RUNNERS:
         raise SvclusterError(f"--runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+    if not 1 <= threads <= 64:
+        raise SvclusterError(f"--threads must be from 1 to 64, not {threads}")
+    if not 1 <= dask_workers <= 256:
+        raise SvclusterError(f"--dask-workers must be from 1 to 256, not {dask_workers}")
     if dask_address and runner != "dask":
         runner = "dask"
     return RunnerOptions(kind=runner, dask_address=dask_address, dask_workers=dask_workers, threads=threads)
 
 
-def start_prefect(verbose: bool) -> Any:
+def start_prefect(verbose: bool, debug: bool = False) -> Any:
     """Prepare Prefect before it is imported, starting the temporary API now when there is no
-    server, and load the pipeline while it starts (see ``flows.prefect_env``)."""
-    import importlib
-
+    server (see ``flows.prefect_env``); the command checks its options while it boots, then
+    ``load_pipeline``. Unless ``verbose`` or ``debug``, the runs' own reports of a failure
+    stay off the console: the command prints it as one line."""
     from flows.prefect_env import prepare_prefect
 
-    target = prepare_prefect("INFO" if verbose else "WARNING", start_api=True)
+    return prepare_prefect("INFO" if verbose else "WARNING", start_api=True, quiet_failures=not (verbose or debug))
+
+
+def load_pipeline(target: Any) -> None:
+    """Import the pipeline's modules while the temporary API (if this command started one) boots."""
+    import importlib
+
     for module in PIPELINE_MODULES if target.temporary is not None else ():
         importlib.import_module(module)
-    return target
+
+
+def debug_requested(ctx: typer.Context) -> bool:
+    state = ctx.find_root().obj
+    return bool(getattr(state, "debug", False))
+
+
+# ---- every option checked before any work -------------------------------------------------------
+
+
+def checked_model(model: str, device: str, precision: str) -> None:
+    """The embed model can be used here: device and precision exist for it, a folder exists,
+    and a hub id is in the cache or the hub answers (what embed itself would find out only
+    after the fetch)."""
+    from tasks.models import choose_model, hub_load_options, is_baseline, local_folder, looks_like_path
+
+    choose_model(model, device, precision)
+    if is_baseline(model) or local_folder(model) is not None:
+        return
+    if looks_like_path(model):
+        raise SvclusterError(f"--model {model}: no such model folder")
+    hub_load_options(model)
+
+
+def checked_step_params(
+    fetch: dict[str, Any], embed: dict[str, Any], cluster: dict[str, Any], tag_format: str | None = None
+) -> dict[str, Any]:
+    """The pipeline's FetchParams, EmbedParams and ClusterParams from the command's options, each
+    option checked by its step's own rules first (the errors name the option, in one line);
+    ``tag_format`` too when there is an export."""
+    from flows.params import ClusterParams, EmbedParams, FetchParams
+    from tasks.cluster import ClusterOptions, check_options, parse_k
+    from tasks.embed import EmbedOptions
+    from tasks.export import check_tag_format
+    from tasks.fetch import FetchOptions
+    from tasks.models import is_baseline
+
+    f = FetchOptions(
+        headings=parse_headings(fetch["headings"]), size=fetch["size"], fov=fetch["fov"], pitch=fetch["pitch"],
+        concurrency=fetch["concurrency"], qps=fetch["qps"], official_only=fetch.get("official_only", False),
+        source=fetch.get("source"),
+    ).checked()  # fmt: skip
+    e = EmbedOptions(**embed)
+    e.validate()
+    checked_model(e.model, e.device, e.precision)
+    ks = parse_k(cluster["k"])
+    c = ClusterOptions(k=ks[0], ks=ks if len(ks) > 1 else None, pca_dims=cluster.get("pca"), algorithm=cluster["algorithm"], seed=cluster["seed"])
+    if c.pca_dims is not None and c.pca_dims < 1:
+        raise SvclusterError(f"--pca must be at least 1, not {c.pca_dims}")
+    check_options(c, n=sys.maxsize, dim=sys.maxsize)  # what the data decides (k < locations) is checked by the step
+    if tag_format is not None:
+        check_tag_format(tag_format)
+        if "{name}" in tag_format and is_baseline(e.model):
+            raise SvclusterError("--tag-format uses {name}, but --model baseline cannot name clusters (it has no text model)")
+    return dict(
+        fetch=FetchParams(
+            headings=list(f.headings), size=f.size, fov=f.fov, pitch=f.pitch, concurrency=f.concurrency, qps=f.qps,
+            official_only=f.official_only, source=f.source,
+        ),  # fmt: skip
+        embed=EmbedParams(model=e.model, pooling=e.pooling, batch_size=e.batch_size, device=e.device, precision=e.precision),
+        cluster=ClusterParams(k=c.k, ks=c.ks, pca_dims=c.pca_dims, algorithm=c.algorithm, seed=c.seed),
+    )
+
+
+def checked_output(path: Path, option: str) -> Path:
+    """An output file the command can write at the end: not a folder, and inside a folder that
+    exists (or can be made) and can be written. Returns it absolute."""
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        raise SvclusterError(f"{option} {path}: is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SvclusterError(f"{option} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SvclusterError(f"{option} {path}: cannot write in {parent}")
+    return path
 
 
 def progress_bars(enabled: bool):
@@ -116,36 +205,39 @@ def run(
     inv = invocation(ctx, lake, json_output)
     if not map_file.is_file():
         raise SvclusterError(f"{map_file}: no such map file")
-    from tasks.fetch import checked_source
+    # Every option of every step is checked before any work (and before Prefect logs a line),
+    # while the temporary Prefect API boots.
+    target = start_prefect(verbose, debug_requested(ctx))
+    from flows.pipeline import default_outputs
+    from tasks.locations import validate_map_name
 
-    source = checked_source(source)  # before Prefect starts
-    target = start_prefect(verbose)
-    from flows.params import ClusterParams, EmbedParams, FetchParams
-    from flows.pipeline import default_outputs, pipeline
-    from tasks.cluster import parse_k
-
-    ks = parse_k(k)
-    params = dict(
-        fetch=FetchParams(
-            headings=list(parse_headings(headings)), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps,
-            official_only=official_only, source=source,
-        ),  # fmt: skip
-        embed=EmbedParams(model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision),
-        cluster=ClusterParams(k=ks[0], ks=ks if len(ks) > 1 else None, pca_dims=pca, algorithm=algorithm, seed=seed),
-    )
+    if map_name is not None:
+        validate_map_name(map_name)
+    params = checked_step_params(
+        fetch=dict(headings=headings, size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps, official_only=official_only, source=source),
+        embed=dict(model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision),
+        cluster=dict(k=k, pca=pca, algorithm=algorithm, seed=seed),
+        tag_format=tag_format,
+    )  # fmt: skip
     name = map_name or map_file.stem
     default_export, default_summary = default_outputs(name)
+    export_out = checked_output(out or Path(default_export), "--out")
+    summary_out = checked_output(summary or Path(default_summary), "--summary")
+    runner_opts = runner_options(runner, dask_address, dask_workers, threads)
+    load_pipeline(target)
+    from flows.pipeline import pipeline
+
     started = time.perf_counter()
     with target.session(), progress_bars(not inv.json):
         result = pipeline(
             map_file=str(map_file.resolve()),
             lake=inv.settings.lake,
             map_name=map_name,
-            export_out=str((out or Path(default_export)).resolve()),
-            summary_out=str((summary or Path(default_summary)).resolve()),
+            export_out=str(export_out),
+            summary_out=str(summary_out),
             tag_format=tag_format,
             refresh_panos=refresh_panos,
-            runner=runner_options(runner, dask_address, dask_workers, threads),
+            runner=runner_opts,
             **params,
         )
     elapsed = time.perf_counter() - started
@@ -174,7 +266,12 @@ def demo(
     """
     state_lake = (ctx.find_root().obj.lake if ctx.find_root().obj else None)
     inv = invocation(ctx, lake, json_output)
-    target = start_prefect(verbose)
+    target = start_prefect(verbose, debug_requested(ctx))
+    checked_model(model, "auto", "auto")  # before any work: a model that is not here fails now
+    if out.exists() and not out.is_dir():
+        raise SvclusterError(f"--out {out}: is a file; the demo needs a folder")
+    runner_opts = runner_options(runner, dask_address, dask_workers, threads)
+    load_pipeline(target)
     from tasks.demo import run_demo
 
     with target.session(), progress_bars(not inv.json):
@@ -184,7 +281,7 @@ def demo(
             model=model,
             locations=locations,
             k=k,
-            runner=runner_options(runner, dask_address, dask_workers, threads),
+            runner=runner_opts,
         )
     emit(inv, result, lambda: print_demo(result, target.describe()))
 
@@ -236,7 +333,7 @@ def print_pipeline(r: Any, elapsed: float, target: str) -> None:
 
 def print_demo(d: Any, target: str) -> None:
     r = d.pipeline
-    lake_sql = str(Path(d.lake) / "svcluster.sql") if "://" not in d.lake else None
+    local = "://" not in d.lake
     lines = [
         f"svcluster demo: {d.locations} Chile locations clustered offline in {d.seconds:.0f} s ({target})",
         *_step_lines(r),
@@ -252,8 +349,8 @@ def print_demo(d: Any, target: str) -> None:
         f"  SQL lake (Parquet tables + DuckDB views):  {d.lake}",
         f"      svcluster --lake {d.lake} sql \"SELECT cluster, count(*) AS n FROM cluster_assignments GROUP BY ALL ORDER BY 1\"",
     ]
-    if lake_sql:
-        lines.append(f"      duckdb -init {lake_sql}        (the plain DuckDB CLI, same views)")
+    if local:
+        lines.append(f"      cd {d.lake} && duckdb -init svcluster.sql        (the plain DuckDB CLI, same views)")
     lines += [
         "",
         "On a real map, with a Street View key and StreetCLIP:",
