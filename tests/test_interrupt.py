@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tasks.demo import DEMO_KEY, write_demo_map
+from tasks.lake import open_lake
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from flows.cli import main; main()"]
@@ -145,6 +146,25 @@ def test_ctrl_c_stops_fetch_with_the_same_line(tmp_path, scene_server) -> None:
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     wait_for(lambda: images_written(lake), 120, "the fetch wrote images", proc)
+    seconds, _, err = interrupt(proc)
+    assert_interrupted(proc, seconds, err, [])
+
+
+def test_ctrl_c_stops_embed_with_the_same_line(tmp_path) -> None:
+    import numpy as np
+
+    from tasks.sample import BANDS, band_of
+    from tests.report_helpers import write_map as write_lake_map, write_views
+
+    lake = open_lake(str(tmp_path / "lake"))
+    ids, lat, _ = write_lake_map(lake, tmp_path, 3000)
+    names = [b.name for b in BANDS]
+    write_views(lake, ids, np.asarray([names.index(band_of(float(x)).name) for x in lat]))
+    proc = subprocess.Popen(
+        [*CLI, "--lake", lake.uri, "embed", "--map", "chile", "--model", "baseline"],
+        cwd=tmp_path, env=user_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: any(Path(lake.path("tables/embeddings")).glob("part-*.parquet")), 120, "embed wrote vectors", proc)
     seconds, _, err = interrupt(proc)
     assert_interrupted(proc, seconds, err, [])
 
