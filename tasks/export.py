@@ -48,6 +48,12 @@ class ExportResult:
 
 
 def check_tag_format(tag_format: str) -> str:
+    spec = re.search(r"\{(k|cluster|run|name)[:!][^}]*\}", tag_format)
+    if spec:
+        raise SvclusterError(
+            f"--tag-format: format specs such as {spec.group(0)!r} are not supported; use {', '.join(PLACEHOLDERS)} "
+            "as they are (e.g. 'k{k}-c{cluster}')"
+        )
     if not any(p in tag_format for p in ("{cluster}",)):
         raise SvclusterError(f"--tag-format {tag_format!r} must contain {{cluster}}")
     if len(tag_format) > 200 or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in tag_format):

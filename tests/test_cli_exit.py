@@ -115,7 +115,7 @@ def test_a_pipeline_whose_fetch_got_nothing_stops_there_with_the_reason(tmp_path
     "options,words",
     [
         (["--tag-format", "oops"], "--tag-format 'oops' must contain {cluster}"),
-        (["--tag-format", "{cluster:03d}"], "--tag-format"),
+        (["--tag-format", "{cluster:03d}"], "format specs such as '{cluster:03d}' are not supported"),
         (["--tag-format", "{name}-{cluster}"], "--model baseline cannot name clusters"),
         (["--k", "1"], "--k 1: k must be between 2"),
         (["--k", "five"], "--k 'five'"),
