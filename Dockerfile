@@ -51,6 +51,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && rm /tmp/requirements.txt
 
 # 3. the code.
+COPY svcluster ./svcluster
 COPY sql ./sql
 COPY tasks ./tasks
 COPY flows ./flows
@@ -58,7 +59,7 @@ COPY deployments ./deployments
 # Editable: the code stays in /app (its non-Python files included) and is importable as installed.
 RUN pip install --no-deps -e . \
  && sh deployments/entrypoint.sh --help > /dev/null \
- && sh deployments/entrypoint.sh python -c "import flows.cli"
+ && sh deployments/entrypoint.sh python -c "import svcluster.flows.cli"
 
 USER svcluster
 VOLUME ["/data/lake", "/data/hf-cache"]

@@ -4,7 +4,7 @@ Vectors: N x 768 float32 from 30 Gaussian blobs, written to a fresh lake as the 
 writes them (fixed-size float32 lists, 50,000 rows per part file) for an ingested map of N
 generated locations. Printed, each as a ratio against its baseline in the same process:
 
-1. load: ``tasks.vectors.load_vectors`` against ``np.load`` of the same matrix (target <= 2x),
+1. load: ``svcluster.tasks.cluster.vectors.load_vectors`` against ``np.load`` of the same matrix (target <= 2x),
    and the first read of those embeddings (Parquet decoded, matrix cache written) for scale;
 2. cluster: ``cluster_map(k=30)`` (read, fit, number, silhouette, write the run) against
    ``sklearn.cluster.KMeans(30)`` fitted on the array already in memory (target <= 1.25),
@@ -31,11 +31,11 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.memory import peak_rss_mib
-from tasks.cluster import ClusterOptions, cluster_map
-from tasks.ingest import ingest_map
-from tasks.lake import Lake, open_lake
-from tasks.sample import generate_locations
-from tasks.vectors import cache_path, load_vectors
+from svcluster.tasks.cluster.step import ClusterOptions, cluster_map
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import Lake, open_lake
+from svcluster.tasks.demo.sample import generate_locations
+from svcluster.tasks.cluster.vectors import cache_path, load_vectors
 
 DIM = 768
 BLOBS = 30

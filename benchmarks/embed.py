@@ -45,7 +45,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.memory import peak_rss_mib  # noqa: E402
-from tasks.precision import matmul_rate  # noqa: E402
+from svcluster.tasks.embed.precision import matmul_rate  # noqa: E402
 
 VIT_B32 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32)
 VIT_L14_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14)
@@ -92,9 +92,9 @@ def street_jpeg(seed: int, size: int = 640) -> bytes:
 
 def make_lake(root: Path, views: int, distinct_images: int | None = None, name: str = "lake"):
     """A lake with a map of views/4 locations and their 'ok' views (JPEG blobs)."""
-    from tasks.ingest import ingest_map
-    from tasks.lake import open_lake
-    from tasks.sample import generate_locations, to_format
+    from svcluster.tasks.ingest.step import ingest_map
+    from svcluster.tasks.lake.store import open_lake
+    from svcluster.tasks.demo.sample import generate_locations, to_format
 
     lake = open_lake(str(root / name))
     n_loc = views // len(HEADINGS)
@@ -162,8 +162,8 @@ def ours(folder: Path, lake, batch_size: int, precision: str = "auto", onnx: boo
     GFLOP/s appended: the reference sampled at the same moments as the model. That run's images/s
     include the probes, so it is used for the share only.
     """
-    from tasks import models
-    from tasks.embed import EmbedOptions, embed_map, get_embedder
+    from svcluster.tasks.embed import models
+    from svcluster.tasks.embed.step import EmbedOptions, embed_map, get_embedder
 
     os.environ["SVCLUSTER_ONNX"] = "1" if onnx else "0"
     models.load_embedder.cache_clear()

@@ -44,10 +44,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SVCLUSTER_CACHE"] = args.cache or str(Path(tmp) / "cache")
-        from tasks.models import load_embedder
-        from tasks.precision import bf16_speedup, cpu_flags, cpu_has_native_bf16, resolve_precision
-        from tasks.precision_check import compare_vectors, timed_embed
-        from tasks.preprocess import decode_image
+        from svcluster.tasks.embed.models import load_embedder
+        from svcluster.tasks.embed.precision import bf16_speedup, cpu_flags, cpu_has_native_bf16, resolve_precision
+        from svcluster.tasks.embed.precision_check import compare_vectors, timed_embed
+        from svcluster.tasks.embed.preprocess import decode_image
 
         vision, proj, views = (VIT_B32, 512, 32) if args.quick else (VIT_L14_336, 768, args.views)
         folder = build_clip(Path(tmp) / "clip", vision, proj)
@@ -76,7 +76,7 @@ def main() -> None:
             print(f"{label:28s} {results[prec]:6.3f} img/s  (load/export/quantise once: {setup:.0f} s)", flush=True)
         ref_b, rate_b = timed_embed(ref, pixels[half:], args.batch_size)
         ref_vecs, ref_rate = np.concatenate([ref_a, ref_b]), (rate_a + rate_b) / 2
-        from tasks.precision_check import pairwise_spread
+        from svcluster.tasks.embed.precision_check import pairwise_spread
 
         print(f"\n{'fp32 eager (torch)':28s} {ref_rate:6.3f} img/s  1.00x  (reference; {rate_a:.3f} first, {rate_b:.3f} last); "
               f"spread between views (median cosine distance) {pairwise_spread(ref_vecs):.5f}")

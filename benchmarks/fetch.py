@@ -1,6 +1,6 @@
 """Fetch speed: svcluster's fetch against the notebook's sequential loop, same local API server.
 
-The server (``tasks.streetview_server``) runs in its own process with a fixed latency per
+The server (``svcluster.tasks.fetch.server``) runs in its own process with a fixed latency per
 request (50 ms by default), so the client's speed is bounded by concurrency / latency
 (32 / 0.05 s = 640 requests/s): the "ceiling". Printed:
 
@@ -32,11 +32,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.fetch import FetchOptions, fetch_map  # noqa: E402
-from tasks.ingest import ingest_map  # noqa: E402
-from tasks.lake import open_lake  # noqa: E402
-from tasks.sample import generate_locations, to_format  # noqa: E402
-from tasks.settings import load_settings  # noqa: E402
+from svcluster.tasks.fetch.step import FetchOptions, fetch_map  # noqa: E402
+from svcluster.tasks.ingest.step import ingest_map  # noqa: E402
+from svcluster.tasks.lake.store import open_lake  # noqa: E402
+from svcluster.tasks.demo.sample import generate_locations, to_format  # noqa: E402
+from svcluster.tasks.settings import load_settings  # noqa: E402
 
 KEY = "bench-key"
 HEADINGS = (0, 90, 180, 270)
@@ -46,7 +46,7 @@ def start_server(latency: float, map_file: Path) -> tuple[subprocess.Popen, str]
     """The API server in its own process (the benchmark's GIL is not shared with it), where the
     panoramas of ``map_file`` exist."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasks.streetview_server", "--latency", str(latency), "--key", KEY, "--panoramas-of", str(map_file)],
+        [sys.executable, "-m", "svcluster.tasks.fetch.server", "--latency", str(latency), "--key", KEY, "--panoramas-of", str(map_file)],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
         text=True,

@@ -9,7 +9,7 @@ For each precision (``--precisions``, default fp16,bf16) it prints:
   pool, write embeddings), as ``svcluster embed --device cuda`` runs it;
 - the forward alone on prepared batches, as a share of a bf16 ``torch.mm`` at the shape of the
   model's MLP layers measured right beside it (FLOPs counted by torch's FlopCounterMode);
-- the precision gate against CPU fp32 on ``--gate-sample`` views (``tasks.precision_check``:
+- the precision gate against CPU fp32 on ``--gate-sample`` views (``svcluster.tasks.embed.precision_check``:
   cosine, neighbour agreement, K-means ARI against K-means' own seed noise).
 Goals (issue 20): forward >= 50 % of the matmul rate; >= 800 views/s end to end.
 
@@ -98,10 +98,10 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model (the test suite's run of this script)")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
-    from tasks.embed import EmbedOptions, default_workers, embed_map
-    from tasks.models import load_embedder
-    from tasks.precision_check import TARGETS, compare_vectors
-    from tasks.preprocess import decode_image
+    from svcluster.tasks.embed.step import EmbedOptions, default_workers, embed_map
+    from svcluster.tasks.embed.models import load_embedder
+    from svcluster.tasks.embed.precision_check import TARGETS, compare_vectors
+    from svcluster.tasks.embed.preprocess import decode_image
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run with --device cpu --quick for a smoke run")
@@ -123,7 +123,7 @@ def main() -> None:
         make_lake(root, args.views, name="lake")
         print(f"lake: {args.views} views stored in {time.perf_counter() - t:.0f} s", flush=True)
         reference = load_embedder(str(folder), "cpu", "fp32", "torch")
-        from tasks.lake import open_lake
+        from svcluster.tasks.lake.store import open_lake
 
         lake = open_lake(str(root / "lake"))
         paths = lake.query("SELECT path FROM images ORDER BY location_id, heading LIMIT ?", [args.gate_sample]).column(0).to_pylist()

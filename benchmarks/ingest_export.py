@@ -37,10 +37,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.export import export_map  # noqa: E402
-from tasks.ingest import ingest_map  # noqa: E402
-from tasks.lake import open_lake  # noqa: E402
-from tasks.sample import band_of, chile_lng  # noqa: E402
+from svcluster.tasks.export.step import export_map  # noqa: E402
+from svcluster.tasks.ingest.step import ingest_map  # noqa: E402
+from svcluster.tasks.lake.store import open_lake  # noqa: E402
+from svcluster.tasks.demo.sample import band_of, chile_lng  # noqa: E402
 
 
 @dataclass
@@ -88,7 +88,7 @@ def measure(fn: Callable[[], object]) -> Measure:
 
 
 def generate_map(n: int, seed: int = 7) -> dict:
-    """An n-location customCoordinates map shaped like tasks/sample.py's, built quickly."""
+    """An n-location customCoordinates map shaped like tasks/demo/sample.py's, built quickly."""
     rng = random.Random(seed)
     coords = []
     for i in range(n):

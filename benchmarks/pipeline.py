@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.prefect_env import prepare_prefect  # noqa: E402
+from svcluster.flows.prefect_env import prepare_prefect  # noqa: E402
 
 TARGET = prepare_prefect("WARNING", start_api=True)  # as `svcluster run` does
 
@@ -37,17 +37,17 @@ SIZE = "224x224"
 
 
 def plain_steps(map_file: Path, lake_uri: str, out: Path) -> float:
-    from tasks.cluster import ClusterOptions, cluster_map
-    from tasks.compare import compare_with_tags
-    from tasks.demo import DEMO_MAP
-    from tasks.embed import EmbedOptions, embed_map
-    from tasks.export import export_map
-    from tasks.naming import name_clusters
-    from tasks.report import report_artifacts
-    from tasks.fetch import FetchOptions, fetch_map
-    from tasks.ingest import ingest_map
-    from tasks.lake import open_lake
-    from tasks.settings import load_settings
+    from svcluster.tasks.cluster.step import ClusterOptions, cluster_map
+    from svcluster.tasks.cluster.compare import compare_with_tags
+    from svcluster.flows.demo import DEMO_MAP
+    from svcluster.tasks.embed.step import EmbedOptions, embed_map
+    from svcluster.tasks.export.step import export_map
+    from svcluster.tasks.cluster.naming import name_clusters
+    from svcluster.tasks.report.page import report_artifacts
+    from svcluster.tasks.fetch.step import FetchOptions, fetch_map
+    from svcluster.tasks.ingest.step import ingest_map
+    from svcluster.tasks.lake.store import open_lake
+    from svcluster.tasks.settings import load_settings
 
     started = time.perf_counter()
     lake = open_lake(lake_uri)
@@ -63,9 +63,9 @@ def plain_steps(map_file: Path, lake_uri: str, out: Path) -> float:
 
 
 def prefect_pipeline(map_file: Path, lake_uri: str, out: Path):
-    from flows.params import ClusterParams, EmbedParams, FetchParams
-    from flows.pipeline import pipeline
-    from tasks.demo import DEMO_MAP
+    from svcluster.flows.params import ClusterParams, EmbedParams, FetchParams
+    from svcluster.flows.pipeline import pipeline
+    from svcluster.flows.demo import DEMO_MAP
 
     started = time.perf_counter()
     result = pipeline(
@@ -96,7 +96,7 @@ def main() -> int:
 
     from prefect import flow
 
-    from tasks.demo import DEMO_MAP, demo_streetview_process, write_demo_map
+    from svcluster.flows.demo import DEMO_MAP, demo_streetview_process, write_demo_map
 
     work = Path(tempfile.mkdtemp(prefix="svcluster-bench-"))
     map_file = work / f"{DEMO_MAP}.json"
@@ -113,7 +113,7 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
         t = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", "from flows.cli import main; main()", "--lake", str(work / "lake-prefect"), "run", str(map_file),
+            [sys.executable, "-c", "from svcluster.flows.cli import main; main()", "--lake", str(work / "lake-prefect"), "run", str(map_file),
              "--map", DEMO_MAP, "--model", "baseline", "--size", SIZE, "--qps", "0", "--k", "5",
              "--out", str(work / "rerun.json"), "--summary", str(work / "rerun.md")],
             env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,

@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sql import load_sql
-from tasks.lake import open_lake
-from tasks.report import build_report
+from svcluster.sql import load_sql
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.report.page import build_report
 from tests.report_helpers import synthetic_map, write_run
 from tests.test_report_browser import CHROMIUM_FLAGS, ensure_chromium
 
@@ -79,7 +79,7 @@ def main() -> None:
         print(f"set-up: {n:,} locations, {dim}-d embeddings, 4 views each, k={args.k} ({time.perf_counter() - t:.1f} s)")
 
         t = time.perf_counter()
-        points = lake.query(load_sql("report_points"), {"run": run_id})
+        points = lake.query(load_sql("report/points"), {"run": run_id})
         floor = {c: points.column(c).to_pylist() for c in ("lat", "lng", "cluster")}
         (folder / "floor.json").write_text(json.dumps(floor))
         base_s = time.perf_counter() - t

@@ -1,7 +1,7 @@
 """What a flow run leaves in Prefect's UI: a live progress artifact per long step, a table of
 status counts, and a markdown summary of each cluster run.
 
-``FlowProgress`` is the Prefect implementation of ``tasks.progress.Progress``: it keeps one
+``FlowProgress`` is the Prefect implementation of ``svcluster.tasks.progress.Progress``: it keeps one
 progress artifact up to date (throttled, so a thousand small advances cost a handful of API
 calls) and also drives the console bar of the CLI that started the flow in this process, if
 any (``console_progress``). Outside a flow run it only drives the console bar.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tasks.progress import NullProgress, Progress
+from svcluster.tasks.progress import NullProgress, Progress
 
 ConsoleFactory = Callable[[str], Progress]
 _console_factory: ConsoleFactory | None = None

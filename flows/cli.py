@@ -1,4 +1,4 @@
-"""The ``svcluster`` command line: one entry point, a sub-command per step (see DESIGN.md).
+"""The ``svcluster`` command line: one entry point, a sub-command per step (the README lists them).
 
 Every command prints a short human summary on stdout, or with ``--json`` one strict JSON
 document (NaN and ±Infinity become null, with a note on stderr); logs and progress go to
@@ -35,10 +35,10 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from tasks.errors import SvclusterError
-from tasks.lake import Lake, LakeMode, open_lake
-from tasks.processes import stop_helpers
-from tasks.settings import Settings, load_settings
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.lake.store import Lake, LakeMode, open_lake
+from svcluster.tasks.processes import stop_helpers
+from svcluster.tasks.settings import Settings, load_settings
 
 try:  # typer >= 0.20 vendors click: its parser raises typer._click's exception classes
     from typer._click import exceptions as _click_errors
@@ -63,7 +63,7 @@ stderr = Console(stderr=True, soft_wrap=True)  # an error stays one line, howeve
 INTERRUPTED = "interrupted; rerun to resume"
 INTERRUPT_GRACE_SECONDS = 5.0  # after the first Ctrl-C, how long the command may take to wind down
 
-# How each command opens the lake (tasks.lake.open_lake): only the commands that bring a map in
+# How each command opens the lake (svcluster.tasks.lake.store.open_lake): only the commands that bring a map in
 # create one; the reading commands write nothing at all (a read-only lake still answers); every
 # other command needs an existing lake and may write to it.
 LAKE_MODES: dict[str, LakeMode] = {
@@ -200,7 +200,7 @@ def _register_commands() -> None:
     global _registered
     if _registered:
         return
-    from flows.commands import COMMAND_MODULES
+    from svcluster.flows.commands import COMMAND_MODULES
 
     for module in COMMAND_MODULES:
         module.register(app)

@@ -15,16 +15,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.prefect_env import silence_prefect_notices
-from flows.artifacts import FlowProgress, artifact_key, markdown_artifact
-from flows.params import ClusterParams
-from flows.retries import retry_unless_user_error
-from sql import load_sql
-from tasks.cluster import ClusterResult, RunSummary, cluster_map
-from tasks.compare import Comparison, compare_runs, compare_with_tags
-from tasks.errors import SvclusterError
-from tasks.lake import open_lake
-from tasks.settings import load_settings
+from svcluster.flows.prefect_env import silence_prefect_notices
+from svcluster.flows.artifacts import FlowProgress, artifact_key, markdown_artifact
+from svcluster.flows.params import ClusterParams
+from svcluster.flows.retries import retry_unless_user_error
+from svcluster.sql import load_sql
+from svcluster.tasks.cluster.step import ClusterResult, RunSummary, cluster_map
+from svcluster.tasks.cluster.compare import Comparison, compare_runs, compare_with_tags
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.settings import load_settings
 
 silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 
@@ -52,8 +52,8 @@ def cluster_task(lake_uri: str, map_name: str, options: Any) -> ClusterResult:
 def report_task(lake_uri: str, run_id: str) -> str:
     """Name the run's clusters (when the model has a text tower) and write its report and PNG
     into the lake under reports/<run_id>/; returns the markdown that links them."""
-    from tasks.naming import name_clusters
-    from tasks.report import report_artifacts
+    from svcluster.tasks.cluster.naming import name_clusters
+    from svcluster.tasks.report.page import report_artifacts
 
     lake = open_lake(lake_uri)
     name_clusters(lake, run_id)
@@ -71,7 +71,7 @@ def compare_task(
     it, so a sweep's run is not compared with a sibling k."""
     lake = open_lake(lake_uri)
     exclude = sorted({run.run_id, *(request_run_ids or [])})
-    found = lake.query(load_sql("cluster_previous_version"), {"map": map_name, "run": run.run_id, "exclude": exclude}).to_pylist()
+    found = lake.query(load_sql("cluster/previous_version"), {"map": map_name, "run": run.run_id, "exclude": exclude}).to_pylist()
     previous = found[0]["name"] if found else None
     vs_previous = compare_runs(lake, found[0]["run_id"], run.run_id) if found else None
     try:

@@ -16,15 +16,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.prefect_env import silence_prefect_notices
-from flows.artifacts import FlowProgress, artifact_key, table_artifact
-from flows.params import EmbedParams
-from flows.retries import retry_unless_user_error
-from flows.runner import run_windowed
-from sql import load_sql
-from tasks.lake import open_lake
-from tasks.progress import NullProgress
-from tasks.settings import load_settings
+from svcluster.flows.prefect_env import silence_prefect_notices
+from svcluster.flows.artifacts import FlowProgress, artifact_key, table_artifact
+from svcluster.flows.params import EmbedParams
+from svcluster.flows.retries import retry_unless_user_error
+from svcluster.flows.runner import run_windowed
+from svcluster.sql import load_sql
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.progress import NullProgress
+from svcluster.tasks.settings import load_settings
 
 silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 
@@ -46,7 +46,7 @@ class EmbedFlowResult:
 @task(name="embed-plan", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=600, cache_policy=NO_CACHE)
 def plan_embed_task(lake_uri: str, map_name: str, options: Any) -> list[list[str]]:
     """Batches of location ids whose embedding is missing (the step's own batch sizes)."""
-    from tasks.embed import plan_embed
+    from svcluster.tasks.embed.step import plan_embed
 
     return plan_embed(open_lake(lake_uri), map_name, options)
 
@@ -61,7 +61,7 @@ def plan_embed_task(lake_uri: str, map_name: str, options: Any) -> list[list[str
 )
 def embed_batch_task(lake_uri: str, location_ids: list[str], options: Any) -> Any:
     """Embed one batch of locations (their views, pooled) and append them to the lake."""
-    from tasks.embed import embed_batch
+    from svcluster.tasks.embed.step import embed_batch
 
     return embed_batch(lake_uri, location_ids, options, NullProgress())
 
@@ -69,7 +69,7 @@ def embed_batch_task(lake_uri: str, location_ids: list[str], options: Any) -> An
 @task(name="embedding-status", retries=1, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
 def embedding_status_task(lake_uri: str, map_name: str) -> list[dict[str, Any]]:
     """How many of the map's locations have an embedding, per model/pooling/precision."""
-    return open_lake(lake_uri).query(load_sql("pipeline_embedding_status"), {"map": map_name}).to_pylist()
+    return open_lake(lake_uri).query(load_sql("pipeline/embedding_status"), {"map": map_name}).to_pylist()
 
 
 def rebatch(batches: list[list[str]], size: int) -> list[list[str]]:
@@ -96,7 +96,7 @@ def embed_flow(
     logger = get_run_logger()
     lake_uri = open_lake(lake or load_settings().lake).uri
     options = params.to_options()
-    from tasks.models import choose_model
+    from svcluster.tasks.embed.models import choose_model
 
     choice = choose_model(options.model, options.device, options.precision)
     batches = rebatch(plan_embed_task(lake_uri, map_name, options), params.batch_locations)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.prefect_env import silence_prefect_notices
-from flows.retries import retry_unless_user_error
-from tasks.export import DEFAULT_TAG_FORMAT, ExportResult, export_map
-from tasks.lake import open_lake
-from tasks.settings import load_settings
+from svcluster.flows.prefect_env import silence_prefect_notices
+from svcluster.flows.retries import retry_unless_user_error
+from svcluster.tasks.export.step import DEFAULT_TAG_FORMAT, ExportResult, export_map
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.settings import load_settings
 
 silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 

@@ -19,17 +19,17 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.prefect_env import silence_prefect_notices
-from flows.artifacts import FlowProgress, artifact_key, table_artifact
-from flows.params import FetchParams
-from flows.retries import retry_unless_user_error
-from flows.runner import current_parallelism, run_windowed
-from sql import load_sql
-from tasks.blob_check import check_map_blobs
-from tasks.fetch import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, replan_batch
-from tasks.lake import open_lake
-from tasks.progress import NullProgress
-from tasks.settings import Settings, load_settings
+from svcluster.flows.prefect_env import silence_prefect_notices
+from svcluster.flows.artifacts import FlowProgress, artifact_key, table_artifact
+from svcluster.flows.params import FetchParams
+from svcluster.flows.retries import retry_unless_user_error
+from svcluster.flows.runner import current_parallelism, run_windowed
+from svcluster.sql import load_sql
+from svcluster.tasks.lake.blob_check import check_map_blobs
+from svcluster.tasks.fetch.step import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, replan_batch
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.progress import NullProgress
+from svcluster.tasks.settings import Settings, load_settings
 
 silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 
@@ -141,7 +141,7 @@ def gc_blobs_task(lake_uri: str) -> int:
 @task(name="image-status", retries=1, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
 def image_status_task(lake_uri: str, map_name: str) -> list[dict[str, Any]]:
     """The map's view counts per status (ok / no_imagery / skipped / failed)."""
-    return open_lake(lake_uri).query(load_sql("pipeline_image_status"), {"map": map_name}).to_pylist()
+    return open_lake(lake_uri).query(load_sql("pipeline/image_status"), {"map": map_name}).to_pylist()
 
 
 def chunked(items: list[Any], size: int) -> list[list[Any]]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.prefect_env import silence_prefect_notices
-from flows.retries import retry_unless_user_error
-from tasks.ingest import IngestResult, ingest_map
-from tasks.lake import open_lake
-from tasks.settings import load_settings
+from svcluster.flows.prefect_env import silence_prefect_notices
+from svcluster.flows.retries import retry_unless_user_error
+from svcluster.tasks.ingest.step import IngestResult, ingest_map
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.settings import load_settings
 
 silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 

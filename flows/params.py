@@ -33,7 +33,7 @@ class FetchParams(BaseModel):
 
     def to_options(self, parallelism: int = 1) -> Any:
         """The step's ``FetchOptions``, with concurrency and qps split among ``parallelism`` batches."""
-        from tasks.fetch import FetchOptions
+        from svcluster.tasks.fetch.step import FetchOptions
 
         share = max(1, parallelism)
         return FetchOptions(
@@ -60,7 +60,7 @@ class EmbedParams(BaseModel):
     batch_locations: int = Field(100, ge=1, description="locations per Prefect task")
 
     def to_options(self) -> Any:
-        from tasks.embed import EmbedOptions
+        from svcluster.tasks.embed.step import EmbedOptions
 
         return EmbedOptions(
             model=self.model, pooling=self.pooling, batch_size=self.batch_size, device=self.device, precision=self.precision
@@ -83,7 +83,7 @@ class ClusterParams(BaseModel):
     )
 
     def to_options(self) -> Any:
-        from tasks.cluster import ClusterOptions
+        from svcluster.tasks.cluster.step import ClusterOptions
 
         return ClusterOptions(
             model=self.model,

@@ -20,19 +20,19 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.prefect_env import silence_prefect_notices
-from flows.cluster import ClusterFlowResult, cluster_flow
-from flows.embed import EmbedFlowResult, embed_flow
-from flows.export import export_flow
-from flows.fetch import FetchFlowResult, fetch_flow
-from flows.ingest import ingest_flow
-from flows.params import ClusterParams, EmbedParams, FetchParams
-from flows.runner import RunnerOptions, open_runner
-from tasks.errors import SvclusterError
-from tasks.export import DEFAULT_TAG_FORMAT, ExportResult
-from tasks.ingest import IngestResult
-from tasks.lake import open_lake
-from tasks.settings import load_settings
+from svcluster.flows.prefect_env import silence_prefect_notices
+from svcluster.flows.cluster import ClusterFlowResult, cluster_flow
+from svcluster.flows.embed import EmbedFlowResult, embed_flow
+from svcluster.flows.export import export_flow
+from svcluster.flows.fetch import FetchFlowResult, fetch_flow
+from svcluster.flows.ingest import ingest_flow
+from svcluster.flows.params import ClusterParams, EmbedParams, FetchParams
+from svcluster.flows.runner import RunnerOptions, open_runner
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.export.step import DEFAULT_TAG_FORMAT, ExportResult
+from svcluster.tasks.ingest.step import IngestResult
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.settings import load_settings
 
 silence_prefect_notices()  # also in worker-launched runs, which skip the CLI set-up
 

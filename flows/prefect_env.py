@@ -6,7 +6,7 @@ and logging configuration at import). It turns analytics off, keeps Prefect's co
 warnings unless asked for more (the API still receives every log), and drops the temporary
 server's start/stop announcements, which would otherwise be the last lines a user sees after
 the command's own summary. Without an API URL, the commands that run flows ask it to start
-their temporary API at once (``flows.temporary_api``), so its start-up overlaps with the
+their temporary API at once (``svcluster.flows.temporary_api``), so its start-up overlaps with the
 command's imports; otherwise Prefect's ephemeral mode starts one at the first flow call.
 
 Flows run inside ``PrefectTarget.session()``: it waits for the temporary API and turns flow
@@ -46,7 +46,7 @@ class PrefectTarget:
     (``temporary`` is the one this command started, if it did)."""
 
     api_url: str | None
-    temporary: Any = None  # flows.temporary_api.TemporaryApi
+    temporary: Any = None  # svcluster.flows.temporary_api.TemporaryApi
 
     @property
     def ephemeral(self) -> bool:
@@ -131,7 +131,7 @@ def prepare_prefect(console_level: str = "WARNING", start_api: bool = False, qui
         return _finish(console_level, PrefectTarget(None, _TEMPORARY))
     api_url = os.environ.get("PREFECT_API_URL") or None
     if not api_url and start_api and "prefect" not in sys.modules:
-        from flows.temporary_api import TemporaryApi
+        from svcluster.flows.temporary_api import TemporaryApi
 
         _TEMPORARY = TemporaryApi.launch()
         os.environ["PREFECT_API_URL"] = _TEMPORARY.api_url  # also for the processes this one starts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.errors import SvclusterError
+from svcluster.tasks.errors import SvclusterError
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:

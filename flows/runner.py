@@ -66,7 +66,7 @@ def open_runner(options: RunnerOptions | None = None) -> Iterator[RunnerPlan]:
         yield RunnerPlan(options, None, options.threads)
         return
     if options.dask_address:
-        from flows.prefect_env import is_temporary_api
+        from svcluster.flows.prefect_env import is_temporary_api
 
         if is_temporary_api():
             log.warning(
@@ -77,7 +77,7 @@ def open_runner(options: RunnerOptions | None = None) -> Iterator[RunnerPlan]:
         return
     from distributed import LocalCluster
 
-    from flows.prefect_env import current_api_url
+    from svcluster.flows.prefect_env import current_api_url
 
     env = {
         "PREFECT_API_URL": current_api_url(),

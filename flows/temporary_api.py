@@ -10,7 +10,7 @@ Prefect's default (``PREFECT_HOME``), so flow run history is the same as in ephe
 The server's output goes to a log file that is shown only if it fails to start; it is
 stopped when the command exits (and dies with it: on Linux it gets SIGTERM when its parent
 goes away, so a killed command leaves no server behind). It runs in a process group of its
-own (``tasks.processes.start_helper``): a Ctrl-C in the terminal interrupts the command, not
+own (``svcluster.tasks.processes.start_helper``): a Ctrl-C in the terminal interrupts the command, not
 the server, so the flows can still record the interruption before the command stops it.
 """
 
@@ -28,8 +28,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tasks.errors import SvclusterError
-from tasks.processes import start_helper, stop_process
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.processes import start_helper, stop_process
 
 # The server needs none of svcluster's secrets: they are not passed to it.
 SECRET_VARIABLES = ("GOOGLE_MAPS_API_KEY", "GSV_API_KEY", "GOOGLE_MAPS_SIGNING_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

@@ -1,4 +1,5 @@
-"""Every SQL statement svcluster runs lives in this folder as a ``.sql`` file.
+"""Every SQL statement svcluster runs lives in this folder as a ``.sql`` file, grouped in a
+folder per step like ``svcluster.tasks`` (``lake/``, ``fetch/``, ``cluster/`` …).
 
 Statements take values as bound parameters (``?`` or ``$name``), never through string
 formatting; the lake root reaches the views as the DuckDB variable ``lake_root``.
@@ -11,7 +12,7 @@ from importlib import resources
 
 
 # Files run, in order, on every lake connection: they define the views and macros users query.
-CATALOG = ("views", "cluster_names", "clusters", "export")
+CATALOG = ("lake/views", "cluster/names", "cluster/clusters", "export/export")
 
 
 @cache
@@ -22,5 +23,7 @@ def catalog_sql() -> str:
 
 @cache
 def load_sql(name: str) -> str:
-    """The text of ``sql/<name>.sql``."""
-    return resources.files(__name__).joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    """The text of ``sql/<step>/<name>.sql``, named ``"<step>/<name>"``."""
+    step, _, leaf = name.rpartition("/")
+    folder = resources.files(__name__).joinpath(step) if step else resources.files(__name__)
+    return folder.joinpath(f"{leaf}.sql").read_text(encoding="utf-8")

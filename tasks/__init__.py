@@ -1,5 +1,6 @@
-"""svcluster's work: plain functions and classes, each module owning one concern.
+"""svcluster's work: plain functions and classes, one subpackage per pipeline step and its support.
 
-locations (map formats), lake (all storage), streetview (API client), images, embed,
-cluster, compare, export, report. Prefect wrappers live in ``flows/``.
+lake (all storage), ingest, fetch, embed, cluster (runs, compare, names), search, export, report,
+demo; the modules at this level (errors, progress, processes, settings) are shared by every step.
+Prefect wrappers and the command line live in ``svcluster.flows``.
 """

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks.ingest import ingest_map
-from tasks.lake import Lake
-from tasks.sample import BANDS, band_of, generate_locations, to_format
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import Lake
+from svcluster.tasks.demo.sample import BANDS, band_of, generate_locations, to_format
 
 
 def ingest_sample(lake: Lake, folder: Path, n: int = 300, name: str = "chile", fmt: str = "customCoordinates", seed: int = 5) -> list[dict]:

@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from tasks.ingest import ingest_map
-from tasks.lake import Lake
-from tasks.sample import BANDS, band_of, generate_locations, to_format
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import Lake
+from svcluster.tasks.demo.sample import BANDS, band_of, generate_locations, to_format
 
 HEADINGS = (0, 90, 180, 270)
 BAND_COLORS = {"desert": (214, 180, 120), "valley": (120, 170, 90), "forest": (40, 110, 60), "steppe": (170, 160, 110), "ice": (220, 230, 240)}
@@ -175,6 +175,6 @@ def write_sweep(lake: Lake, m: SyntheticMap, ks: tuple[int, ...] = (3, 4, 5)) ->
 
 
 def run_ref(lake: Lake, run_id: str):
-    from tasks.runs import resolve_run
+    from svcluster.tasks.cluster.runs import resolve_run
 
     return resolve_run(lake, run_id)

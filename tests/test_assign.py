@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from flows.cli import main
-from tasks.assign import assign_run
-from tasks.errors import SvclusterError
+from svcluster.flows.cli import main
+from svcluster.tasks.cluster.assign import assign_run
+from svcluster.tasks.errors import SvclusterError
 from tests.cluster_data import append_embeddings, ingest_objects, write_labels
 
 DIM = 8

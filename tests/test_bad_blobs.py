@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from flows.cli import main as cli_main
+from svcluster.flows.cli import main as cli_main
 from tests.fixtures.streetview import FAKE_KEY
 
 

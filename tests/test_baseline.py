@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks import baseline
+from svcluster.tasks.embed import baseline
 from tests.fixtures.models import scene_image
 
 

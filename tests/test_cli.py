@@ -12,8 +12,8 @@ import duckdb
 import pytest
 import typer.main
 
-from flows.cli import _register_commands, app, main
-from tasks.lake import open_lake
+from svcluster.flows.cli import _register_commands, app, main
+from svcluster.tasks.lake.store import open_lake
 from tests.fixtures.maps import geoguessr_doc, write_map
 
 
@@ -157,7 +157,7 @@ def test_lake_from_the_environment(capsys, tmp_path, monkeypatch, small_map) -> 
 
 def test_debug_shows_the_traceback(tmp_path) -> None:
     bad = write_map(tmp_path / "bad.json", [{"lat": 100, "lng": 2}])
-    script = "from flows.cli import main; main()"
+    script = "from svcluster.flows.cli import main; main()"
     base = [sys.executable, "-c", script, "--lake", str(tmp_path / "lake")]
     quiet = subprocess.run([*base, "ingest", str(bad)], capture_output=True, text=True, timeout=120)
     loud = subprocess.run([*base, "--debug", "ingest", str(bad)], capture_output=True, text=True, timeout=120)
@@ -171,7 +171,7 @@ def test_tables_never_cut_a_cell(capsys) -> None:
     number, a run name lost its tail): print_table keeps every cell whole."""
     from rich.table import Table
 
-    from flows.cli import print_table
+    from svcluster.flows.cli import print_table
 
     table = Table("run", *[str(c) for c in range(27)], "purity")
     table.add_row("chile-demo@v41", *[str(1000 + c) for c in range(27)], "57% 3")

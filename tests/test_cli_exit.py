@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import hoist_debug, main
-from tasks.lake import open_lake
-from tasks.sample import generate_locations
-from tasks.streetview_server import Fault
+from svcluster.flows.cli import hoist_debug, main
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.demo.sample import generate_locations
+from svcluster.tasks.fetch.server import Fault
 from tests.fixtures.maps import geoguessr_doc, write_map
 from tests.fixtures.streetview import FAKE_KEY, ingest_locations
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from flows.cli import main; main()"]
+CLI = [sys.executable, "-c", "from svcluster.flows.cli import main; main()"]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -189,7 +189,7 @@ def test_hoisting_debug_leaves_everything_else_in_place() -> None:
 def test_pydantic_errors_are_one_line() -> None:
     from pydantic import BaseModel, Field, ValidationError
 
-    from flows.cli import _validation_message
+    from svcluster.flows.cli import _validation_message
 
     class Opts(BaseModel):
         dask_workers: int = Field(1, ge=1)

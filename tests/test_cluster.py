@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from flows.cli import main
-from tasks.cluster import (
+from svcluster.flows.cli import main
+from svcluster.tasks.cluster.step import (
     ClusterOptions,
     cluster_map,
     match_numbers,
@@ -20,9 +20,9 @@ from tasks.cluster import (
     runs,
     sampled_silhouette,
 )
-from tasks.errors import NotFoundError, SvclusterError
-from tasks.lake import open_lake
-from tasks.vectors import load_vectors
+from svcluster.tasks.errors import NotFoundError, SvclusterError
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.cluster.vectors import load_vectors
 from tests.cluster_data import append_embeddings, band_matrix, ingest_sample
 
 
@@ -323,7 +323,7 @@ def test_identical_vectors_and_pca_without_variance_are_said(lake, tmp_path):
     row = lake.query("SELECT pca_explained_variance FROM cluster_runs").to_pylist()[0]
     assert row["pca_explained_variance"] is None  # not NaN
 
-    from flows.cluster import summary_markdown
+    from svcluster.flows.cluster import summary_markdown
 
     md = summary_markdown(r, r.run, None, None, None)
     assert "- k = 4 (1 non-empty clusters)" in md and "- **warning**: all 30 vectors are identical" in md
@@ -359,8 +359,8 @@ def test_runs_lists_every_parameter_under_a_header_and_marks_pca_metrics(banded,
 
 # ---- stale runs (issue 15.12) --------------------------------------------------------------
 def test_runs_of_an_earlier_map_version_are_stale(banded, tmp_path, capsys):
-    from tasks.ingest import ingest_map
-    from tasks.runs import resolve_run
+    from svcluster.tasks.ingest.step import ingest_map
+    from svcluster.tasks.cluster.runs import resolve_run
 
     lake, ids, _ = banded
     v1 = cluster_map(lake, "chile", ClusterOptions(k=5))
@@ -389,7 +389,7 @@ def test_runs_of_an_earlier_map_version_are_stale(banded, tmp_path, capsys):
 
 def test_runs_recorded_before_map_checksums_are_judged_by_time(lake, tmp_path):
     """A run without map_sha256 (an older lake) is stale when its map was ingested after it."""
-    from tasks.runs import resolve_run
+    from svcluster.tasks.cluster.runs import resolve_run
     from tests.cluster_data import write_labels
 
     locs = ingest_sample(lake, tmp_path, n=10)
@@ -403,8 +403,8 @@ def test_runs_recorded_before_map_checksums_are_judged_by_time(lake, tmp_path):
 
 # ---- a sweep's progress in the pipeline (issue 15.14) --------------------------------------
 def test_the_pipeline_cluster_task_reports_a_sweeps_progress(banded):
-    from flows.artifacts import console_progress
-    from flows.cluster import cluster_task
+    from svcluster.flows.artifacts import console_progress
+    from svcluster.flows.cluster import cluster_task
 
     lake, _, _ = banded
     seen: list[tuple] = []

@@ -6,9 +6,9 @@ from math import comb
 
 import pytest
 
-from tasks.compare import compare_runs, compare_with_tags
-from tasks.errors import NotFoundError, SvclusterError
-from tasks.export import export_map
+from svcluster.tasks.cluster.compare import compare_runs, compare_with_tags
+from svcluster.tasks.errors import NotFoundError, SvclusterError
+from svcluster.tasks.export.step import export_map
 from tests.cluster_data import ingest_objects, write_labels
 
 
@@ -122,7 +122,7 @@ def test_errors_name_what_is_missing(lake, tmp_path):
 def test_movers_show_where_they_are_and_link_to_street_view(lake, tmp_path, capsys):
     from urllib.parse import parse_qs, urlparse
 
-    from flows.cli import main
+    from svcluster.flows.cli import main
 
     ids = ingest_objects(lake, tmp_path, objects(10), "m")
     write_labels(lake, "m", "run_a_000001", ids, A, minutes=0)

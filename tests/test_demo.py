@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.demo import DemoPanoramas, write_demo_map
-from tasks.sample import BANDS, generate_locations
-from tasks.scenes import PALETTES, SceneImages, draw_scene, scene_jpeg
+from svcluster.flows.demo import DemoPanoramas, write_demo_map
+from svcluster.tasks.demo.sample import BANDS, generate_locations
+from svcluster.tasks.demo.scenes import PALETTES, SceneImages, draw_scene, scene_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 def test_svcluster_demo_runs_offline_and_ends_with_where_everything_is(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-c", "from flows.cli import main; main()", "demo", "--out", str(out), "--locations", "100"],
+        [sys.executable, "-c", "from svcluster.flows.cli import main; main()", "demo", "--out", str(out), "--locations", "100"],
         cwd=tmp_path, env={**clean_env(tmp_path), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,7 +106,7 @@ def test_svcluster_demo_takes_a_clip_model_instead_of_the_baseline(tmp_path, tin
     out = tmp_path / "demo"
     env = {**clean_env(tmp_path), "PYTHONPATH": str(ROOT), "SVCLUSTER_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", "from flows.cli import main; main()", "--json", "demo", "--out", str(out),
+        [sys.executable, "-c", "from svcluster.flows.cli import main; main()", "--json", "demo", "--out", str(out),
          "--locations", "40", "--k", "3", "--model", str(tiny_clip)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

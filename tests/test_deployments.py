@@ -21,13 +21,13 @@ import httpx
 import pytest
 import yaml
 
-from tasks.demo import DEMO_KEY, demo_streetview, write_demo_map
-from tasks.lake import open_lake
+from svcluster.flows.demo import DEMO_KEY, demo_streetview, write_demo_map
+from svcluster.tasks.lake.store import open_lake
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
 COMPOSE = ROOT / "deployments" / "docker-compose.yml"
-FLOW_MODULES = ["flows.ingest", "flows.fetch", "flows.embed", "flows.cluster", "flows.export", "flows.pipeline"]
+FLOW_MODULES = ["svcluster.flows.ingest", "svcluster.flows.fetch", "svcluster.flows.embed", "svcluster.flows.cluster", "svcluster.flows.export", "svcluster.flows.pipeline"]
 
 
 def load_entrypoint(entrypoint: str):

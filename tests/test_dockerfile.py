@@ -93,8 +93,8 @@ def test_every_copied_path_exists_and_is_not_dockerignored():
 
 def test_the_svcluster_command_is_the_installed_script():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["svcluster"] == "flows.cli:main"
-    proc = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert project["project"]["scripts"]["svcluster"] == "svcluster.flows.cli:main"
+    proc = subprocess.run([sys.executable, "-c", "from svcluster.flows.cli import main; main()", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "demo" in proc.stdout and "run" in proc.stdout
 
 
@@ -152,7 +152,7 @@ def test_entrypoint_runs_svcluster_commands_and_passes_other_programs_through(sh
 def test_entrypoint_knows_every_svcluster_command():
     import typer
 
-    from flows.cli import _register_commands, app
+    from svcluster.flows.cli import _register_commands, app
 
     _register_commands()
     commands = set(typer.main.get_command(app).commands)

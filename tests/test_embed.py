@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPModel
 
-from flows.cli import main as cli_main
-from tasks.embed import EmbedOptions, embed_batch, embed_map, plan_embed, pool_views
-from tasks.errors import LakeError, NotFoundError, SvclusterError
-from tasks.models import model_key, text_features
+from svcluster.flows.cli import main as cli_main
+from svcluster.tasks.embed.step import EmbedOptions, embed_batch, embed_map, plan_embed, pool_views
+from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
+from svcluster.tasks.embed.models import model_key, text_features
 from tests.fixtures.models import add_views, jpeg_bytes, scene_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def test_incremental_rerun_new_views_and_no_duplicates(small_lake_map, tiny_clip
 
 
 def test_new_weights_in_a_model_folder_are_embedded_again(small_lake_map, tmp_path):
-    from tasks.models import load_embedder
+    from svcluster.tasks.embed.models import load_embedder
     from tests.fixtures.models import build_tiny_clip
 
     lake, map_name, ids = small_lake_map
@@ -217,7 +217,7 @@ def test_a_broken_blob_is_left_out_marked_failed_and_the_rest_embedded(small_lak
 
 
 def test_embed_batch_on_an_s3_lake_with_the_baseline(s3_lake, small_map):
-    from tasks.ingest import ingest_map
+    from svcluster.tasks.ingest.step import ingest_map
     from tests.fixtures.models import map_location_ids
 
     ingest_map(s3_lake, small_map, "small")
@@ -275,7 +275,7 @@ def test_cli_embeds_a_hub_model_from_the_cache_offline(small_lake_map, tiny_clip
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "SVCLUSTER_ONNX": "0"}
-    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--lake", lake.uri, "embed", "--map", map_name,
+    cmd = [sys.executable, "-c", "from svcluster.flows.cli import main; main()", "--lake", lake.uri, "embed", "--map", map_name,
            "--model", "tiny-org/tiny-clip", "--precision", "fp32", "--json"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
@@ -299,7 +299,7 @@ def test_cli_summary_and_errors(small_lake_map, capsys):
 def test_decoding_waits_while_the_model_runs_on_the_cpu():
     import threading
 
-    from tasks.embed import ModelTurns
+    from svcluster.tasks.embed.step import ModelTurns
 
     turns = ModelTurns(enabled=True)
     model_started, model_may_finish, decoder_started = threading.Event(), threading.Event(), threading.Event()

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from tasks.errors import NotFoundError, SvclusterError
-from tasks.export import export_map
-from tasks.ingest import ingest_map
-from tasks.sample import generate_locations, to_format
+from svcluster.tasks.errors import NotFoundError, SvclusterError
+from svcluster.tasks.export.step import export_map
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.demo.sample import generate_locations, to_format
 from tests.fixtures.maps import geoguessr_doc, map_making_doc, vali_doc, write_map
 
 

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from flows.cli import main
-from tasks.cluster import ClusterOptions, cluster_map
-from tasks.compare import compare_with_tags
-from tasks.export import export_map
-from tasks.ingest import ingest_map
-from tasks.sample import generate_locations, to_format
+from svcluster.flows.cli import main
+from svcluster.tasks.cluster.step import ClusterOptions, cluster_map
+from svcluster.tasks.cluster.compare import compare_with_tags
+from svcluster.tasks.export.step import export_map
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.demo.sample import generate_locations, to_format
 from tests.cluster_data import append_embeddings
 
 
@@ -173,7 +173,7 @@ def test_a_run_of_an_earlier_map_version_is_stale_and_its_coverage_is_counted_by
     """After a re-ingest with five locations moved (five new places, embedded since), the old
     run still tags the places it has; the five new ones are not 'without an embedding': they
     have one, the run was made before them (issue 15.12)."""
-    from tasks.runs import resolve_run, run_coverage
+    from svcluster.tasks.cluster.runs import resolve_run, run_coverage
 
     lake, doc, ids, labels, result = run_lake
     changed = copy.deepcopy(doc)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main as cli_main
-from tasks.errors import NotFoundError, SvclusterError
-from tasks.fetch import FatalApiError, FetchItem, FetchOptions, fetch_batch, fetch_map, gc_blobs, plan_fetch, replan_batch
-from tasks.lake import schema_file_name
-from tasks.schemas import IMAGES
-from tasks.settings import load_settings
-from tasks.streetview_server import Fault, Panorama, StreetViewServer, location_pano_id, pano_date
+from svcluster.flows.cli import main as cli_main
+from svcluster.tasks.errors import NotFoundError, SvclusterError
+from svcluster.tasks.fetch.step import FatalApiError, FetchItem, FetchOptions, fetch_batch, fetch_map, gc_blobs, plan_fetch, replan_batch
+from svcluster.tasks.lake.store import schema_file_name
+from svcluster.tasks.lake.schemas import IMAGES
+from svcluster.tasks.settings import load_settings
+from svcluster.tasks.fetch.server import Fault, Panorama, StreetViewServer, location_pano_id, pano_date
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET, ingest_locations, sample_locations
 
 FAST = FetchOptions(qps=0, concurrency=4, backoff_base=0.001, backoff_max=0.01, max_retries=2, timeout=5.0)
@@ -233,7 +233,7 @@ def test_kill_9_mid_fetch_then_rerun_leaves_one_row_per_view(lake, tmp_path, str
     name = ingest_locations(lake, tmp_path / "kill.json", sample_locations(60, seed=8), "kill", streetview_server)
     streetview_server.latency = 0.02
     env = {**os.environ, "GOOGLE_MAPS_API_KEY": FAKE_KEY, "SVCLUSTER_STREETVIEW_URL": streetview_server.base_url}
-    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--lake", lake.uri, "fetch", "--map", name,
+    cmd = [sys.executable, "-c", "from svcluster.flows.cli import main; main()", "--lake", lake.uri, "fetch", "--map", name,
            "--concurrency", "4", "--qps", "0", "--chunk-rows", "8", "--json"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -337,7 +337,7 @@ def test_cli_draws_a_progress_bar_with_rate_and_eta_on_a_terminal(lake, streetvi
     streetview_server.latency = 0.02  # long enough for the bar to redraw while it runs
     env = {**os.environ, "GOOGLE_MAPS_API_KEY": FAKE_KEY, "SVCLUSTER_STREETVIEW_URL": streetview_server.base_url,
            "PYTHONPATH": str(REPO), "COLUMNS": "200", "TERM": "xterm"}  # fmt: skip
-    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--lake", lake.uri, "fetch", "--map", fetch_map_name,
+    cmd = [sys.executable, "-c", "from svcluster.flows.cli import main; main()", "--lake", lake.uri, "fetch", "--map", fetch_map_name,
            "--concurrency", "2", "--qps", "0"]  # fmt: skip
     terminal, stderr_end = pty.openpty()  # stderr is a terminal: the bar is drawn; stdout is a pipe
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=stderr_end)

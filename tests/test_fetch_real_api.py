@@ -1,5 +1,5 @@
 """The fetch against the Street View API as Google documents it, over real HTTP to the local
-server (``tasks.streetview_server``) and into a real lake: stale pano ids refreshed for free,
+server (``svcluster.tasks.fetch.server``) and into a real lake: stale pano ids refreshed for free,
 deleted panoramas, third-party photospheres and ``--official-only``, ``--source outdoor``,
 dates as Google gives them, the panorama's own location, and never the same panorama and
 heading bought twice.
@@ -24,11 +24,11 @@ from collections import Counter
 
 import pytest
 
-from flows.cli import main as cli_main
-from flows.params import FetchParams
-from tasks.errors import SvclusterError
-from tasks.fetch import FetchOptions, fetch_map
-from tasks.streetview_server import Panorama, photosphere
+from svcluster.flows.cli import main as cli_main
+from svcluster.flows.params import FetchParams
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.fetch.step import FetchOptions, fetch_map
+from svcluster.tasks.fetch.server import Panorama, photosphere
 from tests.fixtures.real_maps import PANO_A, PANO_B, PANO_C, THIRD_PARTY
 from tests.fixtures.streetview import FAKE_KEY, ingest_locations
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.artifacts import FlowProgress, artifact_key, console_progress
-from flows.params import ClusterParams, EmbedParams, FetchParams
-from flows.retries import retry_unless_user_error
-from tasks.demo import DEMO_MAP
-from tasks.errors import SvclusterError
-from tasks.fetch import FatalApiError
-from tasks.lake import open_lake
+from svcluster.flows.artifacts import FlowProgress, artifact_key, console_progress
+from svcluster.flows.params import ClusterParams, EmbedParams, FetchParams
+from svcluster.flows.retries import retry_unless_user_error
+from svcluster.flows.demo import DEMO_MAP
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.fetch.step import FatalApiError
+from svcluster.tasks.lake.store import open_lake
 
 FAST_FETCH = FetchParams(size="128x128", qps=0, batch_locations=25)
 BASELINE = EmbedParams(model="baseline", batch_locations=25)
@@ -65,7 +65,7 @@ def lake_parts(lake_uri: str) -> list[str]:
 
 
 def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
-    from flows.pipeline import pipeline
+    from svcluster.flows.pipeline import pipeline
 
     lake_uri = str(tmp_path / "lake")
     out = tmp_path / "out"
@@ -119,7 +119,7 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
     assert task_run_counts(second.flow_run_id)["fetch-batch"] == 0
 
     # A new version of the map's clustering is compared with the previous one.
-    from flows.cluster import cluster_flow
+    from svcluster.flows.cluster import cluster_flow
 
     again = cluster_flow(DEMO_MAP, lake_uri, ClusterParams(k=4, model="baseline"))
     assert again.previous == first.cluster.run.name and again.run.name == f"{DEMO_MAP}@v2"
@@ -130,7 +130,7 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
 def test_cluster_summary_compares_with_the_maps_previous_version_not_a_sibling_k(prefect_api, lake, tmp_path):
     """After a k sweep the previous version is the latest earlier run with the same k, else the
     latest earlier run of any k, never a run of the same sweep (a sibling k)."""
-    from flows.cluster import cluster_flow
+    from svcluster.flows.cluster import cluster_flow
     from tests.cluster_data import append_embeddings, band_matrix, ingest_sample
 
     locs = ingest_sample(lake, tmp_path, n=150, name="versions")
@@ -173,8 +173,8 @@ def test_cluster_summary_compares_with_the_maps_previous_version_not_a_sibling_k
 
 
 def test_refused_key_stops_the_fetch_at_once_without_retries(demo_world, tmp_path, monkeypatch):
-    from flows.fetch import fetch_flow
-    from flows.ingest import ingest_flow
+    from svcluster.flows.fetch import fetch_flow
+    from svcluster.flows.ingest import ingest_flow
 
     lake_uri = str(tmp_path / "lake")
     ingest_flow(str(demo_world.map_file), lake_uri, DEMO_MAP)
@@ -194,8 +194,8 @@ def test_fetch_takes_the_global_concurrency_limit_when_the_server_has_one(demo_w
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from flows.fetch import fetch_flow
-    from flows.ingest import ingest_flow
+    from svcluster.flows.fetch import fetch_flow
+    from svcluster.flows.ingest import ingest_flow
 
     lake_uri = str(tmp_path / "lake")
     ingest_flow(str(demo_world.map_file), lake_uri, DEMO_MAP)
@@ -261,7 +261,7 @@ def test_global_limit_lookup_failure_lets_the_fetch_run_without_it(refusing_api)
 
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-    from flows.fetch import find_global_limit
+    from svcluster.flows.fetch import find_global_limit
 
     class Collect(logging.Handler):
         def __init__(self):
@@ -287,7 +287,7 @@ def test_global_limit_lookup_failure_lets_the_fetch_run_without_it(refusing_api)
     assert find_global_limit(None) is None and find_global_limit("") is None  # no name: no lookup
 
 def test_svcluster_run_goes_through_the_pipeline_flow(demo_world, tmp_path, capsys):
-    from flows.cli import main
+    from svcluster.flows.cli import main
 
     lake_uri = str(tmp_path / "lake")
     out = tmp_path / "cli.json"
@@ -304,7 +304,7 @@ def test_svcluster_run_goes_through_the_pipeline_flow(demo_world, tmp_path, caps
 
 
 def test_cli_rejects_a_missing_map_file_in_one_line(tmp_path, capsys):
-    from flows.cli import main
+    from svcluster.flows.cli import main
 
     assert main(["--lake", str(tmp_path / "lake"), "run", str(tmp_path / "nope.json")]) == 1
     err = capsys.readouterr().err

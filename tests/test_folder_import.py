@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main as cli_main
-from tasks.errors import SvclusterError
-from tasks.fetch import FetchOptions, fetch_map
-from tasks.folder_import import import_folder
-from tasks.streetview_server import synthetic_jpeg
+from svcluster.flows.cli import main as cli_main
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.fetch.step import FetchOptions, fetch_map
+from svcluster.tasks.fetch.folder_import import import_folder
+from svcluster.tasks.fetch.server import synthetic_jpeg
 from tests.fixtures.streetview import ingest_locations, sample_locations
 
 OPTIONS = FetchOptions(qps=0, concurrency=4, backoff_base=0.001)

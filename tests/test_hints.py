@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main as cli_main
-from tasks.errors import SvclusterError
-from tasks.fetch import FetchOptions
-from tasks.folder_import import import_folder
+from svcluster.flows.cli import main as cli_main
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.fetch.step import FetchOptions
+from svcluster.tasks.fetch.folder_import import import_folder
 from tests.cluster_data import ingest_sample
 from tests.fixtures.models import add_views
 
@@ -63,7 +63,7 @@ def test_an_uncached_model_fails_at_once_when_the_hub_cannot_be_reached(small_la
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}", PYTHONPATH=str(REPO))
     def embed(model: str) -> tuple[subprocess.CompletedProcess, float]:
-        cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--lake", lake.uri, "embed", "--map", map_name,
+        cmd = [sys.executable, "-c", "from svcluster.flows.cli import main; main()", "--lake", lake.uri, "embed", "--map", map_name,
                "--model", model, "--precision", "fp32", "--device", "cpu"]
         started = time.monotonic()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
@@ -81,8 +81,8 @@ def test_an_uncached_model_fails_at_once_when_the_hub_cannot_be_reached(small_la
 
 
 def test_hf_offline_mode_with_an_uncached_model_asks_no_hub(monkeypatch):
-    from tasks import models
-    from tasks.errors import NotFoundError
+    from svcluster.tasks.embed import models
+    from svcluster.tasks.errors import NotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     called = []
@@ -99,7 +99,7 @@ OPTIONS = FetchOptions(qps=0, concurrency=2, backoff_base=0.001)
 
 
 def test_a_bad_folder_file_is_named_with_what_to_do(lake, tmp_path):
-    from tasks.streetview_server import synthetic_jpeg
+    from svcluster.tasks.fetch.server import synthetic_jpeg
 
     ingest_sample(lake, tmp_path, n=3, name="nb")
     root = tmp_path / "notebook" / "panoramas"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.demo import DEMO_KEY, write_demo_map
-from tasks.lake import open_lake
+from svcluster.flows.demo import DEMO_KEY, write_demo_map
+from svcluster.tasks.lake.store import open_lake
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from flows.cli import main; main()"]
+CLI = [sys.executable, "-c", "from svcluster.flows.cli import main; main()"]
 STOPS_WITHIN = 15.0  # seconds from Ctrl-C to exit (the command's grace period is 5 s)
 
 
@@ -109,7 +109,7 @@ def scene_server(tmp_path):
     map_file = tmp_path / "chile.json"
     write_demo_map(map_file, 5000)
     server = subprocess.Popen(
-        [sys.executable, "-m", "tasks.demo", "--locations", "5000"], cwd=ROOT, env=user_env(tmp_path),
+        [sys.executable, "-m", "svcluster.flows.demo", "--locations", "5000"], cwd=ROOT, env=user_env(tmp_path),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -153,7 +153,7 @@ def test_ctrl_c_stops_fetch_with_the_same_line(tmp_path, scene_server) -> None:
 def test_ctrl_c_stops_embed_with_the_same_line(tmp_path) -> None:
     import numpy as np
 
-    from tasks.sample import BANDS, band_of
+    from svcluster.tasks.demo.sample import BANDS, band_of
     from tests.report_helpers import write_map as write_lake_map, write_views
 
     lake = open_lake(str(tmp_path / "lake"))
@@ -176,8 +176,8 @@ STUCK_COMMAND = textwrap.dedent(
     """
     import sys, time
     from concurrent.futures import ThreadPoolExecutor
-    from flows.cli import app, main
-    from tasks.processes import start_helper
+    from svcluster.flows.cli import app, main
+    from svcluster.tasks.processes import start_helper
 
     @app.command("stuck")
     def stuck() -> None:

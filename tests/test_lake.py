@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.errors import LakeError, MapFormatError
-from tasks.ingest import ingest_map
-from tasks.lake import Lake, open_lake
+from svcluster.tasks.errors import LakeError, MapFormatError
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import Lake, open_lake
 from tests.fixtures.lake import lake_snapshot
 from tests.fixtures.maps import geoguessr_doc, map_making_doc, vali_doc, write_map
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks import locations
-from tasks.errors import MapFormatError
-from tasks.locations import location_id, parse_map_bytes, read_map_file, validate_map_name
+from svcluster.tasks.ingest import locations
+from svcluster.tasks.errors import MapFormatError
+from svcluster.tasks.ingest.locations import location_id, parse_map_bytes, read_map_file, validate_map_name
 from tests.fixtures.maps import geoguessr_doc, map_making_doc, vali_doc, write_map
 
 

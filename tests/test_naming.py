@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from flows.cli import main
-from tasks.errors import SvclusterError
-from tasks.export import export_map
-from tasks.naming import (
+from svcluster.flows.cli import main
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.export.step import export_map
+from svcluster.tasks.cluster.naming import (
     DESCRIPTIONS,
     NO_TEXT_TOWER,
     cluster_names,
@@ -139,7 +139,7 @@ def test_names_command_prints_json(lake, tmp_path, model_dir, text, capsys):
 
 
 def test_report_names_unnamed_clusters_and_shows_them(lake, tmp_path, model_dir, text):
-    from tasks.report import build_report
+    from svcluster.tasks.report.page import build_report
     from tests.test_report import page_json
 
     _, run_id, chosen, *_ = named_lake(lake, tmp_path, model_dir, text, n=90)

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from flows.cli import main as cli_main
-from tasks import precision
-from tasks.embed import EmbedOptions, embed_map, plan_embed
-from tasks.errors import SvclusterError
-from tasks.models import load_embedder
-from tasks.precision_check import check_precision, compare_vectors, neighbour_agreement
+from svcluster.flows.cli import main as cli_main
+from svcluster.tasks.embed import precision
+from svcluster.tasks.embed.step import EmbedOptions, embed_map, plan_embed
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.embed.models import load_embedder
+from svcluster.tasks.embed.precision_check import check_precision, compare_vectors, neighbour_agreement
 from tests.fixtures.models import add_views
 
 
@@ -161,7 +161,7 @@ def test_bf16_on_cpu_runs_the_whole_tower_in_bf16_close_to_fp32(tiny_clip):
     import torch
     from transformers import CLIPModel
 
-    from tasks.models import l2_normalise
+    from svcluster.tasks.embed.models import l2_normalise
 
     load_embedder.cache_clear()
     x = np.random.default_rng(2).normal(size=(5, 3, 32, 32)).astype(np.float32)

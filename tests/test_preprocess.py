@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from tasks.errors import SvclusterError
-from tasks.preprocess import PreprocessSpec, decode_image, preprocess_image, stitch_views
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.embed.preprocess import PreprocessSpec, decode_image, preprocess_image, stitch_views
 
 
 def varied_images() -> list[tuple[str, Image.Image]]:

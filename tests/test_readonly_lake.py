@@ -21,11 +21,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows.cli import main
-from tasks.errors import NoLakeError
-from tasks.ingest import ingest_map
-from tasks.lake import INIT_FILE, TMP_DIR, Lake, open_lake, schema_file_name
-from tasks.schemas import TABLES
+from svcluster.flows.cli import main
+from svcluster.tasks.errors import NoLakeError
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import INIT_FILE, TMP_DIR, Lake, open_lake, schema_file_name
+from svcluster.tasks.lake.schemas import TABLES
 from tests.fixtures.maps import geoguessr_doc, write_map
 from tests.report_helpers import synthetic_map, write_sweep
 

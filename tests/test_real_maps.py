@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.cli import main
-from tasks.cluster import ClusterOptions, cluster_map
-from tasks.errors import MapFormatError
-from tasks.export import export_map
-from tasks.fetch import FetchOptions, fetch_map
-from tasks.ingest import ingest_map
+from svcluster.flows.cli import main
+from svcluster.tasks.cluster.step import ClusterOptions, cluster_map
+from svcluster.tasks.errors import MapFormatError
+from svcluster.tasks.export.step import export_map
+from svcluster.tasks.fetch.step import FetchOptions, fetch_map
+from svcluster.tasks.ingest.step import ingest_map
 from tests.cluster_data import append_embeddings
 from tests.fixtures.real_maps import (
     PANO_A,

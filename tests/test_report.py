@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
-from flows.cli import main
-from tasks.report import build_report, report_artifacts
-from tasks.report_data import Points, find_lookalikes
-from tasks.report_geo import haversine_km
-from tasks.sample import BANDS
+from svcluster.flows.cli import main
+from svcluster.tasks.report.page import build_report, report_artifacts
+from svcluster.tasks.report.data import Points, find_lookalikes
+from svcluster.tasks.report.geo import haversine_km
+from svcluster.tasks.demo.sample import BANDS
 from tests.report_helpers import synthetic_map, write_run, write_sweep
 
 
@@ -30,7 +30,7 @@ def page_json(html: str) -> dict:
 def swept_lake(tmp_path_factory):
     """1000 locations with views and embeddings, and a k-sweep of 3 runs (v1 k=3, v2 k=4, v3 k=5),
     in one lake shared by the tests that only read it (and write reports)."""
-    from tasks.lake import open_lake
+    from svcluster.tasks.lake.store import open_lake
 
     folder = tmp_path_factory.mktemp("swept")
     lake = open_lake(str(folder / "lake"))
@@ -48,7 +48,7 @@ def lake(request, tmp_path):
     """The shared swept lake for tests using ``swept``; a fresh one otherwise."""
     if "swept" in request.fixturenames:
         return request.getfixturevalue("swept_lake")[0]
-    from tasks.lake import open_lake
+    from svcluster.tasks.lake.store import open_lake
 
     return open_lake(str(tmp_path / "lake"))
 
@@ -203,7 +203,7 @@ def test_report_artifacts_markdown_and_png_in_the_lake(lake, tmp_path, swept):
 
 # ---- issue 15: k and non-empty clusters, stale runs, Street View links, > 20 clusters ---------
 def test_report_of_a_degenerate_run_says_k_and_the_non_empty_clusters(lake, tmp_path, capsys):
-    from tasks.cluster import ClusterOptions, cluster_map
+    from svcluster.tasks.cluster.step import ClusterOptions, cluster_map
     from tests.report_helpers import write_embeddings
 
     m = synthetic_map(lake, tmp_path, 60, dim=8, views=10)
@@ -221,8 +221,8 @@ def test_report_of_a_degenerate_run_says_k_and_the_non_empty_clusters(lake, tmp_
 
 
 def test_report_of_a_run_of_an_earlier_map_version_says_so(lake, tmp_path, capsys):
-    from tasks.cluster import ClusterOptions, cluster_map
-    from tasks.ingest import ingest_map
+    from svcluster.tasks.cluster.step import ClusterOptions, cluster_map
+    from svcluster.tasks.ingest.step import ingest_map
 
     m = synthetic_map(lake, tmp_path, 80, dim=8, views=0)
     run = cluster_map(lake, "chile", ClusterOptions(k=3)).run
@@ -282,8 +282,8 @@ def test_more_than_20_clusters_keep_distinct_colour_and_shape(lake, tmp_path):
 
 
 def test_png_markers_have_their_shapes():
-    from tasks.cluster_map_png import LegendEntry, render_cluster_map
-    from tasks.report_geo import marker_mask
+    from svcluster.tasks.report.map_png import LegendEntry, render_cluster_map
+    from svcluster.tasks.report.geo import marker_mask
 
     entries = [LegendEntry("#1f77b4", "0", 1, "circle"), LegendEntry("#1f77b4", "20", 1, "triangle")]
     png = render_cluster_map(np.array([-30.0, -40.0]), np.array([-72.0, -68.0]), np.array([0, 1]), entries, "t")

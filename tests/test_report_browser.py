@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.cli import main
-from tasks.report import build_report
+from svcluster.flows.cli import main
+from svcluster.tasks.report.page import build_report
 from tests.report_helpers import synthetic_map, write_sweep
 
 CHROMIUM_FLAGS = (
@@ -66,7 +66,7 @@ def html_attrs(dom: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[Path, dict]:
     """A 400-location, 5-cluster run of a k-sweep (with a previous version), reported."""
-    from tasks.lake import open_lake
+    from svcluster.tasks.lake.store import open_lake
 
     folder = tmp_path_factory.mktemp("browser")
     lake = open_lake(str(folder / "lake"))
@@ -81,8 +81,8 @@ def demo_report(tmp_path_factory) -> tuple[Path, dict]:
     """The demo, step by step as a user runs it: the Chile demo map (120 locations) ingested,
     fetched for real from the demo's scene server on 127.0.0.1, embedded with the baseline
     model, clustered as a k-sweep 4..6; the k=5 run is reported."""
-    from tasks.demo import DEMO_MAP, demo_streetview, write_demo_map
-    from tasks.lake import open_lake
+    from svcluster.flows.demo import DEMO_MAP, demo_streetview, write_demo_map
+    from svcluster.tasks.lake.store import open_lake
 
     folder = tmp_path_factory.mktemp("demo")
     lake_uri = str(folder / "lake")
@@ -166,7 +166,7 @@ def test_page_errors_are_reported(chromium, report, tmp_path):
 def test_25_clusters_render_with_shapes_and_thumbnails_link_to_street_view(chromium, tmp_path):
     """Past 20 clusters the legend and the map use a second cue (the marker's shape), and every
     thumbnail is a link to Street View at its panorama and heading (issue 15.14)."""
-    from tasks.lake import open_lake
+    from svcluster.tasks.lake.store import open_lake
     from tests.report_helpers import write_run
 
     lake = open_lake(str(tmp_path / "lake"))

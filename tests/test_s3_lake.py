@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tasks.errors import MapFormatError
-from tasks.export import export_map
-from tasks.ingest import ingest_map
+from svcluster.tasks.errors import MapFormatError
+from svcluster.tasks.export.step import export_map
+from svcluster.tasks.ingest.step import ingest_map
 from tests.fixtures.lake import lake_snapshot
 from tests.fixtures.maps import map_making_doc, vali_doc, write_map
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.params import ClusterParams, EmbedParams, FetchParams
-from flows.runner import RunnerOptions
-from tasks.demo import DEMO_MAP
+from svcluster.flows.params import ClusterParams, EmbedParams, FetchParams
+from svcluster.flows.runner import RunnerOptions
+from svcluster.flows.demo import DEMO_MAP
 from tests.fixtures.prefect import make_demo_world
 
 N = 16
@@ -23,7 +23,7 @@ def world(tmp_path_factory, prefect_api):
 
 
 def run(world, lake: str, out: Path, runner: RunnerOptions):
-    from flows.pipeline import pipeline
+    from svcluster.flows.pipeline import pipeline
 
     return pipeline(
         map_file=str(world.map_file),

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from flows.cli import main
-from sql import load_sql
-from tasks.errors import SvclusterError
-from tasks.ingest import ingest_map
-from tasks.models import load_embedder
-from tasks.search import SearchOptions, search_text, similar, street_view_link
+from svcluster.flows.cli import main
+from svcluster.sql import load_sql
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.embed.models import load_embedder
+from svcluster.tasks.search.step import SearchOptions, search_text, similar, street_view_link
 from tests.cluster_data import append_embeddings, ingest_objects, write_labels
 from tests.fixtures.models import jpeg_bytes, scene_image
 from tests.test_naming import reference_text_features
@@ -209,7 +209,7 @@ def test_cli_search_json_and_similar_summary(lake, study, tmp_path, capsys):
 def test_documented_sql_ranks_by_cosine(lake, study):
     model, places, matrix = study
     rows = lake.query(
-        load_sql("search_rank_by_vector"),
+        load_sql("search/rank_by_vector"),
         {"map": "study", "model": model, "pooling": "mean", "precision": "fp32", "vector": matrix[0].tolist(), "top": 3},
     ).to_pylist()
     assert rows[0]["location_id"] == places[0] and rows[0]["score"] == pytest.approx(1.0, abs=1e-4)
@@ -219,15 +219,15 @@ def test_documented_sql_ranks_by_cosine(lake, study):
 def test_searches_row_re_exports_the_study_set(lake, study):
     _, places, _ = study
     r = search_text(lake, "study", QUERY, SearchOptions(top=2))
-    rows = lake.query(load_sql("search_study_set"), {"search_id": r.search_id}).to_pylist()
+    rows = lake.query(load_sql("search/study_set"), {"search_id": r.search_id}).to_pylist()
     # place 0's two objects, then the second hit's one, as written in the file
     assert [row["location_id"] for row in rows] == [places[0], places[0], r.hits[1].location_id]
     assert json.loads(rows[1]["raw"])["heading"] == 90
-    assert lake.query(load_sql("search_study_set"), {"search_id": "nope"}).num_rows == 0
+    assert lake.query(load_sql("search/study_set"), {"search_id": "nope"}).num_rows == 0
 
 
 def test_a_lake_that_cannot_record_still_answers(lake, study, monkeypatch, caplog):
-    from tasks.errors import LakeError
+    from svcluster.tasks.errors import LakeError
 
     _, places, _ = study
 

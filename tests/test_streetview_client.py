@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.errors import SvclusterError
-from tasks.streetview import (
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.fetch.client import (
     FatalApiError,
     InvalidImage,
     NoImagery,
@@ -31,7 +31,7 @@ from tasks.streetview import (
     redact,
     url_signature,
 )
-from tasks.streetview_server import Fault, Panorama, StreetViewServer, World, location_pano_id, pano_date, photosphere, synthetic_jpeg
+from svcluster.tasks.fetch.server import Fault, Panorama, StreetViewServer, World, location_pano_id, pano_date, photosphere, synthetic_jpeg
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET
 
 # The panoramas these tests ask for by id (transport tests: retries, signing, pooling); "gone"

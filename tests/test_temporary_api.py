@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.temporary_api import SECRET_VARIABLES, TemporaryApi
+from svcluster.flows.temporary_api import SECRET_VARIABLES, TemporaryApi
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_a_killed_command_leaves_no_server_behind(prefect_home):
     script = textwrap.dedent(
         """
         import sys, time
-        from flows.temporary_api import TemporaryApi
+        from svcluster.flows.temporary_api import TemporaryApi
         api = TemporaryApi.launch()
         print(api.process.pid, flush=True)
         time.sleep(600)
@@ -90,7 +90,7 @@ def test_a_killed_command_leaves_no_server_behind(prefect_home):
 
 def test_a_server_that_cannot_start_is_a_clear_error(prefect_home, monkeypatch):
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "NOT-A-LEVEL")  # Prefect refuses its settings at import
-    from tasks.errors import SvclusterError
+    from svcluster.tasks.errors import SvclusterError
 
     api = TemporaryApi.launch()
     with pytest.raises(SvclusterError, match=r"temporary Prefect API exited with code 1 while starting:\n.*prefect"):
@@ -101,7 +101,7 @@ def test_a_server_that_cannot_start_is_a_clear_error(prefect_home, monkeypatch):
 def test_flows_on_a_temporary_api_send_no_heartbeats_but_a_server_gets_them():
     from prefect.settings import get_current_settings
 
-    from flows.prefect_env import PrefectTarget
+    from svcluster.flows.prefect_env import PrefectTarget
 
     with PrefectTarget(None).session():
         assert get_current_settings().flows.heartbeat_frequency is None

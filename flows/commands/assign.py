@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import JsonOption, LakeOption, emit, invocation
-from tasks.assign import AssignResult, assign_run
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
+from svcluster.tasks.cluster.assign import AssignResult, assign_run
 
 
 def assign(

@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows.cli import JsonOption, LakeOption, emit, invocation, print_table, stdout
-from flows.commands.progress import RichBar
-from tasks.cluster import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, RunSummary, cluster_map, parse_k, runs as list_runs
-from tasks.compare import Comparison, compare_runs, compare_with_tags
-from tasks.errors import SvclusterError
-from tasks.naming import best_names
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, print_table, stdout
+from svcluster.flows.commands.progress import RichBar
+from svcluster.tasks.cluster.step import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, RunSummary, cluster_map, parse_k, runs as list_runs
+from svcluster.tasks.cluster.compare import Comparison, compare_runs, compare_with_tags
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.cluster.naming import best_names
 
 MAX_CONTINGENCY_COLUMNS = 30
 MOVERS_PRINTED = 10

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import JsonOption, LakeOption, emit, invocation
-from flows.commands.progress import RichBar
-from tasks.embed import EmbedOptions, EmbedResult, default_workers, embed_map
-from tasks.errors import SvclusterError
-from tasks.models import DEFAULT_MODEL
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
+from svcluster.flows.commands.progress import RichBar
+from svcluster.tasks.embed.step import EmbedOptions, EmbedResult, default_workers, embed_map
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.embed.models import DEFAULT_MODEL
 
 
 def embed(
@@ -115,7 +115,7 @@ def nothing_embeddable(r: EmbedResult) -> str | None:
 
 
 def _check(inv, map_name: str, options: EmbedOptions, sample: int) -> None:
-    from tasks.precision_check import check_precision
+    from svcluster.tasks.embed.precision_check import check_precision
 
     c = check_precision(inv.lake, map_name, options, sample=sample)
     verdict = "PASS" if c.passed else "FAIL"

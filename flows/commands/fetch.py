@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli import JsonOption, LakeOption, emit, invocation
-from flows.commands.progress import RichBar
-from tasks.errors import SvclusterError
-from tasks.fetch import FetchOptions, FetchResult, fetch_map
-from tasks.folder_import import import_folder
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
+from svcluster.flows.commands.progress import RichBar
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.fetch.step import FetchOptions, FetchResult, fetch_map
+from svcluster.tasks.fetch.folder_import import import_folder
 
 DEFAULTS = FetchOptions()
 

@@ -15,10 +15,10 @@ from rich.cells import cell_len
 from rich.table import Column, Table
 from rich.text import Text
 
-from flows.cli import JsonOption, LakeOption, emit, invocation, json_text, print_table, stderr, stdout, to_jsonable
-from tasks.errors import SvclusterError
-from tasks.export import DEFAULT_TAG_FORMAT, export_map
-from tasks.ingest import ingest_map
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, json_text, print_table, stderr, stdout, to_jsonable
+from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.export.step import DEFAULT_TAG_FORMAT, export_map
+from svcluster.tasks.ingest.step import ingest_map
 
 
 def ingest(

@@ -18,22 +18,22 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
-from flows.commands.fetch import parse_headings
-from tasks.errors import SvclusterError
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, stdout
+from svcluster.flows.commands.fetch import parse_headings
+from svcluster.tasks.errors import SvclusterError
 
 RUNNERS = ("thread", "dask")
 
 # Modules a pipeline run imports on first use. When this command started its own temporary
 # Prefect API, they are imported while that server boots (on the other core), not after.
 PIPELINE_MODULES = (
-    "flows.pipeline", "prefect.flow_engine", "prefect.task_engine", "prefect.artifacts",
+    "svcluster.flows.pipeline", "prefect.flow_engine", "prefect.task_engine", "prefect.artifacts",
     "fastapi.encoders", "sklearn.metrics", "PIL.JpegImagePlugin", "PIL.PngImagePlugin",
 )  # fmt: skip
 
 
 def runner_options(runner: str, dask_address: str | None, dask_workers: int, threads: int) -> Any:
-    from flows.runner import RunnerOptions
+    from svcluster.flows.runner import RunnerOptions
 
     if runner not in RUNNERS:
         raise SvclusterError(f"--runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
@@ -48,10 +48,10 @@ def runner_options(runner: str, dask_address: str | None, dask_workers: int, thr
 
 def start_prefect(verbose: bool, debug: bool = False) -> Any:
     """Prepare Prefect before it is imported, starting the temporary API now when there is no
-    server (see ``flows.prefect_env``); the command checks its options while it boots, then
+    server (see ``svcluster.flows.prefect_env``); the command checks its options while it boots, then
     ``load_pipeline``. Unless ``verbose`` or ``debug``, the runs' own reports of a failure
     stay off the console: the command prints it as one line."""
-    from flows.prefect_env import prepare_prefect
+    from svcluster.flows.prefect_env import prepare_prefect
 
     return prepare_prefect("INFO" if verbose else "WARNING", start_api=True, quiet_failures=not (verbose or debug))
 
@@ -76,7 +76,7 @@ def checked_model(model: str, device: str, precision: str) -> None:
     """The embed model can be used here: device and precision exist for it, a folder exists,
     and a hub id is in the cache or the hub answers (what embed itself would find out only
     after the fetch)."""
-    from tasks.models import choose_model, hub_load_options, is_baseline, local_folder, looks_like_path
+    from svcluster.tasks.embed.models import choose_model, hub_load_options, is_baseline, local_folder, looks_like_path
 
     choose_model(model, device, precision)
     if is_baseline(model) or local_folder(model) is not None:
@@ -92,12 +92,12 @@ def checked_step_params(
     """The pipeline's FetchParams, EmbedParams and ClusterParams from the command's options, each
     option checked by its step's own rules first (the errors name the option, in one line);
     ``tag_format`` too when there is an export."""
-    from flows.params import ClusterParams, EmbedParams, FetchParams
-    from tasks.cluster import ClusterOptions, check_options, parse_k
-    from tasks.embed import EmbedOptions
-    from tasks.export import check_tag_format
-    from tasks.fetch import FetchOptions
-    from tasks.models import is_baseline
+    from svcluster.flows.params import ClusterParams, EmbedParams, FetchParams
+    from svcluster.tasks.cluster.step import ClusterOptions, check_options, parse_k
+    from svcluster.tasks.embed.step import EmbedOptions
+    from svcluster.tasks.export.step import check_tag_format
+    from svcluster.tasks.fetch.step import FetchOptions
+    from svcluster.tasks.embed.models import is_baseline
 
     f = FetchOptions(
         headings=parse_headings(fetch["headings"]), size=fetch["size"], fov=fetch["fov"], pitch=fetch["pitch"],
@@ -146,8 +146,8 @@ def progress_bars(enabled: bool):
     """Console progress bars for the flows this command runs (off with --json)."""
     if not enabled:
         return nullcontext()
-    from flows.artifacts import console_progress
-    from flows.commands.progress import RichBar
+    from svcluster.flows.artifacts import console_progress
+    from svcluster.flows.commands.progress import RichBar
 
     return console_progress(lambda unit: RichBar(unit=unit))
 
@@ -208,8 +208,8 @@ def run(
     # Every option of every step is checked before any work (and before Prefect logs a line),
     # while the temporary Prefect API boots.
     target = start_prefect(verbose, debug_requested(ctx))
-    from flows.pipeline import default_outputs
-    from tasks.locations import validate_map_name
+    from svcluster.flows.pipeline import default_outputs
+    from svcluster.tasks.ingest.locations import validate_map_name
 
     if map_name is not None:
         validate_map_name(map_name)
@@ -225,7 +225,7 @@ def run(
     summary_out = checked_output(summary or Path(default_summary), "--summary")
     runner_opts = runner_options(runner, dask_address, dask_workers, threads)
     load_pipeline(target)
-    from flows.pipeline import pipeline
+    from svcluster.flows.pipeline import pipeline
 
     started = time.perf_counter()
     with target.session(), progress_bars(not inv.json):
@@ -272,7 +272,7 @@ def demo(
         raise SvclusterError(f"--out {out}: is a file; the demo needs a folder")
     runner_opts = runner_options(runner, dask_address, dask_workers, threads)
     load_pipeline(target)
-    from tasks.demo import run_demo
+    from svcluster.flows.demo import run_demo
 
     with target.session(), progress_bars(not inv.json):
         result = run_demo(

@@ -12,11 +12,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from flows.cli import stderr
+from svcluster.flows.cli import stderr
 
 
 class RichBar:
-    """``tasks.progress.Progress`` drawn as a rich bar on stderr; ``unit`` labels the rate."""
+    """``svcluster.tasks.progress.Progress`` drawn as a rich bar on stderr; ``unit`` labels the rate."""
 
     def __init__(self, unit: str = "it", enabled: bool = True):
         self.unit = unit

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import JsonOption, LakeOption, emit, invocation
-from flows.commands.progress import RichBar
-from tasks.naming import DEFAULT_TOP, name_clusters
-from tasks.report import build_report
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
+from svcluster.flows.commands.progress import RichBar
+from svcluster.tasks.cluster.naming import DEFAULT_TOP, name_clusters
+from svcluster.tasks.report.page import build_report
 
 
 def report(

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli import JsonOption, LakeOption, emit, invocation, stdout
-from tasks.search import DEFAULT_TOP_SEARCH, DEFAULT_TOP_SIMILAR, SearchOptions, SearchResult, parse_coordinate, search_text, similar as find_similar
+from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, stdout
+from svcluster.tasks.search.step import DEFAULT_TOP_SEARCH, DEFAULT_TOP_SIMILAR, SearchOptions, SearchResult, parse_coordinate, search_text, similar as find_similar
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="Embedding model [default: as `cluster` picks].")]
 PoolingOption = Annotated[Optional[str], typer.Option("--pooling", help="mean | stitched [default: mean when there].")]

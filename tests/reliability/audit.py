@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from tasks.lake import Lake
-from tasks.schemas import TABLES
+from svcluster.tasks.lake.store import Lake
+from svcluster.tasks.lake.schemas import TABLES
 
 # The view each table is read through, and the key the view promises to keep unique.
 VIEW_KEYS: dict[str, tuple[str, ...]] = {

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.demo import DemoPanoramas
-from tasks.sample import generate_locations, to_format
-from tasks.scenes import SceneImages
-from tasks.streetview_server import StreetViewServer
+from svcluster.flows.demo import DemoPanoramas
+from svcluster.tasks.demo.sample import generate_locations, to_format
+from svcluster.tasks.demo.scenes import SceneImages
+from svcluster.tasks.fetch.server import StreetViewServer
 from tests.reliability import proc
 
 # Recognisable fakes: if either ever shows up in a log, a file or an error, a test says where.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "from flows.cli import main; main()"]
+CLI = [sys.executable, "-c", "from svcluster.flows.cli import main; main()"]
 UNEXPECTED = "run with --debug"
 
 
@@ -262,7 +262,7 @@ def cli(args: list[str]) -> Finished:
     import contextlib
     import io
 
-    from flows.cli import main
+    from svcluster.flows.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     t0 = time.monotonic()

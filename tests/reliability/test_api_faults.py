@@ -15,10 +15,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from tasks.ingest import ingest_map
-from tasks.lake import open_lake
-from tasks.scenes import SceneImages
-from tasks.streetview_server import Fault, placeholder_jpeg
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.demo.scenes import SceneImages
+from svcluster.tasks.fetch.server import Fault, placeholder_jpeg
 from tests.reliability import proc
 from tests.reliability.audit import audit_lake
 from tests.reliability.conftest import FAKE_KEY, FAKE_SECRET, scene_server, write_small_map

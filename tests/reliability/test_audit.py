@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from tasks.lake import open_lake
+from svcluster.tasks.lake.store import open_lake
 from tests.reliability.audit import audit_lake
 
 

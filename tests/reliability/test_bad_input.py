@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.cli import main
-from tasks.errors import MapFormatError, SvclusterError
-from tasks.export import export_map
-from tasks.ingest import ingest_map
-from tasks.lake import open_lake
-from tasks.locations import parse_map_bytes
-from tasks.sample import generate_locations, to_format
+from svcluster.flows.cli import main
+from svcluster.tasks.errors import MapFormatError, SvclusterError
+from svcluster.tasks.export.step import export_map
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.ingest.locations import parse_map_bytes
+from svcluster.tasks.demo.sample import generate_locations, to_format
 from tests.reliability.audit import audit_lake, files_outside
 
 # Seeded and repeatable: the same examples every run (CI and laptops alike).
@@ -231,7 +231,7 @@ OPTION_VALUES = st.one_of(
 def _commands():
     import typer.main
 
-    from flows.cli import _register_commands, app
+    from svcluster.flows.cli import _register_commands, app
 
     _register_commands()
     group = typer.main.get_command(app)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.ingest import ingest_map
-from tasks.lake import open_lake
-from tasks.sample import to_format
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.demo.sample import to_format
 from tests.reliability import proc
 from tests.reliability.audit import audit_lake
 from tests.reliability.conftest import FAKE_KEY, FAKE_SECRET, scene_server
-from tasks.sample import generate_locations
+from svcluster.tasks.demo.sample import generate_locations
 
 HEADINGS = "0,180"
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.lake import open_lake
+from svcluster.tasks.lake.store import open_lake
 from tests.reliability import proc
 from tests.reliability.audit import audit_lake
 from tests.reliability.conftest import RUN_OPTIONS, SMALL_MAP_LOCATIONS

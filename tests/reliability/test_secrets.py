@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pyarrow.parquet as pq
 
-from tasks.streetview_server import Fault
+from svcluster.tasks.fetch.server import Fault
 from tests.reliability import proc
 from tests.reliability.conftest import FAKE_KEY, FAKE_SECRET, RUN_OPTIONS
 

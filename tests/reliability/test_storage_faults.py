@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.lake import open_lake
-from tasks.sample import generate_locations, to_format
+from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.demo.sample import generate_locations, to_format
 from tests.reliability import proc
 from tests.reliability.audit import audit_lake
 

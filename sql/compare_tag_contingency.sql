@@ -1,2 +1,0 @@
--- A run's clusters against the map's own tags (cluster_tag_contingency in clusters.sql).
-SELECT cluster, tag, locations FROM cluster_tag_contingency($run, $ignore);

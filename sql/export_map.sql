@@ -1,3 +1,0 @@
--- The export of one map, optionally tagged by one run and with refreshed pano ids (see
--- export_locations in export.sql).
-SELECT json, tag, refreshed FROM export_locations($map, $run, $tag_format, refresh := $refresh);

@@ -1,0 +1,78 @@
+-- The lake's tables as DuckDB views. Each table is a folder of Parquet files under
+-- <lake_root>/tables/<table>/; rows are only ever added, and a row that supersedes another
+-- has the same key and a later written_at, so the views keep the latest row per key.
+-- Set the root first:  SET VARIABLE lake_root = '/path/to/lake';
+
+CREATE OR REPLACE VIEW maps AS
+SELECT * EXCLUDE (written_at), written_at AS ingested_at
+FROM read_parquet(getvariable('lake_root') || '/tables/maps/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY map ORDER BY written_at DESC) = 1;
+
+-- One keyed file per map, replaced whole on re-ingest: no superseded rows to hide.
+CREATE OR REPLACE VIEW locations AS
+SELECT * EXCLUDE (written_at), written_at AS ingested_at
+FROM read_parquet(getvariable('lake_root') || '/tables/locations/*.parquet', union_by_name = true);
+
+-- One row per place of a map: the objects on one panorama (or, without a pano id, on the same
+-- rounded coordinates) share a location_id and are fetched, embedded and clustered once.
+-- position, lat, lng are the first object's; pano_id is the id requests use (decoded).
+CREATE OR REPLACE VIEW places AS
+SELECT map, location_id, min(position) AS position,
+       arg_min(lat, position) AS lat, arg_min(lng, position) AS lng,
+       arg_min(pano_id_decoded, position) AS pano_id,
+       arg_min(country_code, position) AS country_code, arg_min(region_code, position) AS region_code,
+       -- every tag any object of the place carries (NULL when none has extra.tags)
+       list_distinct(flatten(list(tags ORDER BY position) FILTER (WHERE tags IS NOT NULL))) AS tags,
+       count(*) AS objects
+FROM locations
+GROUP BY map, location_id;
+
+CREATE OR REPLACE VIEW images AS
+SELECT * EXCLUDE (written_at), written_at AS fetched_at
+FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1;
+
+CREATE OR REPLACE VIEW embeddings AS
+SELECT * EXCLUDE (written_at), written_at AS created_at
+FROM read_parquet(getvariable('lake_root') || '/tables/embeddings/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY location_id, model, pooling, precision ORDER BY written_at DESC) = 1;
+
+CREATE OR REPLACE VIEW embedding_views AS
+SELECT * EXCLUDE (written_at), written_at AS created_at
+FROM read_parquet(getvariable('lake_root') || '/tables/embedding_views/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY location_id, heading, model, precision ORDER BY written_at DESC) = 1;
+
+-- A run is named MAP@vN: the Nth run of that map in creation order.
+CREATE OR REPLACE VIEW cluster_runs AS
+SELECT run_id, map,
+       map || '@v' || row_number() OVER (PARTITION BY map ORDER BY created_at, run_id) AS name,
+       * EXCLUDE (run_id, map, written_at)
+FROM read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY written_at) = 1;
+
+-- Assignments are written before their run row; only runs that were committed are shown.
+CREATE OR REPLACE VIEW cluster_assignments AS
+SELECT a.* EXCLUDE (written_at)
+FROM read_parquet(getvariable('lake_root') || '/tables/cluster_assignments/*.parquet', union_by_name = true) a
+SEMI JOIN read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parquet', union_by_name = true) r
+  ON r.run_id = a.run_id
+QUALIFY row_number() OVER (PARTITION BY a.run_id, a.location_id ORDER BY a.written_at DESC) = 1;
+
+-- Every tag an export wrote into a map (one row per map and tag): the tags that are
+-- svcluster's own. An export removes these and only these before adding its own.
+CREATE OR REPLACE VIEW exported_tags AS
+SELECT * EXCLUDE (written_at), written_at AS exported_at
+FROM read_parquet(getvariable('lake_root') || '/tables/exported_tags/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY map, tag ORDER BY written_at DESC) = 1;
+
+-- The tags svcluster wrote into any map of this lake (a map re-imported from an export carries
+-- them under another name too).
+CREATE OR REPLACE MACRO svcluster_tags() AS TABLE
+SELECT DISTINCT tag FROM exported_tags;
+
+-- Every search / similar request (tasks/search/step.py): the query, the vector set and the places
+-- found with their scores, best first.
+CREATE OR REPLACE VIEW searches AS
+SELECT * EXCLUDE (written_at)
+FROM read_parquet(getvariable('lake_root') || '/tables/searches/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY written_at DESC) = 1;

@@ -1,0 +1,1 @@
+"""The demo's bundled sample map and the scenes its local Street View server draws."""

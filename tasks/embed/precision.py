@@ -1,0 +1,392 @@
+"""Numeric precision of the image model: what ``auto`` means on this machine, and how each runs.
+
+The precision is part of what makes a vector set distinct (it is in the ``embeddings`` key),
+so it is resolved to a concrete name (``fp32``, ``bf16``, ``fp16``, ``int8``) before anything is
+written, never stored as ``auto``:
+
+| requested | cuda                    | cpu                                                        | mps   |
+|-----------|-------------------------|------------------------------------------------------------|-------|
+| auto      | bf16 if supported, fp16 | bf16 if the CPU has native bf16 *and* it is faster, else fp32 | fp32 |
+| fp32      | torch                   | ONNX Runtime (fused graph), torch if unavailable           | torch |
+| bf16      | torch autocast          | torch, the whole image tower in bf16                       | error |
+| fp16      | torch autocast          | error                                                      | error |
+| int8      | error                   | ONNX Runtime dynamic int8 quantisation (weights int8)      | error |
+
+"Native bf16" is read from the CPU flags (``avx512_bf16``, ``amx_bf16``); a CPU can have the
+instruction and still run bf16 matmuls slower than fp32 (a VM that hides AMX does), so a
+one-off probe times both and is cached per machine in the cache folder.
+
+ONNX exports (fp32, and int8 quantised from it) are cached on disk under
+``$SVCLUSTER_CACHE`` (default ``~/.cache/svcluster``) in ``onnx/<model revision>/<HxW>/``, so only
+the first run pays for the export. Set ``SVCLUSTER_ONNX=0`` to run everything in torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svcluster.tasks.errors import SvclusterError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+BF16_MIN_SPEEDUP = 1.3  # auto picks bf16 on a CPU only if its matmuls are at least this much faster
+ONNX_INPUT = "pixel_values"
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+# ---- what this machine can do ----------------------------------------------------------------
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    m = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
+    return frozenset(m.group(1).split()) if m else frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU executes bf16 natively (AVX512-BF16 or AMX-BF16)."""
+    if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return True
+    try:
+        import torch
+
+        return "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:
+        return False
+
+
+def cache_dir() -> Path:
+    """Where exports and probes are cached: ``$SVCLUSTER_CACHE`` or ``~/.cache/svcluster``."""
+    return Path(os.environ.get("SVCLUSTER_CACHE") or Path.home() / ".cache" / "svcluster").expanduser()
+
+
+def _machine_key() -> str:
+    import torch
+
+    model = ""
+    with contextlib.suppress(OSError):
+        m = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(errors="replace"), re.MULTILINE)
+        model = m.group(1) if m else ""
+    raw = f"{model}|{sorted(cpu_flags())}|{torch.__version__}|{torch.get_num_threads()}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def matmul_rate(dtype: Any, n: int = 1024, seconds: float = 0.3, rows: int | None = None, inner: int | None = None) -> float:
+    """Matmuls per second in ``dtype`` on this machine, now (same threads): ``(rows x inner) @
+    (inner x n)``, square ``n`` x ``n`` unless ``rows``/``inner`` are given."""
+    import torch
+
+    a, b = torch.randn(rows or n, inner or n, dtype=dtype), torch.randn(inner or n, n, dtype=dtype)
+    torch.mm(a, b)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        runs += 1
+    return runs / (time.perf_counter() - start)
+
+
+def measure_bf16_speedup(n: int = 1024, seconds: float = 0.3) -> float:
+    """How much faster a bf16 matmul runs than an fp32 one here (same threads), now."""
+    import torch
+
+    # Interleaved twice so a burst of load elsewhere does not decide alone.
+    f1, b1 = matmul_rate(torch.float32, n, seconds), matmul_rate(torch.bfloat16, n, seconds)
+    f2, b2 = matmul_rate(torch.float32, n, seconds), matmul_rate(torch.bfloat16, n, seconds)
+    return (b1 + b2) / (f1 + f2)
+
+
+@functools.cache
+def bf16_speedup() -> float:
+    """The bf16/fp32 matmul speed ratio on this machine, probed once and cached on disk."""
+    path = cache_dir() / "cpu-probe.json"
+    key = _machine_key()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        saved = json.loads(path.read_text())
+        if saved["machine"] == key:
+            return float(saved["bf16_speedup"])
+    speedup = measure_bf16_speedup()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, json.dumps({"machine": key, "bf16_speedup": round(speedup, 3)}).encode())
+    return speedup
+
+
+def cpu_prefers_bf16() -> bool:
+    """auto's choice on a CPU: native bf16 that is measurably faster than fp32 here."""
+    return cpu_has_native_bf16() and bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+def onnx_available() -> bool:
+    """ONNX Runtime and the exporter's packages are installed (and not switched off)."""
+    if os.environ.get("SVCLUSTER_ONNX", "1").lower() in ("0", "false", "no", "off"):
+        return False
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---- choosing --------------------------------------------------------------------------------
+def resolve_precision(requested: str, device: str, baseline: bool = False) -> str:
+    """The concrete precision for ``requested`` on ``device`` (a resolved device, not auto)."""
+    if requested not in PRECISIONS:
+        raise SvclusterError(f"--precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if baseline:
+        if requested not in ("auto", "fp32"):
+            raise SvclusterError("--model baseline computes its descriptor in fp32 only; drop --precision")
+        return "fp32"
+    if requested == "auto":
+        if device == "cuda":
+            import torch
+
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device == "cpu" and cpu_prefers_bf16():
+            return "bf16"
+        return "fp32"
+    if requested == "fp16" and device == "cpu":
+        raise SvclusterError("fp16 is for GPUs; on a CPU use --precision bf16 or int8")
+    if requested in ("bf16", "fp16") and device == "mps":
+        raise SvclusterError("reduced precision on mps is not supported; use --precision fp32")
+    if requested == "int8":
+        if device != "cpu":
+            raise SvclusterError("--precision int8 runs on the CPU only; use --device cpu")
+        if not onnx_available():
+            raise SvclusterError(
+                "--precision int8 runs through ONNX Runtime: pip install onnxruntime onnx onnxscript "
+                "(and leave SVCLUSTER_ONNX unset)"
+            )
+    return requested
+
+
+def runtime_for(precision: str, device: str, runtime: str = "auto") -> str:
+    """Which engine runs the model: ``onnxruntime`` (CPU fp32/int8 when available) or ``torch``."""
+    if runtime in ("torch", "onnxruntime"):
+        return runtime
+    if device == "cpu" and precision in ("fp32", "int8") and onnx_available():
+        return "onnxruntime"
+    return "torch"
+
+
+# ---- running ---------------------------------------------------------------------------------
+def make_runner(model: Any, revision: str, precision: str, device: str, image_hw: tuple[int, int], runtime: str) -> Runner:
+    """A function: pixel values ``(n, 3, H, W)`` float32 -> projected image features ``(n, dim)``.
+
+    ``model`` is a ``CLIPModel`` in fp32 on ``device``; ``runtime`` comes from ``runtime_for``.
+    """
+    if runtime == "onnxruntime":
+        return OnnxVision(model, revision, precision, image_hw)
+    if precision == "int8":
+        raise SvclusterError("--precision int8 needs ONNX Runtime")
+    return torch_runner(model, precision, device)
+
+
+def torch_runner(model: Any, precision: str, device: str) -> Runner:
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    input_dtype, context = torch.float32, functools.partial(autocast, precision, device)
+    if dtype is not None and device == "cpu":
+        # On a CPU the whole tower runs in bf16: autocast would keep LayerNorm, GELU and the
+        # residual stream in fp32 and convert activations at every layer (measured 10-27 %
+        # slower for ViT-B/32; cosine to fp32 0.9999 either way, see tests/test_precision.py),
+        # and its quick-GELU is folded into the linear layers beside it.
+        fold_quick_gelu(model)
+        model.to(dtype)
+        input_dtype, context = dtype, contextlib.nullcontext
+    elif dtype is not None:
+        cast_matmul_weights(model, dtype)
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device, input_dtype)
+        with torch.inference_mode(), context():
+            out = model.get_image_features(pixel_values=x)
+            out = getattr(out, "pooler_output", out)
+        return out.float().cpu().numpy()
+
+    return run
+
+
+QUICK_GELU = 1.702
+
+
+def fold_quick_gelu(model: Any) -> int:
+    """Rewrite each quick-GELU MLP (fc1 -> quick_gelu -> fc2, as in OpenAI's CLIP and StreetCLIP)
+    into fc1' -> SiLU -> fc2' computing the same function; returns how many were rewritten.
+
+    quick_gelu(z) = z * sigmoid(1.702 z) = silu(1.702 z) / 1.702, so fc1 scaled by 1.702 and fc2's
+    weights by 1 / 1.702 leave the MLP unchanged, and the activation is one fused SiLU pass
+    instead of three elementwise ones (mul, sigmoid, mul): ~7 % of a bf16 ViT-B/32 forward on a CPU.
+    Call it on fp32 weights, before any cast.
+    """
+    import torch
+    from transformers.activations import QuickGELUActivation
+
+    folded = 0
+    for module in model.modules():
+        fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
+        if not (isinstance(getattr(module, "activation_fn", None), QuickGELUActivation)
+                and isinstance(fc1, torch.nn.Linear) and isinstance(fc2, torch.nn.Linear)):
+            continue
+        with torch.no_grad():
+            fc1.weight.mul_(QUICK_GELU)
+            if fc1.bias is not None:
+                fc1.bias.mul_(QUICK_GELU)
+            fc2.weight.div_(QUICK_GELU)
+        module.activation_fn = torch.nn.SiLU()
+        folded += 1
+    return folded
+
+
+def cast_matmul_weights(model: Any, dtype: Any) -> None:
+    """Store the weights of ``model``'s linear and convolution layers in ``dtype``, once.
+
+    Autocast runs those layers in ``dtype`` anyway, casting their fp32 weights again on every
+    forward pass (for ViT-L/14 that is 300M numbers per batch); pre-cast weights give the same
+    numbers bit for bit. Norms, embeddings and everything autocast keeps in fp32 stay fp32.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.to(dtype)
+
+
+def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
+    """The autocast context a torch forward pass runs in (a no-op for fp32)."""
+    import torch
+
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+class OnnxVision:
+    """The image tower exported to ONNX (cached on disk) and run by ONNX Runtime on the CPU."""
+
+    def __init__(self, model: Any, revision: str, precision: str, image_hw: tuple[int, int]):
+        import onnxruntime as ort
+        import torch
+
+        self.path = exported_model(model, revision, precision, image_hw)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle runtime threads sleep instead of spinning: the decode/preprocess threads need the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(pixels, dtype=np.float32)
+        return np.asarray(self.session.run(None, {ONNX_INPUT: x})[0], dtype=np.float32)
+
+
+def exported_model(model: Any, revision: str, precision: str, image_hw: tuple[int, int]) -> Path:
+    """The ONNX file of ``model``'s image tower at ``precision`` (fp32 or int8), exported once.
+
+    Cached as ``<cache>/onnx/<revision>/<H>x<W>/vision-<precision>.onnx``; a model without a
+    known revision is exported to a temporary folder instead (never reused by mistake).
+    """
+    if revision and revision != "unknown":
+        folder = cache_dir() / "onnx" / re.sub(r"[^A-Za-z0-9._-]", "_", revision) / f"{image_hw[0]}x{image_hw[1]}"
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="svcluster-onnx-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / "vision-fp32.onnx"
+    if not fp32.exists():
+        _export_fp32(model, fp32, image_hw)
+    if precision == "fp32":
+        return fp32
+    if precision != "int8":
+        raise SvclusterError(f"no ONNX path for precision {precision}")
+    int8 = folder / "vision-int8.onnx"
+    if not int8.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        log.info("quantising %s to int8 (once; cached in %s)", fp32.name, folder)
+        tmp = folder / f".int8-{os.getpid()}.onnx"
+        with contextlib.redirect_stdout(sys.stderr), _quiet_logs():
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+        os.replace(tmp, int8)
+    return int8
+
+
+def _export_fp32(model: Any, target: Path, image_hw: tuple[int, int]) -> None:
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, clip: Any):
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            out = self.clip.get_image_features(pixel_values=pixel_values)
+            return getattr(out, "pooler_output", out)
+
+    log.info("exporting the image tower to ONNX (once; cached as %s)", target)
+    tower = ImageTower(model.float().cpu()).eval()
+    example = torch.zeros(2, 3, *image_hw)
+    tmp = target.with_name(f".{target.stem}-{os.getpid()}.onnx")
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr), _quiet_logs(), torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(
+            tower,
+            (example,),
+            str(tmp),
+            input_names=[ONNX_INPUT],
+            output_names=["image_embeds"],
+            dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            dynamo=True,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    os.replace(tmp, target)
+    log.info("exported in %.1f s", time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """The exporter and quantiser log progress at INFO/WARNING; keep them out of the user's way."""
+    import warnings
+
+    noisy = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir", "root", "torch.export")]
+    levels = [lg.level for lg in noisy]
+    for lg in noisy:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(noisy, levels):
+            lg.setLevel(level)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Ingest: map files parsed and validated into ``maps`` and ``locations`` (places vs objects)."""

@@ -1,0 +1,254 @@
+"""The lake's tables: their Arrow schemas and keys. The contract (docs/lake.md), in one place.
+
+Every table is a folder of immutable Parquet files under ``tables/<name>/``. Rows are only ever
+added; a row that supersedes another has the same key and a later ``written_at``, and the DuckDB
+views in ``sql/lake/views.sql`` show the latest row per key. That makes every write idempotent and
+every crash harmless: a rerun adds rows that win, it never needs to edit a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A lake table: its name, its key columns and its Arrow schema (vector sizes may vary)."""
+
+    name: str
+    key: tuple[str, ...]
+    schema: pa.Schema
+
+
+def vector_type(dim: int) -> pa.DataType:
+    """The Arrow type of an embedding: a fixed-size list of float32 (read back as FLOAT[])."""
+    return pa.list_(pa.float32(), dim)
+
+
+MAPS = TableSpec(
+    "maps",
+    ("map",),
+    pa.schema(
+        [
+            ("map", pa.string()),
+            ("source_file", pa.string()),
+            ("format", pa.string()),  # array | customCoordinates
+            ("dialect", pa.string()),  # geoguessr | map-generator | map-making.app | vali
+            ("envelope", pa.string()),  # top-level object minus customCoordinates (JSON) or null
+            ("location_count", pa.int64()),  # objects in the file, duplicates included
+            ("duplicates", pa.int64()),  # objects that are exact copies of an earlier one
+            ("place_count", pa.int64()),  # distinct places (panoramas, else rounded coordinates)
+            ("shared_place_objects", pa.int64()),  # other objects on an earlier object's place
+            ("file_sha256", pa.string()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+# One row per input object (duplicates included); location_id names the object's place.
+LOCATIONS = TableSpec(
+    "locations",
+    ("map", "position"),
+    pa.schema(
+        [
+            ("map", pa.string()),
+            ("location_id", pa.string()),
+            ("position", pa.int64()),  # index in the input file (input order)
+            ("lat", pa.float64()),
+            ("lng", pa.float64()),
+            ("heading", pa.float64()),
+            ("pitch", pa.float64()),
+            ("zoom", pa.float64()),
+            ("pano_id", pa.string()),  # panoId, or extra.panoId when panoId is null, as written
+            ("pano_id_decoded", pa.string()),  # what requests use (GeoGuessr's hex form decoded)
+            ("pano_id_field", pa.string()),  # panoId | extra.panoId: where the file has it
+            ("country_code", pa.string()),
+            ("region_code", pa.string()),  # stateCode or subdivisionCode
+            ("tags", pa.list_(pa.string())),  # extra.tags as given
+            ("extra", pa.string()),  # the extra object as JSON
+            ("raw", pa.string()),  # the whole input object as JSON (lossless)
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+IMAGES = TableSpec(
+    "images",
+    ("location_id", "heading"),
+    pa.schema(
+        [
+            ("location_id", pa.string()),
+            ("heading", pa.int32()),
+            ("status", pa.string()),  # ok | no_imagery | skipped (--official-only) | failed
+            ("reason", pa.string()),  # why not ok; on an ok row, that its bytes came from an earlier view
+            ("pano_id", pa.string()),  # the panorama served (a refreshed id when the asked one was deleted)
+            ("capture_date", pa.string()),  # the metadata's date as given: YYYY-MM, YYYY or null
+            ("path", pa.string()),  # blob path relative to the lake root
+            ("size_bytes", pa.int64()),
+            ("sha256", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("fov", pa.float64()),
+            ("pitch", pa.float64()),
+            ("source", pa.string()),  # api | folder
+            ("written_at", TIMESTAMP),
+            # Added for real maps and the real API (null in rows written before):
+            ("requested_pano_id", pa.string()),  # the id asked for; differs from pano_id when refreshed
+            ("copyright", pa.string()),  # the metadata's owner: "© Google" or a photosphere's author
+            ("official", pa.bool_()),  # Google's own coverage: the copyright names Google alone
+            ("pano_lat", pa.float64()),  # where the panorama stands, by its metadata
+            ("pano_lng", pa.float64()),
+        ]
+    ),
+)
+
+EMBEDDINGS = TableSpec(
+    "embeddings",
+    ("location_id", "model", "pooling", "precision"),
+    pa.schema(
+        [
+            ("location_id", pa.string()),
+            ("model", pa.string()),
+            ("pooling", pa.string()),  # mean | stitched
+            ("precision", pa.string()),  # fp32 | bf16 | fp16 | int8
+            ("vector", pa.list_(pa.float32())),  # written as vector_type(dim)
+            ("dim", pa.int32()),
+            ("view_count", pa.int32()),
+            ("model_revision", pa.string()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+EMBEDDING_VIEWS = TableSpec(
+    "embedding_views",
+    ("location_id", "heading", "model", "precision"),
+    pa.schema(
+        [
+            ("location_id", pa.string()),
+            ("heading", pa.int32()),
+            ("model", pa.string()),
+            ("precision", pa.string()),
+            ("vector", pa.list_(pa.float32())),
+            ("image_sha256", pa.string()),
+            ("model_revision", pa.string()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+CLUSTER_RUNS = TableSpec(
+    "cluster_runs",
+    ("run_id",),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("map", pa.string()),
+            ("model", pa.string()),
+            ("pooling", pa.string()),
+            ("precision", pa.string()),
+            ("algorithm", pa.string()),
+            ("k", pa.int32()),
+            ("pca_dims", pa.int32()),
+            ("seed", pa.int64()),
+            ("params", pa.string()),  # every parameter as JSON
+            ("fingerprint", pa.string()),  # of the input embeddings
+            ("n_locations", pa.int64()),
+            ("inertia", pa.float64()),
+            ("silhouette", pa.float64()),
+            ("sweep_id", pa.string()),
+            ("aligned_to", pa.string()),  # run whose cluster numbers this run's were matched to
+            ("cluster_names", pa.string()),  # JSON {cluster: [names]} when the model has text
+            ("pca_explained_variance", pa.float64()),  # share of variance the PCA kept
+            ("sizes", pa.string()),  # JSON list: locations per cluster number
+            ("n_iter", pa.int32()),  # iterations the fit ran
+            ("nonempty_clusters", pa.int32()),  # clusters that hold a location (fewer than k: degenerate input)
+            ("warnings", pa.string()),  # JSON list of what was odd about the input (identical vectors ...) or null
+            ("map_sha256", pa.string()),  # maps.file_sha256 of the map version the run was made on
+            ("method", pa.string()),  # cluster | assign (null: cluster, runs written before assign existed)
+            ("parent_run_id", pa.string()),  # assign: the run whose centroids and numbers it kept
+            ("code_version", pa.string()),
+            ("created_at", TIMESTAMP),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+CLUSTER_ASSIGNMENTS = TableSpec(
+    "cluster_assignments",
+    ("run_id", "location_id"),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("location_id", pa.string()),
+            ("cluster", pa.int32()),
+            ("distance", pa.float32()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+CLUSTER_NAMES = TableSpec(
+    "cluster_names",
+    ("run_id", "cluster", "rank"),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("cluster", pa.int32()),
+            ("rank", pa.int32()),  # 1 = the best-matching description
+            ("name", pa.string()),  # a curated prompt, e.g. "a desert road"
+            ("score", pa.float32()),  # cosine(prompt text embedding, cluster centroid)
+            ("lift", pa.float32()),  # score minus the prompt's mean score over the run's clusters
+            ("model", pa.string()),  # the text tower used (the run's model)
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+# Every tag an export wrote into a map, so later exports remove exactly svcluster's own tags
+# and comparisons with the map's tags never count them as the user's.
+EXPORTED_TAGS = TableSpec(
+    "exported_tags",
+    ("map", "tag"),
+    pa.schema(
+        [
+            ("map", pa.string()),
+            ("tag", pa.string()),
+            ("tag_format", pa.string()),  # the template that made it
+            ("run_id", pa.string()),  # the run whose export wrote it (the latest one)
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+# Every search and similar request (tasks/search/step.py): what was asked and what it found, so a
+# study set can be re-exported later.
+SEARCHES = TableSpec(
+    "searches",
+    ("search_id",),
+    pa.schema(
+        [
+            ("search_id", pa.string()),
+            ("kind", pa.string()),  # text | location | coordinate | image
+            ("query", pa.string()),  # the text, location id, "lat,lng" or image file names
+            ("maps", pa.list_(pa.string())),  # the maps searched
+            ("model", pa.string()),
+            ("pooling", pa.string()),
+            ("precision", pa.string()),
+            ("top", pa.int32()),
+            ("location_ids", pa.list_(pa.string())),  # the places found, best first
+            ("scores", pa.list_(pa.float32())),  # their cosine to the query, same order
+            ("created_at", TIMESTAMP),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES)
+}

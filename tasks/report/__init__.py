@@ -1,0 +1,1 @@
+"""Report: the offline HTML page of a run (its data, geography, map image and assets)."""

@@ -1,0 +1,1 @@
+"""Search: places found by words, by example or by a picture."""
