@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -44,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from sql import load_sql
-from tasks.blob_check import BadView, mark_failed, missing_reason, unreadable_reason
+from tasks.blob_check import DEFAULT_SETTINGS, BadView, mark_failed, missing_reason, unreadable_reason
 from tasks.errors import LakeError, NotFoundError, SvclusterError
 from tasks.lake import Lake, open_lake
 from tasks.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
@@ -74,6 +75,9 @@ class EmbedOptions:
     precision: str = "auto"
     workers: int = field(default_factory=default_workers)
     locations_per_batch: int = 32
+    # The view settings whose views are pooled, as '640x640/fov90/pitch0' (see
+    # ``format_view_settings``); None: the map's own (``with_map_view_settings``).
+    view_settings: str | None = None
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
@@ -82,6 +86,49 @@ class EmbedOptions:
             raise SvclusterError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.workers < 1 or self.locations_per_batch < 1:
             raise SvclusterError("workers and locations_per_batch must be at least 1")
+        if self.view_settings is not None:
+            parse_view_settings(self.view_settings)
+
+
+DEFAULT_VIEW_SETTINGS = "640x640/fov90/pitch0"
+_VIEW_SETTINGS = re.compile(r"(\d+)x(\d+)/fov(-?[0-9.]+)/pitch(-?[0-9.]+)")
+
+
+def format_view_settings(width: int, height: int, fov: float, pitch: float) -> str:
+    """The text form of a view's settings, as ``embeddings.view_settings`` records them."""
+    return f"{int(width)}x{int(height)}/fov{float(fov):g}/pitch{float(pitch):g}"
+
+
+def parse_view_settings(text: str) -> tuple[int, int, float, float]:
+    """(width, height, fov, pitch) of ``format_view_settings``' text; SvclusterError otherwise."""
+    match = _VIEW_SETTINGS.fullmatch(str(text).strip())
+    if not match:
+        raise SvclusterError(f"view settings must look like {DEFAULT_VIEW_SETTINGS!r}, not {text!r}")
+    return int(match.group(1)), int(match.group(2)), float(match.group(3)), float(match.group(4))
+
+
+def _settings_params(view_settings: str | None) -> dict[str, object]:
+    text = view_settings or DEFAULT_VIEW_SETTINGS
+    width, height, fov, pitch = parse_view_settings(text)
+    return {"width": width, "height": height, "fov": fov, "pitch": pitch, "view_settings": format_view_settings(width, height, fov, pitch)}
+
+
+def map_view_settings(lake: Lake, map_name: str) -> str:
+    """The view settings of a map's views that embed pools: those of the map's fetch (the
+    settings covering most of its places, the latest of equals; ``sql/embed_map_settings.sql``),
+    or the default when the map has no 'ok' view."""
+    rows = lake.query(load_sql("embed_map_settings"), {"map": map_name}).to_pylist()
+    if not rows:
+        return DEFAULT_VIEW_SETTINGS
+    r = rows[0]
+    return format_view_settings(r["width"], r["height"], r["fov"], r["pitch"])
+
+
+def with_map_view_settings(lake: Lake, map_name: str, options: "EmbedOptions") -> "EmbedOptions":
+    """``options`` with ``view_settings`` set: as named, else the map's (``map_view_settings``)."""
+    if options.view_settings is not None:
+        return replace(options, view_settings=format_view_settings(*parse_view_settings(options.view_settings)))
+    return replace(options, view_settings=map_view_settings(lake, map_name))
 
 
 @dataclass
@@ -141,6 +188,7 @@ class _Job:
     location_id: str
     headings: tuple[int, ...]
     paths: tuple[str, ...]
+    settings: tuple[int, int, float, float] = DEFAULT_SETTINGS  # the views' (width, height, fov, pitch)
 
 
 @dataclass
@@ -175,7 +223,9 @@ class _BatchEnd:
 # ---- planning --------------------------------------------------------------------------------
 def plan_embed(lake: Lake, map_name: str, options: EmbedOptions) -> list[list[str]]:
     """Batches of location_ids of ``map_name`` still lacking a vector for the options'
-    model + pooling + precision (input order). Empty when everything is embedded."""
+    model + pooling + precision from the views at ``options.view_settings`` (input order). Empty
+    when everything is embedded. Pass the same options, with ``view_settings`` set by
+    ``with_map_view_settings``, to ``embed_batch``."""
     todo = _todo(lake, map_name, options)
     return _chunks([loc for loc, _ in todo], options.locations_per_batch)
 
@@ -191,6 +241,7 @@ def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, i
             "pooling": options.pooling,
             "precision": choice.precision,
             "revision": model_revision(options.model),
+            **_settings_params(options.view_settings),
         },
     )
     return list(zip(rows.column("location_id").to_pylist(), rows.column("views").to_pylist()))
@@ -234,6 +285,7 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
     """Embed every location of ``map_name`` that lacks a vector (incremental, resumable)."""
     options.validate()
     summary = lake.query(load_sql("embed_map_summary"), {"map": map_name}).to_pylist()[0]
+    options = with_map_view_settings(lake, map_name, options)
     n_locations, with_views = summary["locations"] or 0, summary["with_views"] or 0
     if n_locations == 0:
         raise NotFoundError(f"map {map_name!r} is not in the lake at {lake.uri}; run `svcluster ingest` first")
@@ -344,7 +396,7 @@ def run_embedding(
     # One DuckDB connection for the run: binding the lake's views is costly on S3.
     with lake.connect() as con, ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="embed-prep") as pool:
         try:
-            for item in _work_items(con, embedder, batches, stitched):
+            for item in _work_items(con, embedder, batches, stitched, options.view_settings):
                 if isinstance(item, _Batch):  # a batch begins: its inputs follow
                     for loc in item.location_ids:
                         owner[loc] = item
@@ -396,9 +448,12 @@ def _drain_one(queue, pending, run_model, lake, embedder, options, owner, progre
 
 
 def _work_items(
-    con: duckdb.DuckDBPyConnection, embedder: Embedder, batches: Iterable[list[str]], stitched: bool
+    con: duckdb.DuckDBPyConnection, embedder: Embedder, batches: Iterable[list[str]], stitched: bool, view_settings: str | None
 ) -> Iterator[_Job | _Batch | _BatchEnd]:
-    """For each batch of locations: the batch (its views, reusable vectors), its inputs, its end."""
+    """For each batch of locations: the batch (its views at ``view_settings``, reusable vectors),
+    its inputs, its end."""
+    settings = _settings_params(view_settings)
+    key = (settings["width"], settings["height"], settings["fov"], settings["pitch"])
     for location_ids in batches:
         rows = con.sql(
             load_sql("embed_views"),
@@ -408,6 +463,7 @@ def _work_items(
                 "model": embedder.model,
                 "precision": embedder.precision,
                 "revision": embedder.revision,
+                **settings,
             },
         ).to_arrow_table()
         batch = _Batch(location_ids=[], views={}, vectors={}, new_views=set(), stats=EmbedStats())
@@ -427,11 +483,11 @@ def _work_items(
             batch.location_ids.append(loc)
             batch.views[loc] = [(h, sha) for h, _, sha in views]
             if stitched:
-                jobs.append(_Job(loc, tuple(h for h, _, _ in views), tuple(p for _, p, _ in views)))
+                jobs.append(_Job(loc, tuple(h for h, _, _ in views), tuple(p for _, p, _ in views), key))
             else:
                 for h, p, _ in views:
                     if (loc, h) not in batch.vectors:
-                        jobs.append(_Job(loc, (h,), (p,)))
+                        jobs.append(_Job(loc, (h,), (p,), key))
                         batch.new_views.add((loc, h))
         yield batch
         yield from jobs
@@ -449,7 +505,7 @@ def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _P
     for h, p in zip(job.headings, job.paths):
         data = _read_blob(lake, p)
         if data is None:
-            failed.append(BadView(job.location_id, h, missing_reason(p)))
+            failed.append(BadView(job.location_id, h, missing_reason(p), job.settings))
         else:
             blobs.append((h, data))
     turns.wait_for_cpu()
@@ -458,7 +514,7 @@ def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _P
         try:
             images.append(decode_image(data, "blob"))
         except ImageDecodeError as exc:
-            failed.append(BadView(job.location_id, h, unreadable_reason(exc.problem)))
+            failed.append(BadView(job.location_id, h, unreadable_reason(exc.problem), job.settings))
             continue
         used.append(h)
     if not images:
@@ -481,6 +537,7 @@ def _write_batch(lake: Lake, embedder: Embedder, batch: _Batch, options: EmbedOp
     """Pool and append a finished batch: per-view vectors first, then the location vectors."""
     stitched = options.pooling == "stitched"
     dim = embedder.dim
+    view_settings = _settings_params(options.view_settings)["view_settings"]
     if batch.failed:  # left out of the vectors; the next fetch buys them again
         mark_failed(lake, batch.failed)
         gone = {(b.location_id, b.heading) for b in batch.failed}
@@ -503,6 +560,7 @@ def _write_batch(lake: Lake, embedder: Embedder, batch: _Batch, options: EmbedOp
                     "vector": _vectors([batch.vectors[(k[0], k[1])] for k in keys], dim),
                     "image_sha256": [k[2] for k in keys],
                     "model_revision": [embedder.revision] * len(keys),
+                    "view_settings": [view_settings] * len(keys),
                 }
             ),
         )
@@ -528,6 +586,7 @@ def _write_batch(lake: Lake, embedder: Embedder, batch: _Batch, options: EmbedOp
                     "dim": pa.array([dim] * n, pa.int32()),
                     "view_count": pa.array(counts, pa.int32()),
                     "model_revision": [embedder.revision] * n,
+                    "view_settings": [view_settings] * n,
                 }
             ),
         )
