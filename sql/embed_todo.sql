@@ -1,6 +1,7 @@
 -- Places of map $map that need an embedding for ($model, $pooling, $precision) from the views at
 -- one set of view settings ($width, $height, $fov, $pitch; $view_settings: the same as text,
--- e.g. '640x640/fov90/pitch0'): they have at least one 'ok' view at those settings and no
+-- e.g. '640x640/fov90/pitch0'; a folder import's view matches any size, as in sql/fetch_plan.sql:
+-- one view per heading, the latest): they have at least one 'ok' view at those settings and no
 -- embedding yet, or one made from other view settings (embeddings written before settings were
 -- recorded count as 640x640/fov90/pitch0), or from a different number of views (more views were
 -- fetched since), or by another revision of the model ($revision: new weights in a model folder
@@ -8,10 +9,10 @@
 -- embeddings' raw files are read for a few narrow columns (never the vectors), so planning a map
 -- costs little memory however large the lake.
 WITH ok AS (
-    SELECT i.location_id, count(*) AS views
+    SELECT i.location_id, count(DISTINCT i.heading) AS views
     FROM images i
     WHERE i.status = 'ok'
-      AND i.width = $width AND i.height = $height AND i.fov = $fov AND i.pitch = $pitch
+      AND (i.source = 'folder' OR (i.width = $width AND i.height = $height)) AND i.fov = $fov AND i.pitch = $pitch
       AND i.location_id IN (SELECT location_id FROM locations WHERE map = $map)
     GROUP BY i.location_id
 ), done AS (

@@ -7,12 +7,14 @@
 -- first and only then is the latest row per key kept, so the work and the memory of one batch
 -- do not grow with the lake (a view's latest-row window would run over every row, vectors
 -- included). The keys filtered on are part of each window's partition: same rows as the views
--- (rows without settings read as 640x640, fov 90, pitch 0, as in the images view).
+-- (rows without settings read as 640x640, fov 90, pitch 0, as in the images view). A folder
+-- import's view matches any size (sql/fetch_plan.sql): of the rows that match, the latest per
+-- heading is pooled.
 WITH img AS (
     SELECT location_id, heading, status, path, sha256
     FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
     WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
-      AND coalesce(width, 640) = $width AND coalesce(height, 640) = $height
+      AND (source = 'folder' OR (coalesce(width, 640) = $width AND coalesce(height, 640) = $height))
       AND coalesce(fov, 90) = $fov AND coalesce(pitch, 0) = $pitch
     QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1
 ), vec AS (

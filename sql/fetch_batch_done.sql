@@ -4,7 +4,7 @@
 -- $ids: the batch's location ids (VARCHAR[]); $official_only (BOOLEAN); $width, $height, $fov, $pitch.
 SELECT location_id,
        list(DISTINCT heading) FILTER (WHERE (status IN ('ok', 'no_imagery') OR (status = 'skipped' AND $official_only))
-                                 AND width = $width AND height = $height AND fov = $fov AND pitch = $pitch) AS done_headings,
+                                 AND (source = 'folder' OR (width = $width AND height = $height)) AND fov = $fov AND pitch = $pitch) AS done_headings,
        arg_max(pano_id, fetched_at) FILTER (WHERE status IN ('ok', 'skipped') AND pano_id IS NOT NULL) AS pinned_pano_id
 FROM images
 WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))

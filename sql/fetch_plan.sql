@@ -6,7 +6,9 @@
 -- Done: a row at the same view settings ($width, $height, $fov, $pitch: the settings are part of
 -- what a view is, so a fetch at another size fetches its own views) that is 'ok' or
 -- 'no_imagery'; with --official-only also 'skipped' (a third-party panorama it refused to buy),
--- which a fetch without it fetches. The pinned panorama is any settings' (one panorama per place).
+-- which a fetch without it fetches. A folder import's file (the notebook's image, its real size
+-- recorded) stands for the view at any size: only its fov and pitch must match. The pinned
+-- panorama is any settings' (one panorama per place).
 -- $map: the map's name; $headings: the wanted headings (INTEGER[]); $official_only (BOOLEAN).
 WITH locs AS (
     SELECT location_id, position, lat, lng, pano_id
@@ -14,7 +16,7 @@ WITH locs AS (
     WHERE map = $map
 ), done AS (
     SELECT i.location_id, i.heading, i.status, i.pano_id, i.fetched_at,
-           i.width = $width AND i.height = $height AND i.fov = $fov AND i.pitch = $pitch AS same_settings
+           (i.source = 'folder' OR (i.width = $width AND i.height = $height)) AND i.fov = $fov AND i.pitch = $pitch AS same_settings
     FROM images i
     SEMI JOIN locs l ON l.location_id = i.location_id
 ), pinned AS (

@@ -121,7 +121,8 @@ def map_view_settings(lake: Lake, map_name: str) -> str:
     if not rows:
         return DEFAULT_VIEW_SETTINGS
     r = rows[0]
-    return format_view_settings(r["width"], r["height"], r["fov"], r["pitch"])
+    width, height = (r["width"], r["height"]) if r["width"] is not None else parse_view_settings(DEFAULT_VIEW_SETTINGS)[:2]
+    return format_view_settings(width, height, r["fov"], r["pitch"])
 
 
 def with_map_view_settings(lake: Lake, map_name: str, options: "EmbedOptions") -> "EmbedOptions":

@@ -132,3 +132,26 @@ def test_rows_written_without_settings_read_as_the_defaults(lake, tmp_path, stre
 def _embeddings(lake, ids: list[str] | None = None) -> set[tuple[str, int]]:
     rows = lake.query("SELECT location_id, view_settings, view_count FROM embeddings WHERE model = 'baseline'").to_pylist()
     return {(r["view_settings"], r["view_count"]) for r in rows if ids is None or r["location_id"] in ids}
+
+
+def test_folder_files_stand_for_any_size_and_embed_with_the_fetched_views(lake, tmp_path, streetview_server, streetview_settings):
+    from tasks.folder_import import import_folder
+    from tests.test_folder_import import notebook_folder
+
+    name = ingest_locations(lake, tmp_path / "nb.json", sample_locations(3, seed=21), "nb", streetview_server)
+    notebook_folder(tmp_path / "nb", 3, skip={(0, 270)})  # 64x48 files, fov 90, pitch 0
+    import_folder(lake, name, tmp_path / "nb", BIG)
+    streetview_server.reset_counts()
+    done = fetch_map(lake, name, streetview_settings, BIG)  # only the missing view: the files count at any size
+    assert (done.image_requests, done.skipped) == (1, 11)
+    streetview_server.reset_counts()
+    assert fetch_map(lake, name, streetview_settings, SMALL).image_requests == 1  # the API's view, at 320 too
+    r = embed_map(lake, name, EmbedOptions(model="baseline"))  # the latest fetch's size, the files with it
+    assert r.locations_embedded == 3 and _embeddings(lake) == {("320x320/fov90/pitch0", 4)}
+    low = fetch_map(lake, name, streetview_settings, FetchOptions(pitch=-10, headings=(0,), **BASE))
+    assert low.image_requests == 3  # another pitch is another view
+    assert embed_map(lake, name, EmbedOptions(model="baseline")).locations_embedded == 3  # the latest fetch's set
+    assert _embeddings(lake) == {("640x640/fov90/pitch-10", 1)}
+    named = EmbedOptions(model="baseline", view_settings="640x640/fov90/pitch0")
+    assert embed_map(lake, name, named).locations_embedded == 3  # the files with the API's 640 view
+    assert _embeddings(lake) == {("640x640/fov90/pitch0", 4)}
