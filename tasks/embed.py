@@ -75,8 +75,13 @@ class EmbedOptions:
     precision: str = "auto"
     workers: int = field(default_factory=default_workers)
     locations_per_batch: int = 32
-    # The view settings whose views are pooled, as '640x640/fov90/pitch0' (see
-    # ``format_view_settings``); None: the map's own (``with_map_view_settings``).
+    # Which views are pooled: those at these settings (--size WIDTHxHEIGHT, --fov, --pitch);
+    # each one not named is the map's own (its latest fetch's, see ``map_view_settings``).
+    size: str | None = None
+    fov: float | None = None
+    pitch: float | None = None
+    # All four as '640x640/fov90/pitch0' (``format_view_settings``): set by
+    # ``with_map_view_settings`` from the above; given, it wins over them.
     view_settings: str | None = None
 
     def validate(self) -> None:
@@ -88,6 +93,19 @@ class EmbedOptions:
             raise SvclusterError("workers and locations_per_batch must be at least 1")
         if self.view_settings is not None:
             parse_view_settings(self.view_settings)
+        if self.size is not None:
+            _parse_size(self.size)
+        if self.fov is not None and not 10 <= self.fov <= 120:
+            raise SvclusterError(f"--fov must be from 10 to 120 degrees, not {self.fov:g}")
+        if self.pitch is not None and not -90 <= self.pitch <= 90:
+            raise SvclusterError(f"--pitch must be from -90 to 90 degrees, not {self.pitch:g}")
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", str(size).strip().lower())
+    if not match or not all(1 <= int(v) <= 640 for v in match.groups()):
+        raise SvclusterError(f"--size must be WIDTHxHEIGHT with sides from 1 to 640, not {size!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 DEFAULT_VIEW_SETTINGS = "640x640/fov90/pitch0"
@@ -113,6 +131,12 @@ def _settings_params(view_settings: str | None) -> dict[str, object]:
     return {"width": width, "height": height, "fov": fov, "pitch": pitch, "view_settings": format_view_settings(width, height, fov, pitch)}
 
 
+def _size_fov_pitch(view_settings: str | None) -> dict[str, object]:
+    params = _settings_params(view_settings)
+    del params["view_settings"]
+    return params
+
+
 def map_view_settings(lake: Lake, map_name: str) -> str:
     """The view settings of a map's views that embed pools: those of the map's fetch (the
     settings covering most of its places, the latest of equals; ``sql/embed_map_settings.sql``),
@@ -126,10 +150,19 @@ def map_view_settings(lake: Lake, map_name: str) -> str:
 
 
 def with_map_view_settings(lake: Lake, map_name: str, options: "EmbedOptions") -> "EmbedOptions":
-    """``options`` with ``view_settings`` set: as named, else the map's (``map_view_settings``)."""
+    """``options`` with ``view_settings`` set: as given, else ``size``/``fov``/``pitch`` where
+    named and the map's own (``map_view_settings``) for the rest."""
     if options.view_settings is not None:
         return replace(options, view_settings=format_view_settings(*parse_view_settings(options.view_settings)))
-    return replace(options, view_settings=map_view_settings(lake, map_name))
+    named = (options.size, options.fov, options.pitch)
+    width, height, fov, pitch = parse_view_settings(
+        DEFAULT_VIEW_SETTINGS if all(v is not None for v in named) else map_view_settings(lake, map_name)
+    )
+    if options.size is not None:
+        width, height = _parse_size(options.size)
+    fov = fov if options.fov is None else float(options.fov)
+    pitch = pitch if options.pitch is None else float(options.pitch)
+    return replace(options, view_settings=format_view_settings(width, height, fov, pitch))
 
 
 @dataclass
@@ -285,8 +318,8 @@ def embed_batch(
 def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progress = NullProgress()) -> EmbedResult:
     """Embed every location of ``map_name`` that lacks a vector (incremental, resumable)."""
     options.validate()
-    summary = lake.query(load_sql("embed_map_summary"), {"map": map_name}).to_pylist()[0]
     options = with_map_view_settings(lake, map_name, options)
+    summary = lake.query(load_sql("embed_map_summary"), {"map": map_name, **_size_fov_pitch(options.view_settings)}).to_pylist()[0]
     n_locations, with_views = summary["locations"] or 0, summary["with_views"] or 0
     if n_locations == 0:
         raise NotFoundError(f"map {map_name!r} is not in the lake at {lake.uri}; run `svcluster ingest` first")

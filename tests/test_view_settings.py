@@ -155,3 +155,20 @@ def test_folder_files_stand_for_any_size_and_embed_with_the_fetched_views(lake, 
     named = EmbedOptions(model="baseline", view_settings="640x640/fov90/pitch0")
     assert embed_map(lake, name, named).locations_embedded == 3  # the files with the API's 640 view
     assert _embeddings(lake) == {("640x640/fov90/pitch0", 4)}
+
+
+def test_cli_embed_names_the_view_settings(lake, tmp_path, streetview_server, streetview_settings, capsys):
+    from flows.cli import main as cli_main
+
+    name = ingest_locations(lake, tmp_path / "m.json", sample_locations(2), "cli", streetview_server)
+    fetch_map(lake, name, streetview_settings, BIG)
+    fetch_map(lake, name, streetview_settings, SMALL)
+    base = ["--lake", lake.uri, "--json", "embed", "--map", name, "--model", "baseline"]
+    assert cli_main([*base, "--size", "640x640"]) == 0
+    assert _embeddings(lake) == {("640x640/fov90/pitch0", 4)}
+    assert cli_main(base) == 0  # unnamed: the map's latest fetch (320x320)
+    assert _embeddings(lake) == {("320x320/fov90/pitch0", 4)}
+    capsys.readouterr()
+    assert cli_main([*base, "--size", "999x1"]) != 0
+    assert "--size must be WIDTHxHEIGHT" in capsys.readouterr().err
+    assert cli_main([*base, "--fov", "45"]) != 0  # no views at fov 45: nothing to embed, said so
