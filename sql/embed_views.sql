@@ -11,7 +11,8 @@
 -- import's view matches any size (sql/fetch_plan.sql): of the rows that match, the latest per
 -- heading is pooled.
 WITH img AS (
-    SELECT location_id, heading, status, path, sha256
+    SELECT location_id, heading, status, path, sha256,
+           coalesce(width, 640) AS width, coalesce(height, 640) AS height, coalesce(fov, 90) AS fov, coalesce(pitch, 0) AS pitch
     FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
     WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
       AND (source = 'folder' OR (coalesce(width, 640) = $width AND coalesce(height, 640) = $height))
@@ -24,7 +25,7 @@ WITH img AS (
       AND coalesce(view_settings, '640x640/fov90/pitch0') = $view_settings
     QUALIFY row_number() OVER (PARTITION BY location_id, heading, model, precision ORDER BY written_at DESC) = 1
 )
-SELECT i.location_id, i.heading, i.path, i.sha256, v.vector AS vector
+SELECT i.location_id, i.heading, i.path, i.sha256, i.width, i.height, i.fov, i.pitch, v.vector AS vector
 FROM img i
 LEFT JOIN vec v
        ON v.location_id = i.location_id AND v.heading = i.heading

@@ -222,7 +222,7 @@ class _Job:
     location_id: str
     headings: tuple[int, ...]
     paths: tuple[str, ...]
-    settings: tuple[int, int, float, float] = DEFAULT_SETTINGS  # the views' (width, height, fov, pitch)
+    settings: tuple[tuple[int, int, float, float], ...] = ()  # each view's (width, height, fov, pitch) as its row has them
 
 
 @dataclass
@@ -487,7 +487,6 @@ def _work_items(
     """For each batch of locations: the batch (its views at ``view_settings``, reusable vectors),
     its inputs, its end."""
     settings = _settings_params(view_settings)
-    key = (settings["width"], settings["height"], settings["fov"], settings["pitch"])
     for location_ids in batches:
         rows = con.sql(
             load_sql("embed_views"),
@@ -503,10 +502,11 @@ def _work_items(
         batch = _Batch(location_ids=[], views={}, vectors={}, new_views=set(), stats=EmbedStats())
         jobs: list[_Job] = []
         by_location: dict[str, list[tuple[int, str, str]]] = {}
-        for loc, heading, path, sha, vector in zip(
-            *(rows.column(c).to_pylist() for c in ("location_id", "heading", "path", "sha256", "vector"))
-        ):
+        keys: dict[tuple[str, int], tuple[int, int, float, float]] = {}  # a view's settings, as its row has them
+        columns = ("location_id", "heading", "path", "sha256", "vector", "width", "height", "fov", "pitch")
+        for loc, heading, path, sha, vector, *key in zip(*(rows.column(c).to_pylist() for c in columns)):
             by_location.setdefault(loc, []).append((heading, path, sha))
+            keys[(loc, heading)] = (int(key[0]), int(key[1]), float(key[2]), float(key[3]))
             if not stitched and vector is not None:
                 batch.vectors[(loc, heading)] = np.asarray(vector, dtype=np.float32)
                 batch.stats.views_reused += 1
@@ -517,11 +517,11 @@ def _work_items(
             batch.location_ids.append(loc)
             batch.views[loc] = [(h, sha) for h, _, sha in views]
             if stitched:
-                jobs.append(_Job(loc, tuple(h for h, _, _ in views), tuple(p for _, p, _ in views), key))
+                jobs.append(_Job(loc, tuple(h for h, _, _ in views), tuple(p for _, p, _ in views), tuple(keys[(loc, h)] for h, _, _ in views)))
             else:
                 for h, p, _ in views:
                     if (loc, h) not in batch.vectors:
-                        jobs.append(_Job(loc, (h,), (p,), key))
+                        jobs.append(_Job(loc, (h,), (p,), (keys[(loc, h)],)))
                         batch.new_views.add((loc, h))
         yield batch
         yield from jobs
@@ -536,10 +536,11 @@ def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _P
     reached raises."""
     failed: list[BadView] = []
     blobs = []
+    key = dict(zip(job.headings, job.settings))
     for h, p in zip(job.headings, job.paths):
         data = _read_blob(lake, p)
         if data is None:
-            failed.append(BadView(job.location_id, h, missing_reason(p), job.settings))
+            failed.append(BadView(job.location_id, h, missing_reason(p), key.get(h, DEFAULT_SETTINGS)))
         else:
             blobs.append((h, data))
     turns.wait_for_cpu()
@@ -548,7 +549,7 @@ def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _P
         try:
             images.append(decode_image(data, "blob"))
         except ImageDecodeError as exc:
-            failed.append(BadView(job.location_id, h, unreadable_reason(exc.problem), job.settings))
+            failed.append(BadView(job.location_id, h, unreadable_reason(exc.problem), key.get(h, DEFAULT_SETTINGS)))
             continue
         used.append(h)
     if not images:

@@ -172,3 +172,23 @@ def test_cli_embed_names_the_view_settings(lake, tmp_path, streetview_server, st
     assert cli_main([*base, "--size", "999x1"]) != 0
     assert "--size must be WIDTHxHEIGHT" in capsys.readouterr().err
     assert cli_main([*base, "--fov", "45"]) != 0  # no views at fov 45: nothing to embed, said so
+
+
+def test_a_broken_folder_file_is_marked_failed_at_its_own_settings(lake, tmp_path, streetview_server, streetview_settings):
+    from tasks.folder_import import import_folder
+    from tests.test_folder_import import notebook_folder
+
+    name = ingest_locations(lake, tmp_path / "nb.json", sample_locations(2, seed=21), "nb", streetview_server)
+    notebook_folder(tmp_path / "nb", 2)
+    import_folder(lake, name, tmp_path / "nb", BIG)
+    path = lake.query("SELECT path FROM images i JOIN places p USING (location_id) WHERE p.position = 0 AND i.heading = 90").column(0)[0].as_py()
+    lake.write_bytes(path, b"not a jpeg at all" * 10)
+    r = embed_map(lake, name, EmbedOptions(model="baseline"))
+    assert (r.locations_embedded, r.views_failed) == (2, 1)
+    rows = lake.query(
+        "SELECT status, width, height FROM images i JOIN places p USING (location_id) WHERE p.position = 0 AND i.heading = 90"
+    ).to_pylist()
+    assert rows == [{"status": "failed", "width": 64, "height": 48}]  # the folder view itself, not a new 640x640 one
+    streetview_server.reset_counts()
+    again = fetch_map(lake, name, streetview_settings, BIG)
+    assert again.image_requests == 1  # that view is bought from the API
