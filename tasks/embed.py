@@ -258,9 +258,10 @@ class _BatchEnd:
 def plan_embed(lake: Lake, map_name: str, options: EmbedOptions) -> list[list[str]]:
     """Batches of location_ids of ``map_name`` still lacking a vector for the options'
     model + pooling + precision from the views at ``options.view_settings`` (input order). Empty
-    when everything is embedded. Pass the same options, with ``view_settings`` set by
-    ``with_map_view_settings``, to ``embed_batch``."""
-    todo = _todo(lake, map_name, options)
+    when everything is embedded (``view_settings`` None: the map's, ``with_map_view_settings``).
+    Give ``embed_batch`` the same options with ``view_settings`` set the same way: it does not
+    know the map, and without them pools the default 640x640/fov90/pitch0 views."""
+    todo = _todo(lake, map_name, with_map_view_settings(lake, map_name, options))
     return _chunks([loc for loc, _ in todo], options.locations_per_batch)
 
 
@@ -301,7 +302,7 @@ def embed_batch(
     """Embed one batch of locations into the lake at ``lake_uri`` (a batch of ``plan_embed``).
 
     Runs where it is called (a Prefect task, a Dask worker): the model is loaded there and cached
-    for the process. Calls ``progress.advance`` per image; starting the bar is the caller's job.
+    for the process. Pools the views at ``options.view_settings`` (None: 640x640/fov90/pitch0). Calls ``progress.advance`` per image; starting the bar is the caller's job.
     """
     options.validate()
     lake = open_lake(lake_uri)
