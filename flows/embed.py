@@ -98,7 +98,11 @@ def embed_flow(
     options = params.to_options()
     from svcluster.tasks.embed.models import choose_model
 
+    from svcluster.tasks.embed.step import with_map_view_settings
+
     choice = choose_model(options.model, options.device, options.precision)
+    # Every batch pools the views at one set of settings: the map's, resolved once here.
+    options = with_map_view_settings(open_lake(lake_uri), map_name, options)
     batches = rebatch(plan_embed_task(lake_uri, map_name, options), params.batch_locations)
     totals: dict[str, float] = {}
     progress = FlowProgress(artifact_key("embed", map_name), unit="loc")

@@ -58,13 +58,17 @@ class EmbedParams(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | mps")
     precision: str = Field("auto", description="auto | fp32 | bf16 | fp16 | int8")
     batch_locations: int = Field(100, ge=1, description="locations per Prefect task")
+    size: str | None = Field(None, description="embed the views of this size WIDTHxHEIGHT (default: the map's latest fetch's)")
+    fov: float | None = Field(None, description="embed the views of this field of view (default: the map's latest fetch's)")
+    pitch: float | None = Field(None, description="embed the views of this pitch (default: the map's latest fetch's)")
 
     def to_options(self) -> Any:
         from svcluster.tasks.embed.step import EmbedOptions
 
         return EmbedOptions(
-            model=self.model, pooling=self.pooling, batch_size=self.batch_size, device=self.device, precision=self.precision
-        )
+            model=self.model, pooling=self.pooling, batch_size=self.batch_size, device=self.device, precision=self.precision,
+            size=self.size, fov=self.fov, pitch=self.pitch,
+        )  # fmt: skip
 
 
 class ClusterParams(BaseModel):

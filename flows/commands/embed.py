@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -28,6 +28,11 @@ def embed(
         str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 | int8 (recorded with the vectors).")
     ] = "auto",
     workers: Annotated[int, typer.Option("--workers", help="Threads decoding and preprocessing images.")] = default_workers(),
+    size: Annotated[
+        Optional[str], typer.Option("--size", help="Embed the views of this size WIDTHxHEIGHT [default: the map's latest fetch's].")
+    ] = None,
+    fov: Annotated[Optional[float], typer.Option("--fov", help="Embed the views of this field of view [default: the map's latest fetch's].")] = None,
+    pitch: Annotated[Optional[float], typer.Option("--pitch", help="Embed the views of this pitch [default: the map's latest fetch's].")] = None,
     check_precision: Annotated[
         bool,
         typer.Option(
@@ -46,8 +51,9 @@ def embed(
     """
     inv = invocation(ctx, lake, json_output)
     options = EmbedOptions(
-        model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision, workers=workers
-    )
+        model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision, workers=workers,
+        size=size, fov=fov, pitch=pitch,
+    )  # fmt: skip
     if check_precision:
         _check(inv, map_name, options, check_sample)
         return

@@ -121,7 +121,11 @@ def checked_step_params(
             headings=list(f.headings), size=f.size, fov=f.fov, pitch=f.pitch, concurrency=f.concurrency, qps=f.qps,
             official_only=f.official_only, source=f.source,
         ),  # fmt: skip
-        embed=EmbedParams(model=e.model, pooling=e.pooling, batch_size=e.batch_size, device=e.device, precision=e.precision),
+        # The views the run fetches are the ones it embeds.
+        embed=EmbedParams(
+            model=e.model, pooling=e.pooling, batch_size=e.batch_size, device=e.device, precision=e.precision,
+            size=f.size, fov=f.fov, pitch=f.pitch,
+        ),  # fmt: skip
         cluster=ClusterParams(k=c.k, ks=c.ks, pca_dims=c.pca_dims, algorithm=c.algorithm, seed=c.seed),
     )
 

@@ -1,7 +1,11 @@
--- The latest images row (every column but written_at) of each view of the places in $ids: the
+-- The latest images row (every column but written_at) of each view (place, heading, settings) of the places in $ids: the
 -- row a view marked failed because of its blob is copied from (status and reason replaced), so
 -- the failed row keeps the panorama, settings and the path of the blob that was bad.
-SELECT * EXCLUDE (written_at)
+SELECT * EXCLUDE (written_at) REPLACE (
+           coalesce(width, 640)::INTEGER AS width, coalesce(height, 640)::INTEGER AS height,
+           coalesce(fov, 90)::DOUBLE AS fov, coalesce(pitch, 0)::DOUBLE AS pitch)
 FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
 WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
-QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1;
+QUALIFY row_number() OVER (
+    PARTITION BY location_id, heading, coalesce(width, 640), coalesce(height, 640), coalesce(fov, 90), coalesce(pitch, 0)
+    ORDER BY written_at DESC) = 1;

@@ -27,10 +27,19 @@ SELECT map, location_id, min(position) AS position,
 FROM locations
 GROUP BY map, location_id;
 
+-- A view is a place, heading and view settings (width, height, fov, pitch): a fetch at another
+-- size, fov or pitch adds views, it does not replace them. Rows written before the settings were
+-- part of the key may lack them: null width/height/fov/pitch read as the defaults 640x640, fov 90,
+-- pitch 0 (the only settings such a row can have been written with when its columns are empty).
 CREATE OR REPLACE VIEW images AS
-SELECT * EXCLUDE (written_at), written_at AS fetched_at
+SELECT * EXCLUDE (written_at) REPLACE (
+           coalesce(width, 640)::INTEGER AS width, coalesce(height, 640)::INTEGER AS height,
+           coalesce(fov, 90)::DOUBLE AS fov, coalesce(pitch, 0)::DOUBLE AS pitch),
+       written_at AS fetched_at
 FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1;
+QUALIFY row_number() OVER (
+    PARTITION BY location_id, heading, coalesce(width, 640), coalesce(height, 640), coalesce(fov, 90), coalesce(pitch, 0)
+    ORDER BY written_at DESC) = 1;
 
 CREATE OR REPLACE VIEW embeddings AS
 SELECT * EXCLUDE (written_at), written_at AS created_at
@@ -40,7 +49,9 @@ QUALIFY row_number() OVER (PARTITION BY location_id, model, pooling, precision O
 CREATE OR REPLACE VIEW embedding_views AS
 SELECT * EXCLUDE (written_at), written_at AS created_at
 FROM read_parquet(getvariable('lake_root') || '/tables/embedding_views/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY location_id, heading, model, precision ORDER BY written_at DESC) = 1;
+QUALIFY row_number() OVER (
+    PARTITION BY location_id, heading, coalesce(view_settings, '640x640/fov90/pitch0'), model, precision
+    ORDER BY written_at DESC) = 1;
 
 -- A run is named MAP@vN: the Nth run of that map in creation order.
 CREATE OR REPLACE VIEW cluster_runs AS

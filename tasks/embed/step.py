@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -43,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from svcluster.sql import load_sql
-from svcluster.tasks.lake.blob_check import BadView, mark_failed, missing_reason, unreadable_reason
+from svcluster.tasks.lake.blob_check import DEFAULT_SETTINGS, BadView, mark_failed, missing_reason, unreadable_reason
 from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Connection, Lake, open_lake
 from svcluster.tasks.embed.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
@@ -73,6 +74,14 @@ class EmbedOptions:
     precision: str = "auto"
     workers: int = field(default_factory=default_workers)
     locations_per_batch: int = 32
+    # Which views are pooled: those at these settings (--size WIDTHxHEIGHT, --fov, --pitch);
+    # each one not named is the map's own (its latest fetch's, see ``map_view_settings``).
+    size: str | None = None
+    fov: float | None = None
+    pitch: float | None = None
+    # All four as '640x640/fov90/pitch0' (``format_view_settings``): set by
+    # ``with_map_view_settings`` from the above; given, it wins over them.
+    view_settings: str | None = None
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
@@ -81,6 +90,78 @@ class EmbedOptions:
             raise SvclusterError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.workers < 1 or self.locations_per_batch < 1:
             raise SvclusterError("workers and locations_per_batch must be at least 1")
+        if self.view_settings is not None:
+            parse_view_settings(self.view_settings)
+        if self.size is not None:
+            _parse_size(self.size)
+        if self.fov is not None and not 10 <= self.fov <= 120:
+            raise SvclusterError(f"--fov must be from 10 to 120 degrees, not {self.fov:g}")
+        if self.pitch is not None and not -90 <= self.pitch <= 90:
+            raise SvclusterError(f"--pitch must be from -90 to 90 degrees, not {self.pitch:g}")
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", str(size).strip().lower())
+    if not match or not all(1 <= int(v) <= 640 for v in match.groups()):
+        raise SvclusterError(f"--size must be WIDTHxHEIGHT with sides from 1 to 640, not {size!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+DEFAULT_VIEW_SETTINGS = "640x640/fov90/pitch0"
+_VIEW_SETTINGS = re.compile(r"(\d+)x(\d+)/fov(-?[0-9.]+)/pitch(-?[0-9.]+)")
+
+
+def format_view_settings(width: int, height: int, fov: float, pitch: float) -> str:
+    """The text form of a view's settings, as ``embeddings.view_settings`` records them."""
+    return f"{int(width)}x{int(height)}/fov{float(fov):g}/pitch{float(pitch):g}"
+
+
+def parse_view_settings(text: str) -> tuple[int, int, float, float]:
+    """(width, height, fov, pitch) of ``format_view_settings``' text; SvclusterError otherwise."""
+    match = _VIEW_SETTINGS.fullmatch(str(text).strip())
+    if not match:
+        raise SvclusterError(f"view settings must look like {DEFAULT_VIEW_SETTINGS!r}, not {text!r}")
+    return int(match.group(1)), int(match.group(2)), float(match.group(3)), float(match.group(4))
+
+
+def _settings_params(view_settings: str | None) -> dict[str, object]:
+    text = view_settings or DEFAULT_VIEW_SETTINGS
+    width, height, fov, pitch = parse_view_settings(text)
+    return {"width": width, "height": height, "fov": fov, "pitch": pitch, "view_settings": format_view_settings(width, height, fov, pitch)}
+
+
+def _size_fov_pitch(view_settings: str | None) -> dict[str, object]:
+    params = _settings_params(view_settings)
+    del params["view_settings"]
+    return params
+
+
+def map_view_settings(lake: Lake, map_name: str) -> str:
+    """The view settings of a map's views that embed pools: those of the map's fetch (the
+    settings covering most of its places, the latest of equals; ``sql/embed/map_settings.sql``),
+    or the default when the map has no 'ok' view."""
+    rows = lake.query(load_sql("embed/map_settings"), {"map": map_name}).to_pylist()
+    if not rows:
+        return DEFAULT_VIEW_SETTINGS
+    r = rows[0]
+    width, height = (r["width"], r["height"]) if r["width"] is not None else parse_view_settings(DEFAULT_VIEW_SETTINGS)[:2]
+    return format_view_settings(width, height, r["fov"], r["pitch"])
+
+
+def with_map_view_settings(lake: Lake, map_name: str, options: "EmbedOptions") -> "EmbedOptions":
+    """``options`` with ``view_settings`` set: as given, else ``size``/``fov``/``pitch`` where
+    named and the map's own (``map_view_settings``) for the rest."""
+    if options.view_settings is not None:
+        return replace(options, view_settings=format_view_settings(*parse_view_settings(options.view_settings)))
+    named = (options.size, options.fov, options.pitch)
+    width, height, fov, pitch = parse_view_settings(
+        DEFAULT_VIEW_SETTINGS if all(v is not None for v in named) else map_view_settings(lake, map_name)
+    )
+    if options.size is not None:
+        width, height = _parse_size(options.size)
+    fov = fov if options.fov is None else float(options.fov)
+    pitch = pitch if options.pitch is None else float(options.pitch)
+    return replace(options, view_settings=format_view_settings(width, height, fov, pitch))
 
 
 @dataclass
@@ -140,6 +221,7 @@ class _Job:
     location_id: str
     headings: tuple[int, ...]
     paths: tuple[str, ...]
+    settings: tuple[tuple[int, int, float, float], ...] = ()  # each view's (width, height, fov, pitch) as its row has them
 
 
 @dataclass
@@ -174,8 +256,11 @@ class _BatchEnd:
 # ---- planning --------------------------------------------------------------------------------
 def plan_embed(lake: Lake, map_name: str, options: EmbedOptions) -> list[list[str]]:
     """Batches of location_ids of ``map_name`` still lacking a vector for the options'
-    model + pooling + precision (input order). Empty when everything is embedded."""
-    todo = _todo(lake, map_name, options)
+    model + pooling + precision from the views at ``options.view_settings`` (input order). Empty
+    when everything is embedded (``view_settings`` None: the map's, ``with_map_view_settings``).
+    Give ``embed_batch`` the same options with ``view_settings`` set the same way: it does not
+    know the map, and without them pools the default 640x640/fov90/pitch0 views."""
+    todo = _todo(lake, map_name, with_map_view_settings(lake, map_name, options))
     return _chunks([loc for loc, _ in todo], options.locations_per_batch)
 
 
@@ -190,6 +275,7 @@ def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, i
             "pooling": options.pooling,
             "precision": choice.precision,
             "revision": model_revision(options.model),
+            **_settings_params(options.view_settings),
         },
     )
     return list(zip(rows.column("location_id").to_pylist(), rows.column("views").to_pylist()))
@@ -215,7 +301,7 @@ def embed_batch(
     """Embed one batch of locations into the lake at ``lake_uri`` (a batch of ``plan_embed``).
 
     Runs where it is called (a Prefect task, a Dask worker): the model is loaded there and cached
-    for the process. Calls ``progress.advance`` per image; starting the bar is the caller's job.
+    for the process. Pools the views at ``options.view_settings`` (None: 640x640/fov90/pitch0). Calls ``progress.advance`` per image; starting the bar is the caller's job.
     """
     options.validate()
     lake = open_lake(lake_uri)
@@ -232,7 +318,8 @@ def embed_batch(
 def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progress = NullProgress()) -> EmbedResult:
     """Embed every location of ``map_name`` that lacks a vector (incremental, resumable)."""
     options.validate()
-    summary = lake.query(load_sql("embed/map_summary"), {"map": map_name}).to_pylist()[0]
+    options = with_map_view_settings(lake, map_name, options)
+    summary = lake.query(load_sql("embed/map_summary"), {"map": map_name, **_size_fov_pitch(options.view_settings)}).to_pylist()[0]
     n_locations, with_views = summary["locations"] or 0, summary["with_views"] or 0
     if n_locations == 0:
         raise NotFoundError(f"map {map_name!r} is not in the lake at {lake.uri}; run `svcluster ingest` first")
@@ -343,7 +430,7 @@ def run_embedding(
     # One DuckDB connection for the run: binding the lake's views is costly on S3.
     with lake.connect() as con, ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="embed-prep") as pool:
         try:
-            for item in _work_items(con, embedder, batches, stitched):
+            for item in _work_items(con, embedder, batches, stitched, options.view_settings):
                 if isinstance(item, _Batch):  # a batch begins: its inputs follow
                     for loc in item.location_ids:
                         owner[loc] = item
@@ -395,9 +482,11 @@ def _drain_one(queue, pending, run_model, lake, embedder, options, owner, progre
 
 
 def _work_items(
-    con: Connection, embedder: Embedder, batches: Iterable[list[str]], stitched: bool
+    con: Connection, embedder: Embedder, batches: Iterable[list[str]], stitched: bool, view_settings: str | None
 ) -> Iterator[_Job | _Batch | _BatchEnd]:
-    """For each batch of locations: the batch (its views, reusable vectors), its inputs, its end."""
+    """For each batch of locations: the batch (its views at ``view_settings``, reusable vectors),
+    its inputs, its end."""
+    settings = _settings_params(view_settings)
     for location_ids in batches:
         rows = con.sql(
             load_sql("embed/views"),
@@ -407,15 +496,17 @@ def _work_items(
                 "model": embedder.model,
                 "precision": embedder.precision,
                 "revision": embedder.revision,
+                **settings,
             },
         ).to_arrow_table()
         batch = _Batch(location_ids=[], views={}, vectors={}, new_views=set(), stats=EmbedStats())
         jobs: list[_Job] = []
         by_location: dict[str, list[tuple[int, str, str]]] = {}
-        for loc, heading, path, sha, vector in zip(
-            *(rows.column(c).to_pylist() for c in ("location_id", "heading", "path", "sha256", "vector"))
-        ):
+        keys: dict[tuple[str, int], tuple[int, int, float, float]] = {}  # a view's settings, as its row has them
+        columns = ("location_id", "heading", "path", "sha256", "vector", "width", "height", "fov", "pitch")
+        for loc, heading, path, sha, vector, *key in zip(*(rows.column(c).to_pylist() for c in columns)):
             by_location.setdefault(loc, []).append((heading, path, sha))
+            keys[(loc, heading)] = (int(key[0]), int(key[1]), float(key[2]), float(key[3]))
             if not stitched and vector is not None:
                 batch.vectors[(loc, heading)] = np.asarray(vector, dtype=np.float32)
                 batch.stats.views_reused += 1
@@ -426,11 +517,11 @@ def _work_items(
             batch.location_ids.append(loc)
             batch.views[loc] = [(h, sha) for h, _, sha in views]
             if stitched:
-                jobs.append(_Job(loc, tuple(h for h, _, _ in views), tuple(p for _, p, _ in views)))
+                jobs.append(_Job(loc, tuple(h for h, _, _ in views), tuple(p for _, p, _ in views), tuple(keys[(loc, h)] for h, _, _ in views)))
             else:
                 for h, p, _ in views:
                     if (loc, h) not in batch.vectors:
-                        jobs.append(_Job(loc, (h,), (p,)))
+                        jobs.append(_Job(loc, (h,), (p,), (keys[(loc, h)],)))
                         batch.new_views.add((loc, h))
         yield batch
         yield from jobs
@@ -445,10 +536,11 @@ def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _P
     reached raises."""
     failed: list[BadView] = []
     blobs = []
+    key = dict(zip(job.headings, job.settings))
     for h, p in zip(job.headings, job.paths):
         data = _read_blob(lake, p)
         if data is None:
-            failed.append(BadView(job.location_id, h, missing_reason(p)))
+            failed.append(BadView(job.location_id, h, missing_reason(p), key.get(h, DEFAULT_SETTINGS)))
         else:
             blobs.append((h, data))
     turns.wait_for_cpu()
@@ -457,7 +549,7 @@ def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _P
         try:
             images.append(decode_image(data, "blob"))
         except ImageDecodeError as exc:
-            failed.append(BadView(job.location_id, h, unreadable_reason(exc.problem)))
+            failed.append(BadView(job.location_id, h, unreadable_reason(exc.problem), key.get(h, DEFAULT_SETTINGS)))
             continue
         used.append(h)
     if not images:
@@ -480,6 +572,7 @@ def _write_batch(lake: Lake, embedder: Embedder, batch: _Batch, options: EmbedOp
     """Pool and append a finished batch: per-view vectors first, then the location vectors."""
     stitched = options.pooling == "stitched"
     dim = embedder.dim
+    view_settings = _settings_params(options.view_settings)["view_settings"]
     if batch.failed:  # left out of the vectors; the next fetch buys them again
         mark_failed(lake, batch.failed)
         gone = {(b.location_id, b.heading) for b in batch.failed}
@@ -502,6 +595,7 @@ def _write_batch(lake: Lake, embedder: Embedder, batch: _Batch, options: EmbedOp
                     "vector": _vectors([batch.vectors[(k[0], k[1])] for k in keys], dim),
                     "image_sha256": [k[2] for k in keys],
                     "model_revision": [embedder.revision] * len(keys),
+                    "view_settings": [view_settings] * len(keys),
                 }
             ),
         )
@@ -527,6 +621,7 @@ def _write_batch(lake: Lake, embedder: Embedder, batch: _Batch, options: EmbedOp
                     "dim": pa.array([dim] * n, pa.int32()),
                     "view_count": pa.array(counts, pa.int32()),
                     "model_revision": [embedder.revision] * n,
+                    "view_settings": [view_settings] * n,
                 }
             ),
         )

@@ -296,9 +296,15 @@ class FetchPlan:
 # ---- planning ------------------------------------------------------------------------------
 
 
+def _settings_params(options: FetchOptions) -> dict[str, Any]:
+    """The view settings of ``options`` (checked) as the SQL parameters $width, $height, $fov, $pitch."""
+    width, height = options.dimensions
+    return {"width": width, "height": height, "fov": options.fov, "pitch": options.pitch}
+
+
 def plan_views(lake: Lake, map_name: str, options: FetchOptions) -> FetchPlan:
     """The plan of ``plan_fetch`` with the map's totals (options already checked)."""
-    params = {"map": map_name, "headings": list(options.headings), "official_only": options.official_only}
+    params = {"map": map_name, "headings": list(options.headings), "official_only": options.official_only, **_settings_params(options)}
     rows = lake.query(load_sql("fetch/plan"), params).to_pylist()
     if not rows:
         raise NotFoundError(f"map {map_name!r} has no locations in the lake at {lake.uri}; run `svcluster ingest` first")
@@ -318,7 +324,7 @@ def replan_batch(lake: Lake, items: list[FetchItem], options: FetchOptions | Non
     if not items:
         return []
     official_only = bool(options and options.official_only)
-    params = {"ids": [i.location_id for i in items], "official_only": official_only}
+    params = {"ids": [i.location_id for i in items], "official_only": official_only, **_settings_params((options or FetchOptions()).checked())}
     rows = lake.query(load_sql("fetch/batch_done"), params).to_pylist()
     known = {r["location_id"]: r for r in rows}
     out = []
@@ -370,9 +376,14 @@ _IMAGE_COLUMNS = tuple(IMAGES.schema.names)
 
 
 def image_row(location_id: str, heading: int, status: str, options: FetchOptions, source: str, **values: Any) -> dict[str, Any]:
-    """One ``images`` row (columns not given are null)."""
+    """One ``images`` row (columns not given are null) of a view at ``options``' settings: every
+    row, whatever its status, records the size, fov and pitch asked for (part of the view's key)."""
     row = dict.fromkeys(_IMAGE_COLUMNS)
-    row.update(location_id=location_id, heading=heading, status=status, fov=options.fov, pitch=options.pitch, source=source)
+    width, height = options.dimensions
+    row.update(
+        location_id=location_id, heading=heading, status=status, width=width, height=height, fov=options.fov,
+        pitch=options.pitch, source=source,
+    )  # fmt: skip
     row.update(values)
     return row
 
@@ -568,7 +579,7 @@ async def _fetch_view(
         if isinstance(got, BaseException):
             raise got
         reason = f"same panorama, heading and view settings as place {got['location_id']}: its image, not requested again"
-        blob = {k: got[k] for k in ("path", "sha256", "size_bytes", "width", "height")}
+        blob = {k: got[k] for k in ("path", "sha256", "size_bytes")}
         return image_row(item.location_id, heading, "ok", options, "api", reason=reason, **blob, **common), True
     try:
         img = await client.image(common["pano_id"], heading, options.size, options.fov, options.pitch)
@@ -580,7 +591,8 @@ async def _fetch_view(
         if isinstance(exc, RequestFailed):
             return image_row(item.location_id, heading, "failed", options, "api", reason=exc.reason, **common), False
         raise
-    blob = {"path": path, "sha256": sha256, "size_bytes": len(img.data), "width": img.width, "height": img.height}
+    # width/height stay the size asked for (the view's key; Google serves exactly that size).
+    blob = {"path": path, "sha256": sha256, "size_bytes": len(img.data)}
     future.set_result({**blob, "location_id": item.location_id})
     return image_row(item.location_id, heading, "ok", options, "api", **blob, **common), False
 

@@ -31,6 +31,12 @@ MISSING = "blob missing"
 UNREADABLE = "blob unreadable"
 CHANGED = "blob changed since it was fetched"
 VERIFY_THREADS = 8
+DEFAULT_SETTINGS = (640, 640, 90.0, 0.0)  # (width, height, fov, pitch) of a view that names none
+
+
+def view_settings_of(row: dict) -> tuple[int, int, float, float]:
+    """(width, height, fov, pitch) of an ``images`` row (the views' values: never null)."""
+    return (int(row["width"]), int(row["height"]), float(row["fov"]), float(row["pitch"]))
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class BadView:
     location_id: str
     heading: int
     reason: str
+    settings: tuple[int, int, float, float] = DEFAULT_SETTINGS  # the view's (width, height, fov, pitch)
 
 
 @dataclass
@@ -71,12 +78,19 @@ def mark_failed(lake: Lake, bad: list[BadView]) -> int:
     if not bad:
         return 0
     ids = sorted({b.location_id for b in bad})
-    current = {(r["location_id"], r["heading"]): r for r in lake.query(load_sql("lake/blob_view_rows"), {"ids": ids}).to_pylist()}
+    current = {
+        (r["location_id"], r["heading"], view_settings_of(r)): r
+        for r in lake.query(load_sql("lake/blob_view_rows"), {"ids": ids}).to_pylist()
+    }
     rows = []
     for b in bad:
         row = dict.fromkeys(IMAGES.schema.names)
-        row.update(current.get((b.location_id, b.heading), {}))
-        row.update(location_id=b.location_id, heading=b.heading, status="failed", reason=b.reason, written_at=None)
+        row.update(current.get((b.location_id, b.heading, b.settings), {}))
+        width, height, fov, pitch = b.settings
+        row.update(
+            location_id=b.location_id, heading=b.heading, status="failed", reason=b.reason, written_at=None,
+            width=width, height=height, fov=fov, pitch=pitch,
+        )  # fmt: skip
         rows.append(row)
     lake.append("images", pa.Table.from_pylist(rows, schema=IMAGES.schema))
     return len(rows)
@@ -105,7 +119,7 @@ def check_map_blobs(lake: Lake, map_name: str, verify: bool = False) -> BlobChec
     bad: list[BadView] = []
     for r in ok:
         if r["path"] not in present or r["path"] in removed:
-            bad.append(BadView(r["location_id"], r["heading"], missing_reason(r["path"])))
+            bad.append(BadView(r["location_id"], r["heading"], missing_reason(r["path"]), view_settings_of(r)))
             result.missing += 1
     if verify:
         by_path: dict[str, list[dict]] = {}
@@ -119,13 +133,13 @@ def check_map_blobs(lake: Lake, map_name: str, verify: bool = False) -> BlobChec
             expected = {v["sha256"] or _name_digest(path) for v in views}
             if digest is None:
                 for v in views:
-                    bad.append(BadView(v["location_id"], v["heading"], missing_reason(path)))
+                    bad.append(BadView(v["location_id"], v["heading"], missing_reason(path), view_settings_of(v)))
                     result.missing += 1
             elif expected != {digest}:
                 lake.delete(path)
                 for v in views:
                     reason = f"{CHANGED}: its bytes no longer match the sha256 recorded ({path})"
-                    bad.append(BadView(v["location_id"], v["heading"], reason))
+                    bad.append(BadView(v["location_id"], v["heading"], reason, view_settings_of(v)))
                     result.changed += 1
     mark_failed(lake, bad)
     return result

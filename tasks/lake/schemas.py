@@ -76,9 +76,12 @@ LOCATIONS = TableSpec(
     ),
 )
 
+# A view is (place, heading, view settings): the same place and heading at another size, fov or
+# pitch is another view. Rows written before that may have null width/height (no_imagery and
+# failed rows did not record them): the views read them as 640x640, fov 90, pitch 0.
 IMAGES = TableSpec(
     "images",
-    ("location_id", "heading"),
+    ("location_id", "heading", "width", "height", "fov", "pitch"),
     pa.schema(
         [
             ("location_id", pa.string()),
@@ -90,7 +93,7 @@ IMAGES = TableSpec(
             ("path", pa.string()),  # blob path relative to the lake root
             ("size_bytes", pa.int64()),
             ("sha256", pa.string()),
-            ("width", pa.int32()),
+            ("width", pa.int32()),  # the size asked for (api; every status) or the file's (folder)
             ("height", pa.int32()),
             ("fov", pa.float64()),
             ("pitch", pa.float64()),
@@ -120,13 +123,16 @@ EMBEDDINGS = TableSpec(
             ("view_count", pa.int32()),
             ("model_revision", pa.string()),
             ("written_at", TIMESTAMP),
+            # The view settings of the views pooled, e.g. '640x640/fov90/pitch0' (null in rows
+            # written before: read as that default); other settings make embed recompute it.
+            ("view_settings", pa.string()),
         ]
     ),
 )
 
 EMBEDDING_VIEWS = TableSpec(
     "embedding_views",
-    ("location_id", "heading", "model", "precision"),
+    ("location_id", "heading", "view_settings", "model", "precision"),
     pa.schema(
         [
             ("location_id", pa.string()),
@@ -137,6 +143,7 @@ EMBEDDING_VIEWS = TableSpec(
             ("image_sha256", pa.string()),
             ("model_revision", pa.string()),
             ("written_at", TIMESTAMP),
+            ("view_settings", pa.string()),  # the view's size, fov, pitch (as in embeddings); null: the default
         ]
     ),
 )
