@@ -10,7 +10,8 @@ from rich.table import Table
 
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, print_table, stdout
 from svcluster.flows.commands.progress import RichBar
-from svcluster.tasks.cluster.step import SILHOUETTE_SAMPLE, ClusterOptions, ClusterResult, RunInfo, RunSummary, cluster_map, parse_k, runs as list_runs
+from svcluster.flows.options import with_options
+from svcluster.tasks.cluster.step import ClusterOptions, ClusterResult, RunInfo, RunSummary, cluster_map, runs as list_runs
 from svcluster.tasks.cluster.compare import Comparison, compare_runs, compare_with_tags
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.cluster.naming import best_names
@@ -23,36 +24,17 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+@with_options(options=ClusterOptions)
 def cluster(
     ctx: typer.Context,
     map_name: Annotated[str, typer.Option("--map", help="Map to cluster (its embeddings must exist).")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Embedding model [default: the map's only one, else geolocal/StreetCLIP].")] = None,
-    pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean | stitched [default: mean when there].")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16 | int8 [default: the only one there].")] = None,
-    k: Annotated[str, typer.Option("--k", help="Clusters: 5, a sweep 2..20, or a list 4,8,16.")] = "5",
-    pca: Annotated[Optional[int], typer.Option("--pca", help="Reduce the vectors to DIMS with PCA first.")] = None,
-    algorithm: Annotated[str, typer.Option("--algorithm", help="kmeans | minibatch (large maps).")] = "kmeans",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (k-means++ init, PCA, silhouette sample).")] = 42,
-    n_init: Annotated[int, typer.Option("--n-init", help="K-means restarts; the best is kept.")] = 1,
-    silhouette_sample: Annotated[int, typer.Option("--silhouette-sample", help="Locations the silhouette is computed on (0: skip).")] = SILHOUETTE_SAMPLE,
     lake: LakeOption = None,
     json_output: JsonOption = False,
+    *,
+    options: ClusterOptions,
 ) -> None:
     """Cluster a map's embeddings into a new run (or reuse the identical run already there)."""
     inv = invocation(ctx, lake, json_output)
-    ks = parse_k(k)
-    options = ClusterOptions(
-        model=model,
-        pooling=pooling,
-        precision=precision,
-        k=ks[0],
-        ks=ks if len(ks) > 1 else None,
-        pca_dims=pca,
-        algorithm=algorithm,
-        seed=seed,
-        n_init=n_init,
-        silhouette_sample=silhouette_sample,
-    )
     result = cluster_map(inv.lake, map_name, options, RichBar(unit="run", enabled=not inv.json))
     emit(inv, result, lambda: print_cluster(result))
 

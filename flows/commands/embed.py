@@ -8,31 +8,15 @@ import typer
 
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
 from svcluster.flows.commands.progress import RichBar
-from svcluster.tasks.embed.step import EmbedOptions, EmbedResult, default_workers, embed_map
+from svcluster.flows.options import with_options
+from svcluster.tasks.embed.step import EmbedOptions, EmbedResult, embed_map
 from svcluster.tasks.errors import SvclusterError
-from svcluster.tasks.embed.models import DEFAULT_MODEL
 
 
+@with_options(options=EmbedOptions)
 def embed(
     ctx: typer.Context,
     map_name: Annotated[str, typer.Option("--map", help="Map whose locations to embed.")],
-    model: Annotated[
-        str, typer.Option("--model", help="Hugging Face id, a local model folder, or 'baseline' (no weights).")
-    ] = DEFAULT_MODEL,
-    pooling: Annotated[
-        str, typer.Option("--pooling", help="mean: each view embedded, vectors averaged; stitched: the notebook's strip.")
-    ] = "mean",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 32,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps (auto: cuda, then mps, then cpu).")] = "auto",
-    precision: Annotated[
-        str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 | int8 (recorded with the vectors).")
-    ] = "auto",
-    workers: Annotated[int, typer.Option("--workers", help="Threads decoding and preprocessing images.")] = default_workers(),
-    size: Annotated[
-        Optional[str], typer.Option("--size", help="Embed the views of this size WIDTHxHEIGHT [default: the map's latest fetch's].")
-    ] = None,
-    fov: Annotated[Optional[float], typer.Option("--fov", help="Embed the views of this field of view [default: the map's latest fetch's].")] = None,
-    pitch: Annotated[Optional[float], typer.Option("--pitch", help="Embed the views of this pitch [default: the map's latest fetch's].")] = None,
     check_precision: Annotated[
         bool,
         typer.Option(
@@ -43,6 +27,8 @@ def embed(
     check_sample: Annotated[int, typer.Option("--check-sample", help="Views sampled by --check-precision.")] = 256,
     lake: LakeOption = None,
     json_output: JsonOption = False,
+    *,
+    options: EmbedOptions,
 ) -> None:
     """Embed a map's street views (incremental: only locations without a vector are done).
 
@@ -50,10 +36,6 @@ def embed(
     the reason) and the rest go on; `svcluster fetch --map MAP` fetches those views again.
     """
     inv = invocation(ctx, lake, json_output)
-    options = EmbedOptions(
-        model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision, workers=workers,
-        size=size, fov=fov, pitch=pitch,
-    )  # fmt: skip
     if check_precision:
         _check(inv, map_name, options, check_sample)
         return

@@ -10,51 +10,19 @@ import typer
 
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
 from svcluster.flows.commands.progress import RichBar
+from svcluster.flows.options import with_options
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.fetch.step import FetchOptions, FetchResult, fetch_map
 from svcluster.tasks.fetch.folder_import import import_folder
 
-DEFAULTS = FetchOptions()
 
-
-def parse_headings(text: str) -> tuple[int, ...]:
-    """``"0,90,180,270"`` -> (0, 90, 180, 270); SvclusterError naming the bad entry."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(int(part))
-        except ValueError:
-            raise SvclusterError(f"--headings: {part!r} is not a whole number of degrees") from None
-    return tuple(out)
-
-
+@with_options(options=FetchOptions)
 def fetch(
     ctx: typer.Context,
     map_name: Annotated[str, typer.Option("--map", help="Map name in the lake (as ingested).")],
-    headings: Annotated[str, typer.Option("--headings", help="Comma-separated headings in degrees.")] = "0,90,180,270",
-    size: Annotated[str, typer.Option("--size", help="Image size WIDTHxHEIGHT (at most 640x640).")] = DEFAULTS.size,
-    fov: Annotated[float, typer.Option("--fov", help="Horizontal field of view, 10-120 degrees.")] = DEFAULTS.fov,
-    pitch: Annotated[float, typer.Option("--pitch", help="Camera pitch, -90..90 degrees.")] = DEFAULTS.pitch,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = DEFAULTS.concurrency,
-    qps: Annotated[float, typer.Option("--qps", help="Requests per second at most (0 = no limit).")] = DEFAULTS.qps,
     from_folder: Annotated[
         Optional[Path],
         typer.Option("--from-folder", help="Import panoramas/location_<i>/heading_<h>.jpg instead of fetching."),
-    ] = None,
-    max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a 429/5xx/timeout.")] = DEFAULTS.max_retries,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for one answer.")] = DEFAULTS.timeout,
-    chunk_rows: Annotated[
-        int, typer.Option("--chunk-rows", help="Rows per images append (a kill loses at most one chunk).")
-    ] = DEFAULTS.chunk_rows,
-    official_only: Annotated[
-        bool,
-        typer.Option("--official-only", help="Buy no image of a third-party photosphere (copyright not Google's): those views are recorded 'skipped'."),
-    ] = False,
-    source: Annotated[
-        Optional[str], typer.Option("--source", help="Google's source for location lookups: default | outdoor (outdoor finds no photospheres).")
     ] = None,
     verify: Annotated[
         bool,
@@ -62,6 +30,8 @@ def fetch(
     ] = False,
     lake: LakeOption = None,
     json_output: JsonOption = False,
+    *,
+    options: FetchOptions,
 ) -> None:
     """Fetch the Street View images of a map (metadata first, then one image per heading).
 
@@ -76,10 +46,6 @@ def fetch(
     those whose bytes no longer match their sha256. Each such view is one billed image request.
     """
     inv = invocation(ctx, lake, json_output)
-    options = FetchOptions(
-        headings=parse_headings(headings), size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps,
-        timeout=timeout, max_retries=max_retries, chunk_rows=chunk_rows, official_only=official_only, source=source,
-    ).checked()  # fmt: skip
     bar = RichBar(unit="img", enabled=not inv.json)
     if from_folder is not None:
         result = import_folder(inv.lake, map_name, from_folder, options, bar)

@@ -13,13 +13,17 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, stdout
-from svcluster.flows.commands.fetch import parse_headings
+from svcluster.flows.options import with_options
+from svcluster.tasks.cluster.step import ClusterOptions
+from svcluster.tasks.embed.step import EmbedOptions
+from svcluster.tasks.fetch.step import FetchOptions
 from svcluster.tasks.errors import SvclusterError
 
 RUNNERS = ("thread", "dask")
@@ -86,48 +90,21 @@ def checked_model(model: str, device: str, precision: str) -> None:
     hub_load_options(model)
 
 
-def checked_step_params(
-    fetch: dict[str, Any], embed: dict[str, Any], cluster: dict[str, Any], tag_format: str | None = None
-) -> dict[str, Any]:
-    """The pipeline's FetchParams, EmbedParams and ClusterParams from the command's options, each
-    option checked by its step's own rules first (the errors name the option, in one line);
-    ``tag_format`` too when there is an export."""
+def checked_step_params(fetch: Any, embed: Any, cluster: Any, tag_format: str | None = None) -> dict[str, Any]:
+    """The pipeline's FetchParams, EmbedParams and ClusterParams from the command's checked
+    options, the model checked too (a folder exists, a hub id is cached or the hub answers);
+    ``tag_format`` too when there is an export. The errors name the option, in one line."""
     from svcluster.flows.params import ClusterParams, EmbedParams, FetchParams
-    from svcluster.tasks.cluster.step import ClusterOptions, check_options, parse_k
-    from svcluster.tasks.embed.step import EmbedOptions
-    from svcluster.tasks.export.step import check_tag_format
-    from svcluster.tasks.fetch.step import FetchOptions
     from svcluster.tasks.embed.models import is_baseline
+    from svcluster.tasks.export.step import check_tag_format
 
-    f = FetchOptions(
-        headings=parse_headings(fetch["headings"]), size=fetch["size"], fov=fetch["fov"], pitch=fetch["pitch"],
-        concurrency=fetch["concurrency"], qps=fetch["qps"], official_only=fetch.get("official_only", False),
-        source=fetch.get("source"),
-    ).checked()  # fmt: skip
-    e = EmbedOptions(**embed)
-    e.validate()
-    checked_model(e.model, e.device, e.precision)
-    ks = parse_k(cluster["k"])
-    c = ClusterOptions(k=ks[0], ks=ks if len(ks) > 1 else None, pca_dims=cluster.get("pca"), algorithm=cluster["algorithm"], seed=cluster["seed"])
-    if c.pca_dims is not None and c.pca_dims < 1:
-        raise SvclusterError(f"--pca must be at least 1, not {c.pca_dims}")
-    check_options(c, n=sys.maxsize, dim=sys.maxsize)  # what the data decides (k < locations) is checked by the step
+    checked_model(embed.model, embed.device, embed.precision)
     if tag_format is not None:
         check_tag_format(tag_format)
-        if "{name}" in tag_format and is_baseline(e.model):
+        if "{name}" in tag_format and is_baseline(embed.model):
             raise SvclusterError("--tag-format uses {name}, but --model baseline cannot name clusters (it has no text model)")
-    return dict(
-        fetch=FetchParams(
-            headings=list(f.headings), size=f.size, fov=f.fov, pitch=f.pitch, concurrency=f.concurrency, qps=f.qps,
-            official_only=f.official_only, source=f.source,
-        ),  # fmt: skip
-        # The views the run fetches are the ones it embeds.
-        embed=EmbedParams(
-            model=e.model, pooling=e.pooling, batch_size=e.batch_size, device=e.device, precision=e.precision,
-            size=f.size, fov=f.fov, pitch=f.pitch,
-        ),  # fmt: skip
-        cluster=ClusterParams(k=c.k, ks=c.ks, pca_dims=c.pca_dims, algorithm=c.algorithm, seed=c.seed),
-    )
+    embed = replace(embed, size=fetch.size, fov=fetch.fov, pitch=fetch.pitch)  # the views the run fetches are the ones it embeds
+    return dict(fetch=FetchParams.from_options(fetch), embed=EmbedParams.from_options(embed), cluster=ClusterParams.from_options(cluster))
 
 
 def checked_output(path: Path, option: str) -> Path:
@@ -165,29 +142,11 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", help="Task threads for --r
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's flow and task run logs.")]
 
 
+@with_options("run", fetch=FetchOptions, embed=EmbedOptions, cluster=ClusterOptions)
 def run(
     ctx: typer.Context,
     map_file: Annotated[Path, typer.Argument(help="Map JSON (GeoGuessr, Vali, map-generator, map-making.app).")],
     map_name: Annotated[Optional[str], typer.Option("--map", help="Map name in the lake [default: the file's stem].")] = None,
-    headings: Annotated[str, typer.Option("--headings", help="Fetch: comma-separated headings.")] = "0,90,180,270",
-    size: Annotated[str, typer.Option("--size", help="Fetch: image size WIDTHxHEIGHT (max 640x640).")] = "640x640",
-    fov: Annotated[float, typer.Option("--fov", help="Fetch: field of view, degrees.")] = 90.0,
-    pitch: Annotated[float, typer.Option("--pitch", help="Fetch: camera pitch, degrees.")] = 0.0,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Fetch: requests in flight.")] = 16,
-    qps: Annotated[float, typer.Option("--qps", help="Fetch: requests per second at most (0 = no limit).")] = 100.0,
-    official_only: Annotated[
-        bool, typer.Option("--official-only", help="Fetch: buy no image of a third-party photosphere (recorded 'skipped').")
-    ] = False,
-    source: Annotated[Optional[str], typer.Option("--source", help="Fetch: default | outdoor for location lookups.")] = None,
-    model: Annotated[str, typer.Option("--model", help="Embed: CLIP id, local folder, or 'baseline'.")] = "geolocal/StreetCLIP",
-    pooling: Annotated[str, typer.Option("--pooling", help="Embed: mean | stitched.")] = "mean",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Embed: images per forward pass.")] = 32,
-    device: Annotated[str, typer.Option("--device", help="Embed: auto | cpu | cuda | mps.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="Embed: auto | fp32 | bf16 | fp16 | int8.")] = "auto",
-    k: Annotated[str, typer.Option("--k", help="Cluster: k (5), a sweep (2..20) or a list (4,8,16).")] = "5",
-    pca: Annotated[Optional[int], typer.Option("--pca", help="Cluster: PCA dimensions first.")] = None,
-    algorithm: Annotated[str, typer.Option("--algorithm", help="Cluster: kmeans | minibatch.")] = "kmeans",
-    seed: Annotated[int, typer.Option("--seed", help="Cluster: random seed.")] = 42,
     out: Annotated[Optional[Path], typer.Option("--out", help="Tagged map JSON [default: out/<map>.tagged.json].")] = None,
     summary: Annotated[Optional[Path], typer.Option("--summary", help="Run summary markdown [default: out/<map>.summary.md].")] = None,
     tag_format: Annotated[str, typer.Option("--tag-format", help="Tag template: {k}, {cluster}, {run}, {name}.")] = "k{k}-c{cluster}",
@@ -201,6 +160,10 @@ def run(
     verbose: VerboseOpt = False,
     lake: LakeOption = None,
     json_output: JsonOption = False,
+    *,
+    fetch: Any,
+    embed: Any,
+    cluster: Any,
 ) -> None:
     """Run the whole pipeline on a map as one Prefect flow: ingest, fetch, embed, cluster, export.
 
@@ -217,12 +180,7 @@ def run(
 
     if map_name is not None:
         validate_map_name(map_name)
-    params = checked_step_params(
-        fetch=dict(headings=headings, size=size, fov=fov, pitch=pitch, concurrency=concurrency, qps=qps, official_only=official_only, source=source),
-        embed=dict(model=model, pooling=pooling, batch_size=batch_size, device=device, precision=precision),
-        cluster=dict(k=k, pca=pca, algorithm=algorithm, seed=seed),
-        tag_format=tag_format,
-    )  # fmt: skip
+    params = checked_step_params(fetch, embed, cluster, tag_format=tag_format)
     name = map_name or map_file.stem
     default_export, default_summary = default_outputs(name)
     export_out = checked_output(out or Path(default_export), "--out")

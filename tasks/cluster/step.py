@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import warnings as pywarnings
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -28,10 +29,11 @@ import pyarrow as pa
 from svcluster.sql import load_sql
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Connection, Lake, now_utc
+from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
+from svcluster.tasks.settings import DEFAULT_MODEL
 from svcluster.tasks.cluster.vectors import EmbeddingChoice, EmbeddingSet, Vectors, embedding_choices, embedding_set, load_selected
 
-DEFAULT_MODEL = "geolocal/StreetCLIP"
 DEFAULT_POOLING = "mean"
 ALGORITHMS = ("kmeans", "minibatch")
 RUN_FORMAT = "svcluster-cluster/1"  # bump when the meaning of a parameter changes
@@ -51,18 +53,28 @@ class ClusterOptions:
     lists what exists.
     """
 
-    model: str | None = None
-    pooling: str | None = None
-    precision: str | None = None
-    k: int = 5
-    ks: list[int] | None = None
-    pca_dims: int | None = None
-    algorithm: str = "kmeans"
-    seed: int = 42
-    silhouette_sample: int = SILHOUETTE_SAMPLE
-    n_init: int = 1
+    model: str | None = option(None, "--model", f"Embedding model [default: the map's only one, else {DEFAULT_MODEL}].", run=False)
+    pooling: str | None = option(None, "--pooling", "mean | stitched [default: mean when there].", run=False)
+    precision: str | None = option(None, "--precision", "fp32 | bf16 | fp16 | int8 [default: the only one there].", run=False)
+    k: int = option(
+        5, "--k", "Number of clusters: 5, a sweep 2..20, or a list 4,8,16.", text=str, parse=lambda text: k_fields(parse_k(text)), shown=str
+    )
+    ks: list[int] | None = option(None, None, "sweep these k values; each is its own run (wins over k)", cli=False, run=False)
+    pca_dims: int | None = option(None, "--pca", "Reduce the vectors to DIMS with PCA first.")
+    algorithm: str = option("kmeans", "--algorithm", "kmeans | minibatch (large maps).")
+    seed: int = option(42, "--seed", "Random seed (k-means++ init, PCA, silhouette sample).")
+    silhouette_sample: int = option(SILHOUETTE_SAMPLE, "--silhouette-sample", "Locations the silhouette is computed on (0: skip).", flow=False)
+    n_init: int = option(1, "--n-init", "K-means restarts; the best is kept.", flow=False)
     max_iter: int = 300
     batch_size: int = 4096  # MiniBatchKMeans only
+
+    def checked(self) -> "ClusterOptions":
+        """These options, or SvclusterError naming the bad option (what the data decides, k
+        below the number of locations and PCA below the vector size, is checked by the step)."""
+        if self.pca_dims is not None and self.pca_dims < 1:
+            raise SvclusterError(f"--pca must be at least 1, not {self.pca_dims}")
+        check_options(self, n=sys.maxsize, dim=sys.maxsize)
+        return self
 
     def k_values(self) -> list[int]:
         return sorted(set(self.ks)) if self.ks else [self.k]
@@ -158,9 +170,14 @@ class Fit:
 
 
 # ---- choosing the embeddings ---------------------------------------------------------------
+def k_fields(ks: list[int]) -> dict:
+    """The ``k`` and ``ks`` fields of one ``--k`` value (a sweep when it names several)."""
+    return {"k": ks[0], "ks": ks if len(ks) > 1 else None}
+
+
 def parse_k(text: str) -> list[int]:
     """``"5"`` -> [5]; ``"2..20"`` -> [2, ..., 20]; ``"4,8,16"`` -> [4, 8, 16]."""
-    text = text.strip()
+    text = str(text).strip()
     m = re.fullmatch(r"(\d+)\s*\.\.\s*(\d+)", text)
     if m:
         lo, hi = int(m.group(1)), int(m.group(2))

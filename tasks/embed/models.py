@@ -37,10 +37,10 @@ from svcluster.tasks.embed import baseline
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.embed.precision import make_runner, resolve_precision, runtime_for
 from svcluster.tasks.embed.preprocess import PreprocessSpec, preprocess_image
+from svcluster.tasks.settings import DEFAULT_MODEL  # noqa: F401 (the one default model, named here for embed)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "geolocal/StreetCLIP"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FINGERPRINT_BYTES = 1 << 20
 HUB_PROBE_SECONDS = 5.0  # one request, no retries: long enough for a slow link, short next to ~30 s of retries

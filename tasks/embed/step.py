@@ -49,6 +49,7 @@ from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Connection, Lake, open_lake
 from svcluster.tasks.embed.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
 from svcluster.tasks.embed.preprocess import ImageDecodeError, decode_image, stitch_views
+from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.lake.schemas import vector_type
 
@@ -67,21 +68,28 @@ class EmbedOptions:
     """How to embed. ``batch_size`` counts model inputs (views, or strips when stitched);
     ``locations_per_batch`` is the unit of work written at once (and at most lost in a crash)."""
 
-    model: str = DEFAULT_MODEL
-    pooling: str = "mean"
-    batch_size: int = 32
-    device: str = "auto"
-    precision: str = "auto"
-    workers: int = field(default_factory=default_workers)
+    model: str = option(DEFAULT_MODEL, "--model", "Hugging Face id, a local model folder, or 'baseline' (no weights).")
+    pooling: str = option("mean", "--pooling", "mean: each view embedded, vectors averaged; stitched: the notebook's strip.")
+    batch_size: int = option(32, "--batch-size", "Images per forward pass.")
+    device: str = option("auto", "--device", "auto | cpu | cuda | mps (auto: cuda, then mps, then cpu).")
+    precision: str = option("auto", "--precision", "auto | fp32 | bf16 | fp16 | int8 (recorded with the vectors).")
+    workers: int = option(
+        default_factory=default_workers, flag="--workers", help="Threads decoding and preprocessing images.", flow=False
+    )
     locations_per_batch: int = 32
-    # Which views are pooled: those at these settings (--size WIDTHxHEIGHT, --fov, --pitch);
-    # each one not named is the map's own (its latest fetch's, see ``map_view_settings``).
-    size: str | None = None
-    fov: float | None = None
-    pitch: float | None = None
+    # Which views are pooled: those at these settings; each one not named is the map's own (its
+    # latest fetch's, see ``map_view_settings``). `svcluster run` embeds what it fetched.
+    size: str | None = option(None, "--size", "Embed the views of this size WIDTHxHEIGHT [default: the map's latest fetch's].", run=False)
+    fov: float | None = option(None, "--fov", "Embed the views of this field of view [default: the map's latest fetch's].", run=False)
+    pitch: float | None = option(None, "--pitch", "Embed the views of this pitch [default: the map's latest fetch's].", run=False)
     # All four as '640x640/fov90/pitch0' (``format_view_settings``): set by
     # ``with_map_view_settings`` from the above; given, it wins over them.
     view_settings: str | None = None
+
+    def checked(self) -> "EmbedOptions":
+        """These options, or SvclusterError naming the bad option."""
+        self.validate()
+        return self
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:

@@ -54,6 +54,7 @@ from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import BlobCheck, check_map_blobs
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Lake, open_lake
+from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.lake.schemas import IMAGES
 from svcluster.tasks.settings import Settings
@@ -89,6 +90,7 @@ __all__ = [
     "ImageRowWriter",
     "SharedViews",
     "checked_source",
+    "parse_headings",
     "fetch_batch",
     "fetch_map",
     "gc_blobs",
@@ -109,20 +111,28 @@ class FetchOptions:
     of location lookups (``default`` | ``outdoor``; None sends none).
     """
 
-    headings: tuple[int, ...] = (0, 90, 180, 270)
-    size: str = "640x640"
-    fov: float = 90.0
-    pitch: float = 0.0
-    concurrency: int = 16
-    qps: float = 100.0
-    timeout: float = 30.0
-    max_retries: int = 5
+    headings: tuple[int, ...] = option(
+        (0, 90, 180, 270), "--headings", "Comma-separated headings in degrees.",
+        text=str, parse=lambda text: {"headings": parse_headings(text)}, shown=lambda hs: ",".join(map(str, hs)),
+    )  # fmt: skip
+    size: str = option("640x640", "--size", "Image size WIDTHxHEIGHT (at most 640x640).")
+    fov: float = option(90.0, "--fov", "Horizontal field of view, 10-120 degrees.")
+    pitch: float = option(0.0, "--pitch", "Camera pitch, -90..90 degrees.")
+    concurrency: int = option(16, "--concurrency", "Requests in flight (shared by the batches running at once).")
+    qps: float = option(100.0, "--qps", "Requests per second at most (0 = no limit; shared by the batches running at once).")
+    timeout: float = option(30.0, "--timeout", "Seconds to wait for one answer.", flow=False)
+    max_retries: int = option(5, "--max-retries", "Retries of a 429/5xx/timeout.")
     backoff_base: float = 0.5
     backoff_max: float = 30.0
-    chunk_rows: int = 1000
+    chunk_rows: int = option(1000, "--chunk-rows", "Rows per images append (a kill loses at most one chunk).", flow=False)
     flush_seconds: float = 10.0
-    official_only: bool = False
-    source: str | None = None
+    official_only: bool = option(
+        False, "--official-only",
+        "Buy no image of a third-party photosphere (copyright not Google's): those views are recorded 'skipped'.",
+    )  # fmt: skip
+    source: str | None = option(
+        None, "--source", "Google's source for location lookups: default | outdoor (outdoor finds no photospheres)."
+    )
 
     def checked(self) -> "FetchOptions":
         """These options with headings normalised, or SvclusterError naming the bad option."""
@@ -165,6 +175,20 @@ class FetchOptions:
         """(width, height) of ``size`` (options already checked)."""
         width, height = self.size.split("x")
         return int(width), int(height)
+
+
+def parse_headings(text: str) -> tuple[int, ...]:
+    """``"0,90,180,270"`` -> (0, 90, 180, 270); SvclusterError naming the bad entry."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise SvclusterError(f"--headings: {part!r} is not a whole number of degrees") from None
+    return tuple(out)
 
 
 def checked_source(source: str | None) -> str | None:
