@@ -465,9 +465,11 @@ def sql_rows(con: Connection, name: str, params: dict) -> list[dict]:
 
 
 def align_to_previous(con: Connection, map_name: str, location_ids: np.ndarray, fit: Fit) -> None:
-    """Renumber ``fit`` to follow the map's previous run: its latest committed run with the same
-    k, else its latest of any k (a map's first run is numbered by size, largest first)."""
-    prev = sql_rows(con, "cluster/previous_run", {"map": map_name, "k": fit.k})
+    """Renumber ``fit`` to follow the run ``sql/cluster/numbered_after.sql`` names: the map's latest
+    committed run with the same k, else its latest of any k, a sibling of the same sweep included
+    (why that is not the previous version: that file); a map's first run is numbered by size,
+    largest first."""
+    prev = sql_rows(con, "cluster/numbered_after", {"map": map_name, "k": fit.k})
     mapping = None
     if prev:
         t = con.sql(load_sql("cluster/run_labels"), params={"run_id": prev[0]["run_id"]}).to_arrow_table()
