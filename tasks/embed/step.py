@@ -46,6 +46,7 @@ from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import BadView, mark_failed, missing_reason, unreadable_reason
 from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Connection, Lake, open_lake
+from svcluster.tasks.batches import chunked
 from svcluster.tasks.embed.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
 from svcluster.tasks.embed.preprocess import ImageDecodeError, decode_image, stitch_views
 from svcluster.tasks.progress import NullProgress, Progress
@@ -176,7 +177,7 @@ def plan_embed(lake: Lake, map_name: str, options: EmbedOptions) -> list[list[st
     """Batches of location_ids of ``map_name`` still lacking a vector for the options'
     model + pooling + precision (input order). Empty when everything is embedded."""
     todo = _todo(lake, map_name, options)
-    return _chunks([loc for loc, _ in todo], options.locations_per_batch)
+    return chunked([loc for loc, _ in todo], options.locations_per_batch)
 
 
 def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, int]]:
@@ -193,10 +194,6 @@ def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, i
         },
     )
     return list(zip(rows.column("location_id").to_pylist(), rows.column("views").to_pylist()))
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -223,7 +220,7 @@ def embed_batch(
     total = EmbedStats()
     started = time.perf_counter()
     # Written in sub-batches of locations_per_batch: a crash inside a big batch loses little.
-    for stats in run_embedding(lake, embedder, _chunks(list(location_ids), options.locations_per_batch), options, progress):
+    for stats in run_embedding(lake, embedder, chunked(list(location_ids), options.locations_per_batch), options, progress):
         total.add(stats)
     total.seconds = time.perf_counter() - started
     return total
@@ -246,7 +243,7 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
         revision, dim, runtime = embedder.revision, embedder.dim, embedder.runtime
         progress.start(sum(v for _, v in todo), f"embedding {map_name} ({embedder.precision})")
         try:
-            for s in run_embedding(lake, embedder, _chunks([loc for loc, _ in todo], options.locations_per_batch), options, progress):
+            for s in run_embedding(lake, embedder, chunked([loc for loc, _ in todo], options.locations_per_batch), options, progress):
                 stats.add(s)
         finally:
             progress.finish()

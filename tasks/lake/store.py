@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 
 from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
+from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
 TMP_DIR = "_tmp"
@@ -283,7 +284,8 @@ class Lake:
         target = self.path(relpath)
         try:
             if self.is_local:
-                write_local_atomic(Path(target), data, Path(self.path(TMP_DIR)))
+                with atomic_write(target, tmp_dir=self.path(TMP_DIR)) as fh:
+                    fh.write(data)
             else:
                 self.fs.pipe_file(target, bytes(data) if isinstance(data, memoryview) else data)
         except STORAGE_ERRORS as exc:
@@ -557,22 +559,6 @@ def parquet_bytes(rows: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(rows, sink, compression="zstd", row_group_size=64_000)
     return sink.getvalue()
-
-
-def write_local_atomic(target: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write to a temp file on the same filesystem, fsync, then rename over the target."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def open_lake(uri: str, storage_options: Mapping[str, Any] | None = None, *, mode: LakeMode = "create") -> Lake:
