@@ -29,9 +29,9 @@ from svcluster.sql import load_sql
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Connection, Lake, now_utc
 from svcluster.tasks.progress import NullProgress, Progress
+from svcluster.tasks.embed.models import DEFAULT_MODEL
 from svcluster.tasks.cluster.vectors import EmbeddingChoice, EmbeddingSet, Vectors, embedding_choices, embedding_set, load_selected
 
-DEFAULT_MODEL = "geolocal/StreetCLIP"
 DEFAULT_POOLING = "mean"
 ALGORITHMS = ("kmeans", "minibatch")
 RUN_FORMAT = "svcluster-cluster/1"  # bump when the meaning of a parameter changes
@@ -525,7 +525,6 @@ def write_run(
         "silhouette": fit.silhouette,
         "sweep_id": sweep_id,
         "aligned_to": fit.aligned_to,
-        "cluster_names": None,
         "pca_explained_variance": explained,
         "sizes": json.dumps(fit.sizes),
         "n_iter": fit.n_iter,

@@ -350,7 +350,6 @@ class ImageRowWriter:
         self.lake, self.chunk_rows, self.flush_seconds = lake, chunk_rows, flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._last = time.monotonic()
-        self.appended = 0
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         self._rows.extend(rows)
@@ -363,7 +362,6 @@ class ImageRowWriter:
             return
         rows, self._rows = self._rows, []
         self.lake.append("images", pa.Table.from_pylist(rows, schema=IMAGES.schema))
-        self.appended += len(rows)
 
 
 _IMAGE_COLUMNS = tuple(IMAGES.schema.names)

@@ -147,9 +147,6 @@ class Lake:
         of ``prepare_read``."""
         return self._view_root or self.root_url
 
-    def table_dir(self, table: str) -> str:
-        return self.path(f"tables/{spec(table).name}")
-
     # ---- set-up ----------------------------------------------------------------------------
     def is_lake(self) -> bool:
         """Whether a lake is here: its ``tables/`` folder exists (a missing or empty folder, a
