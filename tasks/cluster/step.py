@@ -36,9 +36,8 @@ DEFAULT_POOLING = "mean"
 ALGORITHMS = ("kmeans", "minibatch")
 RUN_FORMAT = "svcluster-cluster/1"  # bump when the meaning of a parameter changes
 MAX_K = 1000
-# The silhouette costs O(sample^2 x dims): 10,000 locations of 768 floats is ~150 GFLOP, more
-# than the whole K-means fit of 200,000 locations; 3,000 is ~14 GFLOP and still pins the mean
-# silhouette to about +-0.005 (the same seeded sample is used for every k of a sweep).
+# The silhouette costs O(sample^2 x dims), so it is computed on a seeded sample of locations (the
+# same for every k of a sweep); why this size: docs/clustering.md, 'Clustering a map'.
 SILHOUETTE_SAMPLE = 3000
 
 

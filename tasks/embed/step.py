@@ -280,8 +280,8 @@ class ModelTurns:
 
     The model's intra-op threads occupy every core; a decoding thread running beside them
     preempts one, and the others wait for it at each of the model's parallel steps. Taking turns
-    (all cores decode, then all cores run the model) measured 13-33 % more images/s for
-    ViT-B/32 on 2 cores. On a GPU the model does not use the CPU's cores: no turns there.
+    (all cores decode, then all cores run the model) gives more images/s (docs/embed.md, 'Speed
+    and memory'). On a GPU the model does not use the CPU's cores: no turns there.
     """
 
     def __init__(self, enabled: bool):

@@ -72,8 +72,8 @@ log = logging.getLogger("svcluster.fetch")
 
 MAX_SIDE = 640
 # Blob writer threads per batch, beside the event loop: few on a local disk (each wakes and takes
-# the GIL from the loop: 8 threads cost ~60 % more system CPU than 2 for the same images), many
-# on S3, where a write is a request of tens of milliseconds.
+# the GIL from the loop: more threads cost more system CPU for the same images, docs/fetch.md,
+# 'Why one event loop'), many on S3, where a write is a request of tens of milliseconds.
 STORE_THREADS_LOCAL = 2
 STORE_THREADS_REMOTE = 16
 GC_MIN_AGE_SECONDS = 600.0  # younger orphans may belong to a fetch still running elsewhere

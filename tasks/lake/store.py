@@ -240,7 +240,7 @@ class Lake:
     # ---- bytes -----------------------------------------------------------------------------
     def exists(self, relpath: str) -> bool:
         try:
-            if self.is_local:  # os directly: fsspec's local exists costs ~10x more (called per blob)
+            if self.is_local:  # os directly: called per blob, and fsspec's local exists costs more (docs/lake.md, 'Speed')
                 return os.path.exists(self.path(relpath))
             return bool(self.fs.exists(self.path(relpath)))
         except STORAGE_ERRORS as exc:
@@ -331,7 +331,7 @@ class Lake:
 
     def _walk_local(self, relprefix: str) -> dict[str, float]:
         """Files under a local folder with their mtimes, by ``os.scandir`` (one stat per entry,
-        from the directory read: fsspec's local ``find`` is ~10x slower on 100k blobs)."""
+        from the directory read: fsspec's local ``find`` is slower, docs/lake.md, 'Speed')."""
         out: dict[str, float] = {}
         stack = [(self.path(relprefix), relprefix.strip("/"))]
         while stack:
@@ -405,7 +405,7 @@ class Lake:
         """A DuckDB connection with the lake's views (``sql/lake/views.sql``); close it when done.
 
         The views are defined once per lake and process in an in-memory database (binding them
-        reads every table's schema: ~0.1 s locally, many requests on S3), shared by every Lake
+        reads every table's schema: a request per table on S3; docs/lake.md, 'Speed'), shared by every Lake
         object of the same root and filesystem, and each call returns a new cursor on it. A
         view is re-planned on every query, so new files are always seen; DuckDB's file cache is
         off because keyed files are replaced under the same name.
