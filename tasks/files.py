@@ -1,7 +1,8 @@
 """Files that appear whole or not at all: written to a temporary file on the same filesystem,
 flushed to disk, then renamed over the target. A reader never sees half a file, and a crash or a
 full disk leaves the old file (or none) and no temporary file behind. The lake's local writes,
-the export's map file and the report's page all go through ``atomic_write``."""
+the export's map file, the study set, the report's page and the CPU probe's cache all go through
+``atomic_write`` (files a library writes by name, the ONNX exports, are renamed the same way)."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ def bf16_speedup() -> float:
     speedup = measure_bf16_speedup()
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps({"machine": key, "bf16_speedup": round(speedup, 3)}).encode())
+        with atomic_write(path, text=True) as fh:
+            fh.write(json.dumps({"machine": key, "bf16_speedup": round(speedup, 3)}))
     return speedup
 
 
@@ -386,8 +388,3 @@ def _quiet_logs():
         for lg, level in zip(noisy, levels):
             lg.setLevel(level)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
