@@ -19,9 +19,9 @@ from svcluster.flows.prefect_env import silence_prefect_notices
 from svcluster.flows.artifacts import FlowProgress, artifact_key, markdown_artifact
 from svcluster.flows.params import ClusterParams
 from svcluster.flows.retries import retry_unless_user_error
-from svcluster.sql import load_sql
 from svcluster.tasks.cluster.step import ClusterResult, RunSummary, cluster_map
 from svcluster.tasks.cluster.compare import Comparison, compare_runs, compare_with_tags
+from svcluster.tasks.cluster.runs import previous_version
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.lake.store import open_lake
 from svcluster.tasks.settings import load_settings
@@ -62,18 +62,14 @@ def report_task(lake_uri: str, run_id: str) -> str:
 
 @task(name="compare-runs", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
 def compare_task(
-    lake_uri: str, run: RunSummary, map_name: str, request_run_ids: list[str] | None = None
+    lake_uri: str, run: RunSummary, map_name: str
 ) -> tuple[str | None, Comparison | None, Comparison | None]:
-    """The run against the map's previous version (if any) and against the map's own tags (if any).
-
-    The previous version is the map's latest earlier run with the same k, else its latest earlier
-    run of any k; the runs of this request (``request_run_ids``: every k of a sweep) are never
-    it, so a sweep's run is not compared with a sibling k."""
+    """The run against the map's previous version (if any; ``previous_version``: never a run of
+    its own sweep) and against the map's own tags (if any)."""
     lake = open_lake(lake_uri)
-    exclude = sorted({run.run_id, *(request_run_ids or [])})
-    found = lake.query(load_sql("cluster/previous_version"), {"map": map_name, "run": run.run_id, "exclude": exclude}).to_pylist()
-    previous = found[0]["name"] if found else None
-    vs_previous = compare_runs(lake, found[0]["run_id"], run.run_id) if found else None
+    found = previous_version(lake, map_name, run.run_id)
+    previous = found.name if found else None
+    vs_previous = compare_runs(lake, found.run_id, run.run_id) if found else None
     try:
         vs_tags = compare_with_tags(lake, run.run_id)
     except SvclusterError:  # the map carries no tags of its own: nothing to compare with
@@ -123,10 +119,10 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
     if vs_previous is None:
         if previous is not None:
             lines.append(f"{previous} could not be compared.")
-        elif len(result.runs) > 1:
-            lines.append("The map has no clustering from before this sweep to compare with.")
-        else:
+        elif len(result.runs) == 1 and run.name == f"{result.map}@v1":
             lines.append("This is the map's first clustering.")
+        else:  # only runs of its sweep (the same parameters, another k) came before it
+            lines.append("The map has no clustering from before this sweep to compare with.")
     else:
         lines.append(
             f"{vs_previous.a} → {vs_previous.b}: ARI {vs_previous.ari:.3f}, NMI {vs_previous.nmi:.3f}, "
@@ -155,7 +151,7 @@ def cluster_flow(map_name: str, lake: str | None = None, params: ClusterParams =
     # scaled-out pipeline); the comparisons and the summary are light and stay here.
     result = cluster_task.submit(lake_uri, map_name, params.to_options()).result()
     run = chosen_run(result)
-    previous, vs_previous, vs_tags = compare_task(lake_uri, run, map_name, [r.run_id for r in result.runs])
+    previous, vs_previous, vs_tags = compare_task(lake_uri, run, map_name)
     markdown = summary_markdown(result, run, previous, vs_previous, vs_tags)
     markdown_artifact(artifact_key("cluster-summary", map_name), markdown, f"cluster run {run.name}")
     if params.report:

@@ -22,6 +22,7 @@ from svcluster.flows.params import EmbedParams
 from svcluster.flows.retries import retry_unless_user_error
 from svcluster.flows.runner import run_windowed
 from svcluster.sql import load_sql
+from svcluster.tasks.batches import chunked
 from svcluster.tasks.lake.store import open_lake
 from svcluster.tasks.progress import NullProgress
 from svcluster.tasks.settings import load_settings
@@ -75,7 +76,7 @@ def embedding_status_task(lake_uri: str, map_name: str) -> list[dict[str, Any]]:
 def rebatch(batches: list[list[str]], size: int) -> list[list[str]]:
     """The planned location ids regrouped in batches of ``size`` (plan order kept)."""
     flat = [loc for batch in batches for loc in batch]
-    return [flat[i : i + size] for i in range(0, len(flat), max(1, size))]
+    return chunked(flat, size)
 
 
 def add_counters(totals: dict[str, float], stats: Any) -> None:

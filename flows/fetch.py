@@ -27,6 +27,7 @@ from svcluster.flows.runner import current_parallelism, run_windowed
 from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import check_map_blobs
 from svcluster.tasks.fetch.step import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, replan_batch
+from svcluster.tasks.batches import chunked
 from svcluster.tasks.lake.store import open_lake
 from svcluster.tasks.progress import NullProgress
 from svcluster.tasks.settings import Settings, load_settings
@@ -142,10 +143,6 @@ def gc_blobs_task(lake_uri: str) -> int:
 def image_status_task(lake_uri: str, map_name: str) -> list[dict[str, Any]]:
     """The map's view counts per status (ok / no_imagery / skipped / failed)."""
     return open_lake(lake_uri).query(load_sql("pipeline/image_status"), {"map": map_name}).to_pylist()
-
-
-def chunked(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
 
 
 @flow(name="svcluster-fetch", log_prints=False, validate_parameters=True)

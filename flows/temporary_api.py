@@ -2,8 +2,8 @@
 
 Prefect's own ephemeral mode starts the same server (``uvicorn`` on Prefect's ``create_app``
 factory, UI off, on 127.0.0.1) lazily: at the first flow call, after the client process has
-imported the whole server application too (~3.5 s here) only to launch it, and then waits
-~6 s for it. Launching it ourselves as the command begins lets that start-up overlap with
+imported the whole server application too only to launch it, and then waits for it to boot
+(figures: docs/scaling.md, 'Figures'). Launching it ourselves as the command begins lets that start-up overlap with
 loading svcluster's own libraries, and the client never imports the server. The database is
 Prefect's default (``PREFECT_HOME``), so flow run history is the same as in ephemeral mode.
 

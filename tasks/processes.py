@@ -49,12 +49,6 @@ def start_helper(args: Sequence[str], **popen: Any) -> subprocess.Popen:
     return process
 
 
-def running_helpers() -> list[subprocess.Popen]:
-    """The helpers started here that have not been stopped (some may have exited)."""
-    with _HELPERS_LOCK:
-        return list(_HELPERS)
-
-
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
     """Terminate a helper and reap it; killed if it has not ended within ``timeout`` seconds."""
     with _HELPERS_LOCK:

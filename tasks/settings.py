@@ -10,7 +10,6 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STREETVIEW_URL = "https://maps.googleapis.com/maps/api/streetview"
-DEFAULT_MODEL = "geolocal/StreetCLIP"  # the one default image model: embed's, and what cluster prefers
 
 
 class Settings(BaseSettings):

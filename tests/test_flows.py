@@ -129,7 +129,8 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
 
 def test_cluster_summary_compares_with_the_maps_previous_version_not_a_sibling_k(prefect_api, lake, tmp_path):
     """After a k sweep the previous version is the latest earlier run with the same k, else the
-    latest earlier run of any k, never a run of the same sweep (a sibling k)."""
+    latest earlier run of any k, never a run of the same sweep (a sibling k): the one rule,
+    ``svcluster.tasks.cluster.runs.previous_version``, that the report uses too."""
     from svcluster.flows.cluster import cluster_flow
     from tests.cluster_data import append_embeddings, band_matrix, ingest_sample
 
@@ -163,6 +164,10 @@ def test_cluster_summary_compares_with_the_maps_previous_version_not_a_sibling_k
     # A sweep of new k values: compared with the latest run before it (v5), never a sibling k.
     fresh = cluster(ks=[5, 6], seed=3)
     assert [r.name for r in fresh.result.runs] == ["versions@v6", "versions@v7"] and fresh.previous == "versions@v5"
+    # A k=7 with the same parameters joins that sweep (runs that differ only in k share a
+    # sweep_id, as the report's sweep plot draws them): still compared with v5, not v6 or v7.
+    more = cluster(k=7, seed=3)
+    assert more.run.name == "versions@v8" and more.previous == "versions@v5"
 
     # A map whose only clustering is one sweep has no previous version at all.
     other = ingest_sample(lake, tmp_path, n=120, name="sweep-only", seed=6)

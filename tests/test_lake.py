@@ -211,3 +211,28 @@ def test_duckdb_cli_with_init_file(lake, chile_map) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-2:] == ["n", "1000"]
+
+
+def test_a_lake_with_a_dropped_column_still_reads(tmp_path) -> None:
+    """``cluster_runs.cluster_names`` (never filled) was dropped from the schema: a lake written
+    before keeps a schema file and run files that have it, and its runs still read (the column
+    shows as it was, all nulls), beside runs written without it."""
+    from svcluster.tasks.lake.schemas import CLUSTER_RUNS, TABLES
+    from svcluster.tasks.lake.store import schema_file_name
+
+    lake = open_lake(str(tmp_path / "lake"))
+    old = pa.schema(list(CLUSTER_RUNS.schema) + [pa.field("cluster_names", pa.string())])
+    old_spec = type(CLUSTER_RUNS)(CLUSTER_RUNS.name, CLUSTER_RUNS.key, old)
+    lake.write_bytes(schema_file_name(old_spec), pq_bytes(old.empty_table()))  # the older version's schema file
+    row = {"run_id": "r-old", "map": "m", "k": 3, "cluster_names": None, "created_at": None, "written_at": None}
+    lake.write_bytes("tables/cluster_runs/part-old.parquet", pq_bytes(pa.Table.from_pylist([row], schema=old)))
+    lake.append("cluster_runs", pa.Table.from_pylist([{"run_id": "r-new", "map": "m", "k": 4}]))
+    assert "cluster_names" not in TABLES["cluster_runs"].schema.names
+    got = lake.query("SELECT run_id, k, cluster_names FROM cluster_runs ORDER BY run_id").to_pylist()
+    assert got == [{"run_id": "r-new", "k": 4, "cluster_names": None}, {"run_id": "r-old", "k": 3, "cluster_names": None}]
+
+
+def pq_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()

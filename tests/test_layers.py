@@ -21,7 +21,7 @@ FOLDERS = {"flows": "svcluster.flows", "tasks": "svcluster.tasks", "sql": "svclu
 
 # Lowest first: a room may import the shared modules, the lake and the rooms listed before it.
 ROOMS = ["lake", "ingest", "fetch", "embed", "cluster", "export", "search", "report", "demo"]
-SHARED = {"errors", "progress", "processes", "settings", "links", "options"}
+SHARED = {"errors", "progress", "processes", "settings", "links", "options", "files", "batches"}
 STORAGE = ("s3fs", "fsspec", "pyarrow.parquet", "pyarrow.fs", "pyarrow.dataset", "deltalake", "boto3", "botocore")
 
 

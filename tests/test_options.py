@@ -19,7 +19,7 @@ from svcluster.tasks.embed.step import EmbedOptions
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.fetch.step import FetchOptions
 from svcluster.tasks.options import default_of, option, options_of
-from svcluster.tasks.settings import DEFAULT_MODEL
+from svcluster.tasks.embed.models import DEFAULT_MODEL
 
 STEPS = [("fetch", FetchOptions, FetchParams), ("embed", EmbedOptions, EmbedParams), ("cluster", ClusterOptions, ClusterParams)]
 RUN_FLAGS = {opt.flag for _, cls, _ in STEPS for _, opt in options_of(cls) if opt.flow and opt.run}

@@ -13,6 +13,7 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 from svcluster.flows.cli import main
+from svcluster.tasks.cluster.runs import previous_version
 from svcluster.tasks.report.page import build_report, report_artifacts
 from svcluster.tasks.report.data import Points, find_lookalikes
 from svcluster.tasks.report.geo import haversine_km
@@ -127,10 +128,8 @@ def test_report_page_holds_map_clusters_lookalikes_and_run(lake, tmp_path, swept
     assert "this run" in data["sweep_svg"]
     assert data["naming_note"] == "no names: the baseline embedder has no text tower"
     comparisons = {c["kind"]: c for c in data["comparisons"]}
-    assert comparisons["previous"]["against"] == "chile@v2"
-    assert comparisons["previous"]["locations"] == 1000
-    expected = adjusted_rand_score(np.minimum(m.band, 3), m.band)
-    assert comparisons["previous"]["ari"] == pytest.approx(expected, abs=1e-3)
+    # the map's only clustering is this sweep: v2 (k=4), made just before, is a sibling, not a version
+    assert "previous" not in comparisons
     assert comparisons["tags"]["locations"] > 200 and comparisons["tags"]["ari"] == pytest.approx(1.0, abs=1e-6)
 
 
@@ -174,6 +173,23 @@ def test_report_without_views_or_embeddings_still_complete(lake, tmp_path):
     assert "no embeddings" in data["lookalike_note"]
     assert data["sweep_svg"] == "" and len(data["clusters"]) == 5
     assert {c["kind"] for c in data["comparisons"]} == {"tags"}  # first run of the map: no previous
+
+
+def test_report_compares_with_the_maps_previous_version_never_a_sibling_of_its_sweep(lake, tmp_path):
+    """The report's previous version is the run summary's (tasks/cluster/runs.py previous_version):
+    the map's latest earlier run with the same k, else of any k, never a run of the same sweep."""
+    m = synthetic_map(lake, tmp_path, 300, dim=8, views=0)
+    first = write_run(lake, m.name, m.location_ids, m.vectors, np.minimum(m.band, 3), m.model, created_offset_s=-60)  # v1, k=4
+    sweep = write_sweep(lake, m)  # v2 k=3, v3 k=4, v4 k=5: written after v1
+    for k, run_id in sweep.items():
+        # v3 has v1's k; v2 and v4 have no earlier run of their k, so the latest before the sweep
+        assert previous_version(lake, m.name, run_id).name == "chile@v1", k
+    build_report(lake, sweep[5], tmp_path / "r")
+    data = page_json((tmp_path / "r" / "report.html").read_text(encoding="utf-8"))
+    previous = {c["kind"]: c for c in data["comparisons"]}["previous"]
+    assert previous["against"] == "chile@v1" and previous["locations"] == 300
+    assert previous["ari"] == pytest.approx(adjusted_rand_score(np.minimum(m.band, 3), m.band), abs=1e-3)
+    assert previous_version(lake, m.name, first) is None
 
 
 def test_report_command_json_and_errors(lake, tmp_path, swept, capsys):

@@ -1,5 +1,5 @@
-"""Cluster runs by name: a run_id (or a unique prefix of one) or ``MAP@vN``; and how a run
-stands against its map's current version."""
+"""Cluster runs by name: a run_id (or a unique prefix of one) or ``MAP@vN``; how a run stands
+against its map's current version; and which run is its previous version."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def resolve_run(lake: Lake, ref: str) -> RunRef:
     if len({r["run_id"] for r in rows}) > 1:
         raise NotFoundError(f"{ref!r} matches several runs: {', '.join(r['name'] for r in rows)}")
     return RunRef(**rows[0])
+
+
+def previous_version(lake: Lake, map_name: str, run_id: str) -> RunRef | None:
+    """The previous version of the committed run ``run_id`` of ``map_name``, or None: the map's
+    latest run made before it with the same k, else its latest earlier run of any k, never a run
+    of its own sweep (the same parameters, another k). The one rule
+    (``sql/cluster/previous_version.sql``) for the run summary and the report."""
+    rows = lake.query(load_sql("cluster/previous_version"), {"map": map_name, "run": run_id}).to_pylist()
+    return RunRef(**rows[0]) if rows else None
 
 
 def run_coverage(lake: Lake, run: RunRef) -> RunCoverage:

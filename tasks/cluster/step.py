@@ -31,16 +31,15 @@ from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Connection, Lake, now_utc
 from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
-from svcluster.tasks.settings import DEFAULT_MODEL
+from svcluster.tasks.embed.models import DEFAULT_MODEL
 from svcluster.tasks.cluster.vectors import EmbeddingChoice, EmbeddingSet, Vectors, embedding_choices, embedding_set, load_selected
 
 DEFAULT_POOLING = "mean"
 ALGORITHMS = ("kmeans", "minibatch")
 RUN_FORMAT = "svcluster-cluster/1"  # bump when the meaning of a parameter changes
 MAX_K = 1000
-# The silhouette costs O(sample^2 x dims): 10,000 locations of 768 floats is ~150 GFLOP, more
-# than the whole K-means fit of 200,000 locations; 3,000 is ~14 GFLOP and still pins the mean
-# silhouette to about +-0.005 (the same seeded sample is used for every k of a sweep).
+# The silhouette costs O(sample^2 x dims), so it is computed on a seeded sample of locations (the
+# same for every k of a sweep); why this size: docs/clustering.md, 'Clustering a map'.
 SILHOUETTE_SAMPLE = 3000
 
 
@@ -482,9 +481,11 @@ def sql_rows(con: Connection, name: str, params: dict) -> list[dict]:
 
 
 def align_to_previous(con: Connection, map_name: str, location_ids: np.ndarray, fit: Fit) -> None:
-    """Renumber ``fit`` to follow the map's previous run: its latest committed run with the same
-    k, else its latest of any k (a map's first run is numbered by size, largest first)."""
-    prev = sql_rows(con, "cluster/previous_run", {"map": map_name, "k": fit.k})
+    """Renumber ``fit`` to follow the run ``sql/cluster/numbered_after.sql`` names: the map's latest
+    committed run with the same k, else its latest of any k, a sibling of the same sweep included
+    (why that is not the previous version: that file); a map's first run is numbered by size,
+    largest first."""
+    prev = sql_rows(con, "cluster/numbered_after", {"map": map_name, "k": fit.k})
     mapping = None
     if prev:
         t = con.sql(load_sql("cluster/run_labels"), params={"run_id": prev[0]["run_id"]}).to_arrow_table()
@@ -540,7 +541,6 @@ def write_run(
         "silhouette": fit.silhouette,
         "sweep_id": sweep_id,
         "aligned_to": fit.aligned_to,
-        "cluster_names": None,
         "pca_explained_variance": explained,
         "sizes": json.dumps(fit.sizes),
         "n_iter": fit.n_iter,

@@ -7,7 +7,7 @@ The data: one RGB image in, a 376-float32 L2-normalised vector out, made of
   * global colour: a 16-bin hue histogram weighted by saturation, and an 8-bin brightness
     histogram (24).
 Each block is normalised on its own and weighted so no block dominates; the concatenation is
-L2-normalised. Deterministic (no randomness, fixed resize), fast (~1 ms per view on a CPU),
+L2-normalised. Deterministic (no randomness, fixed resize), fast on any CPU (docs/embed.md, 'The baseline'),
 and it answers "how much does StreetCLIP add over plain colour and texture?".
 """
 

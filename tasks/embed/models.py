@@ -37,9 +37,11 @@ from svcluster.tasks.embed import baseline
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.embed.precision import make_runner, resolve_precision, runtime_for
 from svcluster.tasks.embed.preprocess import PreprocessSpec, preprocess_image
-from svcluster.tasks.settings import DEFAULT_MODEL  # noqa: F401 (the one default model, named here for embed)
+
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "geolocal/StreetCLIP"  # the one default image model: embed's, and what cluster prefers
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FINGERPRINT_BYTES = 1 << 20

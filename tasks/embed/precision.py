@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ def bf16_speedup() -> float:
     speedup = measure_bf16_speedup()
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps({"machine": key, "bf16_speedup": round(speedup, 3)}).encode())
+        with atomic_write(path, text=True) as fh:
+            fh.write(json.dumps({"machine": key, "bf16_speedup": round(speedup, 3)}))
     return speedup
 
 
@@ -209,9 +211,9 @@ def torch_runner(model: Any, precision: str, device: str) -> Runner:
     input_dtype, context = torch.float32, functools.partial(autocast, precision, device)
     if dtype is not None and device == "cpu":
         # On a CPU the whole tower runs in bf16: autocast would keep LayerNorm, GELU and the
-        # residual stream in fp32 and convert activations at every layer (measured 10-27 %
-        # slower for ViT-B/32; cosine to fp32 0.9999 either way, see tests/test_precision.py),
-        # and its quick-GELU is folded into the linear layers beside it.
+        # residual stream in fp32 and convert activations at every layer: slower, and no closer to
+        # fp32 (docs/embed.md, 'Measured'; tests/test_precision.py checks the closeness), and its
+        # quick-GELU is folded into the linear layers beside it.
         fold_quick_gelu(model)
         model.to(dtype)
         input_dtype, context = dtype, contextlib.nullcontext
@@ -237,7 +239,8 @@ def fold_quick_gelu(model: Any) -> int:
 
     quick_gelu(z) = z * sigmoid(1.702 z) = silu(1.702 z) / 1.702, so fc1 scaled by 1.702 and fc2's
     weights by 1 / 1.702 leave the MLP unchanged, and the activation is one fused SiLU pass
-    instead of three elementwise ones (mul, sigmoid, mul): ~7 % of a bf16 ViT-B/32 forward on a CPU.
+    instead of three elementwise ones (mul, sigmoid, mul); what that saves of a bf16 forward on a
+    CPU: docs/embed.md, 'Measured'.
     Call it on fp32 weights, before any cast.
     """
     import torch
@@ -385,8 +388,3 @@ def _quiet_logs():
         for lg, level in zip(noisy, levels):
             lg.setLevel(level)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

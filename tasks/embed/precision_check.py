@@ -2,7 +2,7 @@
 
 A sample of the map's views is embedded twice — by the reference (fp32, torch eager: exactly
 ``get_image_features``) and by the candidate precision and runtime — and judged three ways,
-each for a reason (docs/embed.md, "The precision gate"):
+each for a reason (docs/embed.md, "The quality gate"):
 
 - per-view cosine (min, median): the vectors themselves. Pass: median >= 0.995.
 - neighbour agreement: the share of each view's 10 nearest neighbours under fp32 that stay

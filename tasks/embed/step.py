@@ -47,6 +47,7 @@ from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import DEFAULT_SETTINGS, BadView, mark_failed, missing_reason, unreadable_reason
 from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Connection, Lake, open_lake
+from svcluster.tasks.batches import chunked
 from svcluster.tasks.embed.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
 from svcluster.tasks.embed.preprocess import ImageDecodeError, decode_image, stitch_views
 from svcluster.tasks.options import option
@@ -269,7 +270,7 @@ def plan_embed(lake: Lake, map_name: str, options: EmbedOptions) -> list[list[st
     Give ``embed_batch`` the same options with ``view_settings`` set the same way: it does not
     know the map, and without them pools the default 640x640/fov90/pitch0 views."""
     todo = _todo(lake, map_name, with_map_view_settings(lake, map_name, options))
-    return _chunks([loc for loc, _ in todo], options.locations_per_batch)
+    return chunked([loc for loc, _ in todo], options.locations_per_batch)
 
 
 def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, int]]:
@@ -287,10 +288,6 @@ def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, i
         },
     )
     return list(zip(rows.column("location_id").to_pylist(), rows.column("views").to_pylist()))
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -317,7 +314,7 @@ def embed_batch(
     total = EmbedStats()
     started = time.perf_counter()
     # Written in sub-batches of locations_per_batch: a crash inside a big batch loses little.
-    for stats in run_embedding(lake, embedder, _chunks(list(location_ids), options.locations_per_batch), options, progress):
+    for stats in run_embedding(lake, embedder, chunked(list(location_ids), options.locations_per_batch), options, progress):
         total.add(stats)
     total.seconds = time.perf_counter() - started
     return total
@@ -341,7 +338,7 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
         revision, dim, runtime = embedder.revision, embedder.dim, embedder.runtime
         progress.start(sum(v for _, v in todo), f"embedding {map_name} ({embedder.precision})")
         try:
-            for s in run_embedding(lake, embedder, _chunks([loc for loc, _ in todo], options.locations_per_batch), options, progress):
+            for s in run_embedding(lake, embedder, chunked([loc for loc, _ in todo], options.locations_per_batch), options, progress):
                 stats.add(s)
         finally:
             progress.finish()
@@ -378,8 +375,8 @@ class ModelTurns:
 
     The model's intra-op threads occupy every core; a decoding thread running beside them
     preempts one, and the others wait for it at each of the model's parallel steps. Taking turns
-    (all cores decode, then all cores run the model) measured 13-33 % more images/s for
-    ViT-B/32 on 2 cores. On a GPU the model does not use the CPU's cores: no turns there.
+    (all cores decode, then all cores run the model) gives more images/s (docs/embed.md, 'Speed
+    and memory'). On a GPU the model does not use the CPU's cores: no turns there.
     """
 
     def __init__(self, enabled: bool):

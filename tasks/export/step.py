@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pyarrow.compute as pc
 
 from svcluster.sql import load_sql
 from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
+from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.cluster.runs import resolve_run, run_coverage
 
@@ -99,10 +98,8 @@ def export_map(
     head, tail = frame(info[0]["format"], info[0]["envelope"])
     total = tagged = refreshed = 0
     out_path = Path(out)
-    tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_write(out_path, text=True) as fh:
             fh.write(head)
             for batch in lake.iter_batches(load_sql("export/map"), params):
                 objects = batch.column("json").to_pylist()
@@ -111,11 +108,8 @@ def export_map(
                 fh.write(("," if total else "") + "\n" + ",\n".join(objects))
                 total += len(objects)
             fh.write("\n" + tail)
-        os.replace(tmp, out_path)
     except OSError as exc:  # a full or read-only disk: one line naming the file
         raise SvclusterError(f"cannot write the export {out_path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     untagged = total - tagged if run_ref else 0
     not_in_run = without = 0
     if run_ref and untagged:

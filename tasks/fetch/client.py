@@ -26,10 +26,9 @@ an image body that is not a whole JPEG      :class:`InvalidImage` (a ``RequestFa
 HTTP library: **aiohttp** (asyncio), one ``ClientSession`` whose connector keeps at most
 ``concurrency`` keep-alive connections to the API's origin; every request of a fetch runs as a
 coroutine on one event loop thread. A thread per request in flight (the earlier urllib3
-client) spent ~2.2 ms of CPU per request on two cores, most of it threads handing the GIL to
-one another (hundreds of futex calls per request), and reached ~60 % of the concurrency /
-latency ceiling; the same requests on one event loop cost ~0.5 ms and reach ~85 %
-(``benchmarks/fetch.py``). httpx's async client was measured too: ~8 ms of CPU per request.
+client) spent most of its CPU handing the GIL from thread to thread and stayed further from the
+concurrency / latency ceiling; one event loop costs a fraction of the CPU per request, and
+httpx's async client costs more (figures: docs/fetch.md, 'Why one event loop').
 ``requests`` has no async mode. aiohttp is already installed with s3fs (the S3 lake).
 
 Secrets: the API key and the signature exist only inside the URL handed to aiohttp. Exceptions
@@ -58,7 +57,7 @@ from urllib.parse import urlencode, urlsplit
 
 from svcluster.tasks.errors import SvclusterError
 
-if TYPE_CHECKING:  # aiohttp is imported on first use: every CLI command would pay ~0.3 s for it
+if TYPE_CHECKING:  # aiohttp is imported on first use: every CLI command would pay its import (docs/fetch.md, 'Why one event loop')
     import aiohttp
 
 log = logging.getLogger("svcluster.streetview")

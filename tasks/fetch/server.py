@@ -152,7 +152,7 @@ _base_lock = threading.Lock()
 def _base_jpeg(width: int, height: int) -> bytes:
     """A textured JPEG of the given size (about 70 KB at 640x640, like Street View's), made once
     per size: the first requests of a size wait for one thread to draw it instead of all of
-    them drawing it at once (32 request threads doing so held the first answers ~0.2 s)."""
+    them drawing it at once, which held the first answers back (docs/fetch.md, 'Speed and quota')."""
     with _base_lock:
         return _draw_base_jpeg(width, height)
 

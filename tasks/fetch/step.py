@@ -73,8 +73,8 @@ log = logging.getLogger("svcluster.fetch")
 
 MAX_SIDE = 640
 # Blob writer threads per batch, beside the event loop: few on a local disk (each wakes and takes
-# the GIL from the loop: 8 threads cost ~60 % more system CPU than 2 for the same images), many
-# on S3, where a write is a request of tens of milliseconds.
+# the GIL from the loop: more threads cost more system CPU for the same images, docs/fetch.md,
+# 'Why one event loop'), many on S3, where a write is a request of tens of milliseconds.
 STORE_THREADS_LOCAL = 2
 STORE_THREADS_REMOTE = 16
 GC_MIN_AGE_SECONDS = 600.0  # younger orphans may belong to a fetch still running elsewhere
@@ -380,7 +380,6 @@ class ImageRowWriter:
         self.lake, self.chunk_rows, self.flush_seconds = lake, chunk_rows, flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._last = time.monotonic()
-        self.appended = 0
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         self._rows.extend(rows)
@@ -393,7 +392,6 @@ class ImageRowWriter:
             return
         rows, self._rows = self._rows, []
         self.lake.append("images", pa.Table.from_pylist(rows, schema=IMAGES.schema))
-        self.appended += len(rows)
 
 
 _IMAGE_COLUMNS = tuple(IMAGES.schema.names)

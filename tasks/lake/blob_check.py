@@ -59,10 +59,6 @@ class BlobCheck:
     changed: int = 0  # 'ok' views whose blob's bytes no longer hash to its sha256 (--verify)
     unreadable: int = 0  # views marked failed by embed whose damaged blob was removed
 
-    @property
-    def marked_failed(self) -> int:
-        return self.missing + self.changed
-
 
 def missing_reason(path: str) -> str:
     return f"{MISSING}: {path}"

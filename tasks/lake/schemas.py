@@ -169,7 +169,6 @@ CLUSTER_RUNS = TableSpec(
             ("silhouette", pa.float64()),
             ("sweep_id", pa.string()),
             ("aligned_to", pa.string()),  # run whose cluster numbers this run's were matched to
-            ("cluster_names", pa.string()),  # JSON {cluster: [names]} when the model has text
             ("pca_explained_variance", pa.float64()),  # share of variance the PCA kept
             ("sizes", pa.string()),  # JSON list: locations per cluster number
             ("n_iter", pa.int32()),  # iterations the fit ran

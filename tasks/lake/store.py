@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 
 from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
+from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
 TMP_DIR = "_tmp"
@@ -145,9 +146,6 @@ class Lake:
         """The ``lake_root`` this lake's views read: the root, unless reading needs the links
         of ``prepare_read``."""
         return self._view_root or self.root_url
-
-    def table_dir(self, table: str) -> str:
-        return self.path(f"tables/{spec(table).name}")
 
     # ---- set-up ----------------------------------------------------------------------------
     def is_lake(self) -> bool:
@@ -242,7 +240,7 @@ class Lake:
     # ---- bytes -----------------------------------------------------------------------------
     def exists(self, relpath: str) -> bool:
         try:
-            if self.is_local:  # os directly: fsspec's local exists costs ~10x more (called per blob)
+            if self.is_local:  # os directly: called per blob, and fsspec's local exists costs more (docs/lake.md, 'Speed')
                 return os.path.exists(self.path(relpath))
             return bool(self.fs.exists(self.path(relpath)))
         except STORAGE_ERRORS as exc:
@@ -283,7 +281,8 @@ class Lake:
         target = self.path(relpath)
         try:
             if self.is_local:
-                write_local_atomic(Path(target), data, Path(self.path(TMP_DIR)))
+                with atomic_write(target, tmp_dir=self.path(TMP_DIR)) as fh:
+                    fh.write(data)
             else:
                 self.fs.pipe_file(target, bytes(data) if isinstance(data, memoryview) else data)
         except STORAGE_ERRORS as exc:
@@ -332,7 +331,7 @@ class Lake:
 
     def _walk_local(self, relprefix: str) -> dict[str, float]:
         """Files under a local folder with their mtimes, by ``os.scandir`` (one stat per entry,
-        from the directory read: fsspec's local ``find`` is ~10x slower on 100k blobs)."""
+        from the directory read: fsspec's local ``find`` is slower, docs/lake.md, 'Speed')."""
         out: dict[str, float] = {}
         stack = [(self.path(relprefix), relprefix.strip("/"))]
         while stack:
@@ -406,7 +405,7 @@ class Lake:
         """A DuckDB connection with the lake's views (``sql/lake/views.sql``); close it when done.
 
         The views are defined once per lake and process in an in-memory database (binding them
-        reads every table's schema: ~0.1 s locally, many requests on S3), shared by every Lake
+        reads every table's schema: a request per table on S3; docs/lake.md, 'Speed'), shared by every Lake
         object of the same root and filesystem, and each call returns a new cursor on it. A
         view is re-planned on every query, so new files are always seen; DuckDB's file cache is
         off because keyed files are replaced under the same name.
@@ -557,22 +556,6 @@ def parquet_bytes(rows: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(rows, sink, compression="zstd", row_group_size=64_000)
     return sink.getvalue()
-
-
-def write_local_atomic(target: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write to a temp file on the same filesystem, fsync, then rename over the target."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def open_lake(uri: str, storage_options: Mapping[str, Any] | None = None, *, mode: LakeMode = "create") -> Lake:

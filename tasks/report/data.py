@@ -10,21 +10,21 @@ import json
 import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from svcluster.sql import load_sql
-from svcluster.tasks.cluster.compare import compare_runs, compare_with_tags
+from svcluster.tasks.cluster.compare import Comparison, compare_runs, compare_with_tags
 from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.cluster.naming import RunVectors, cluster_names, load_run_vectors
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.links import street_view_url
 from svcluster.tasks.report.geo import cluster_color, cluster_marker, geographic_centroid, haversine_km
-from svcluster.tasks.cluster.runs import RunRef
+from svcluster.tasks.cluster.runs import RunRef, previous_version
 
 THUMB_PX = 160
 THUMB_QUALITY = 72
@@ -33,6 +33,7 @@ MAX_SAMPLE_LOCATIONS = 480
 LOOKALIKE_CANDIDATES = 400
 LOOKALIKES_PER_CLUSTER = 3
 LOOKALIKES_SHOWN = 12
+COMPARE_SOURCE = "svcluster.tasks.cluster.compare"  # the code every comparison of the report comes from
 
 
 @dataclass
@@ -81,8 +82,9 @@ class LookAlike:
 
 
 @dataclass
-class Comparison:
-    """Agreement of the run with another partition of the same locations."""
+class ComparisonLine:
+    """One line of the report's comparisons: a ``svcluster.tasks.cluster.compare.Comparison``
+    reduced to what the page shows, or (``note``) why it could not be made."""
 
     against: str  # a run name, or "the map's tags"
     kind: str  # previous | tags
@@ -132,7 +134,7 @@ class ReportData:
     clusters: list[ClusterSummary]
     lookalikes: list[LookAlike]
     lookalike_note: str
-    comparisons: list[Comparison]
+    comparisons: list[ComparisonLine]
     sweep: list[SweepPoint]
     naming_note: str
     views: dict[str, list[View]] = field(default_factory=dict)
@@ -269,40 +271,37 @@ def find_lookalikes(points: Points, vectors: np.ndarray, rows: np.ndarray, typ: 
 
 
 # ---- comparisons -------------------------------------------------------------------------
-def compare_previous(lake: Lake, run_id: str, previous: dict[str, Any]) -> Comparison:
-    """This run against the map's previous run (``svcluster.tasks.cluster.compare.compare_runs``)."""
+def compare_previous(lake: Lake, run_id: str, previous: RunRef) -> ComparisonLine:
+    """This run against the map's previous version (``svcluster.tasks.cluster.compare.compare_runs``)."""
     try:
-        result = compare_runs(lake, run_id, previous["run_id"])
+        result = compare_runs(lake, run_id, previous.run_id)
     except SvclusterError as exc:  # e.g. no location in common
-        return Comparison(previous["name"], "previous", 0, None, None, "svcluster.tasks.cluster.compare", str(exc))
-    return _adopt(result, previous["name"], "previous")
+        return ComparisonLine(previous.name, "previous", 0, None, None, COMPARE_SOURCE, str(exc))
+    return comparison_line(result, previous.name, "previous")
 
 
-def compare_tags(lake: Lake, run_id: str) -> Comparison:
+def compare_tags(lake: Lake, run_id: str) -> ComparisonLine:
     """This run against the map's own tags (``svcluster.tasks.cluster.compare.compare_with_tags``)."""
     try:
         result = compare_with_tags(lake, run_id)
     except SvclusterError as exc:  # e.g. only svcluster's own tags in the map
-        return Comparison("the map's tags", "tags", 0, None, None, "svcluster.tasks.cluster.compare", str(exc))
-    return _adopt(result, "the map's tags", "tags")
+        return ComparisonLine("the map's tags", "tags", 0, None, None, COMPARE_SOURCE, str(exc))
+    return comparison_line(result, "the map's tags", "tags")
 
 
-def _adopt(result: Any, against: str, kind: str) -> Comparison:
-    """A ``svcluster.tasks.cluster.compare`` result as a Comparison (reads ari/nmi/locations by name)."""
-    d = asdict(result) if is_dataclass(result) else dict(result) if isinstance(result, dict) else vars(result)
-    n = next((d[k] for k in ("compared", "locations", "n") if isinstance(d.get(k), int)), 0)
-    ari, nmi = d.get("ari"), d.get("nmi")
+def comparison_line(result: Comparison, against: str, kind: str) -> ComparisonLine:
+    """The report's line for a comparison of this run (A) with ``against`` (B)."""
     notes = []
     if kind == "tags":
         notes.append("location-tag pairs")
-    if isinstance(d.get("changed"), int):
-        notes.append(f"{d['changed']:,} locations change tag")
-    if isinstance(d.get("unmatched"), int):
-        notes.append(f"{d['unmatched']:,} outside the best cluster matching")
-    if isinstance(d.get("only_a"), int) and d["only_a"]:
-        notes.append(f"{d['only_a']:,} only in this run" if kind == "previous" else f"{d['only_a']:,} locations without a tag")
-    return Comparison(against, kind, int(n), None if ari is None else round(float(ari), 4),
-                      None if nmi is None else round(float(nmi), 4), "svcluster.tasks.cluster.compare", "; ".join(notes))
+    if result.changed is not None:
+        notes.append(f"{result.changed:,} locations change tag")
+    if result.unmatched is not None:
+        notes.append(f"{result.unmatched:,} outside the best cluster matching")
+    if result.only_a:
+        notes.append(f"{result.only_a:,} only in this run" if kind == "previous" else f"{result.only_a:,} locations without a tag")
+    return ComparisonLine(against, kind, result.compared, round(float(result.ari), 4), round(float(result.nmi), 4),
+                          COMPARE_SOURCE, "; ".join(notes))
 
 
 # ---- thumbnails --------------------------------------------------------------------------
@@ -393,9 +392,9 @@ def gather_report(lake: Lake, ref: RunRef, progress: Progress | None = None) -> 
 
     t0 = time.perf_counter()
     comparisons = []
-    previous = lake.query(load_sql("report/previous_run"), {"map": ref.map, "run": ref.run_id}).to_pylist()
+    previous = previous_version(lake, ref.map, ref.run_id)
     if previous:
-        comparisons.append(compare_previous(lake, ref.run_id, previous[0]))
+        comparisons.append(compare_previous(lake, ref.run_id, previous))
     if any(points.tags):
         comparisons.append(compare_tags(lake, ref.run_id))
     sweep = []

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 
 from svcluster.tasks.report.map_png import LegendEntry, render_cluster_map
 from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.cluster.naming import NO_TEXT_TOWER, name_clusters
 from svcluster.tasks.progress import NullProgress, Progress
@@ -321,14 +320,11 @@ def render_png(data: ReportData) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_write(path) as fh:
+            fh.write(data)
     except OSError as exc:
         raise SvclusterError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---- Prefect artifacts ----------------------------------------------------------------------

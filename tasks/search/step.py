@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from svcluster.sql import load_sql
 from svcluster.tasks.cluster.step import ClusterOptions, choose_embeddings
 from svcluster.tasks.embed.step import pool_views
 from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
+from svcluster.tasks.files import atomic_write
 from svcluster.tasks.export.step import frame
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.embed.models import is_baseline, load_embedder, text_features
@@ -396,13 +396,9 @@ def export_hits(lake: Lake, hits: list[Hit], out: str | Path, tag: str) -> int:
     for name, ids in by_map.items():
         objects += lake.query(load_sql("search/objects"), {"map": name, "ids": ids, "tag": tag}).column("json").to_pylist()
     out_path = Path(out)
-    tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(head + "\n" + ",\n".join(objects) + "\n" + tail, encoding="utf-8")
-        os.replace(tmp, out_path)
+        with atomic_write(out_path, text=True) as fh:
+            fh.write(head + "\n" + ",\n".join(objects) + "\n" + tail)
     except OSError as exc:
         raise SvclusterError(f"cannot write the study set {out_path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(objects)
