@@ -164,10 +164,10 @@ def test_cluster_summary_compares_with_the_maps_previous_version_not_a_sibling_k
     # A sweep of new k values: compared with the latest run before it (v5), never a sibling k.
     fresh = cluster(ks=[5, 6], seed=3)
     assert [r.name for r in fresh.result.runs] == ["versions@v6", "versions@v7"] and fresh.previous == "versions@v5"
-    # A k=7 with the same parameters joins that sweep (runs that differ only in k share a
-    # sweep_id, as the report's sweep plot draws them): still compared with v5, not v6 or v7.
+    # A k=7 asked for later with the same parameters is a request of its own, not a sibling of
+    # that sweep (runs of one request share a request_id): compared with v7, the run before it.
     more = cluster(k=7, seed=3)
-    assert more.run.name == "versions@v8" and more.previous == "versions@v5"
+    assert more.run.name == "versions@v8" and more.previous == "versions@v7"
 
     # A map whose only clustering is one sweep has no previous version at all.
     other = ingest_sample(lake, tmp_path, n=120, name="sweep-only", seed=6)

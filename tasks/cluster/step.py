@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import sys
+import uuid
 import warnings as pywarnings
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -510,6 +511,7 @@ def write_run(
     fit: Fit,
     options: ClusterOptions,
     explained: float | None,
+    request_id: str | None = None,
 ) -> None:
     """Assignments first, then the run row that commits them."""
     n = len(vectors.location_ids)
@@ -540,6 +542,7 @@ def write_run(
         "inertia": fit.inertia,
         "silhouette": fit.silhouette,
         "sweep_id": sweep_id,
+        "request_id": request_id,
         "aligned_to": fit.aligned_to,
         "pca_explained_variance": explained,
         "sizes": json.dumps(fit.sizes),
@@ -591,6 +594,7 @@ def cluster_map(
         chosen = embedding_set(con, map_name, choice.model, choice.pooling, choice.precision)
         check_options(options, chosen.count, chosen.dim)
         sweep_id = parameters_id(run_parameters(chosen, options, None, version))
+        request_id = uuid.uuid4().hex  # the runs this call writes are one request (siblings of a sweep)
         planned = [(k, run_parameters(chosen, options, k, version)) for k in options.k_values()]
         summaries: dict[int, RunSummary] = {}
         for k, params in planned:
@@ -611,7 +615,7 @@ def cluster_map(
                 align_to_previous(con, map_name, vectors.location_ids, fit)
                 fit.silhouette = sampled_silhouette(x, fit.labels, options.silhouette_sample, options.seed)
                 run_id = parameters_id(params)
-                write_run(lake, run_id, params, sweep_id, vectors, fit, options, explained)
+                write_run(lake, run_id, params, sweep_id, vectors, fit, options, explained, request_id)
                 written = existing_run(con, run_id)
                 summaries[k] = RunSummary(
                     run_id,

@@ -177,6 +177,7 @@ CLUSTER_RUNS = TableSpec(
             ("map_sha256", pa.string()),  # maps.file_sha256 of the map version the run was made on
             ("method", pa.string()),  # cluster | assign (null: cluster, runs written before assign existed)
             ("parent_run_id", pa.string()),  # assign: the run whose centroids and numbers it kept
+            ("request_id", pa.string()),  # one per cluster request: the runs of one sweep share it (null before it was kept)
             ("code_version", pa.string()),
             ("created_at", TIMESTAMP),
             ("written_at", TIMESTAMP),
