@@ -26,7 +26,7 @@ from svcluster.flows.retries import retry_unless_user_error
 from svcluster.flows.runner import current_parallelism, run_windowed
 from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import check_map_blobs
-from svcluster.tasks.fetch.step import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, replan_batch
+from svcluster.tasks.fetch.step import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, record_map_views, replan_batch
 from svcluster.tasks.batches import chunked
 from svcluster.tasks.lake.store import open_lake
 from svcluster.tasks.progress import NullProgress
@@ -130,7 +130,9 @@ def plan_fetch_task(lake_uri: str, map_name: str, options: FetchOptions) -> list
     blob is gone, or was found unreadable by embed, are marked failed first: fetched again)."""
     lake = open_lake(lake_uri)
     check_map_blobs(lake, map_name)
-    return plan_fetch(lake, map_name, options)
+    items = plan_fetch(lake, map_name, options)
+    record_map_views(lake, map_name, options)
+    return items
 
 
 @task(name="fetch-cleanup", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)

@@ -110,6 +110,27 @@ def test_two_maps_sharing_a_place_at_different_settings_each_pool_their_own(lake
     assert _embeddings(lake, [shared]) == {("320x320/fov90/pitch0", 2)}
 
 
+def test_two_maps_sharing_a_place_at_one_size_pool_their_own_headings(lake, tmp_path, streetview_server, streetview_settings):
+    """Same settings, other headings: each map pools the headings its own fetch asked for
+    (map_views), never the extra headings another map bought for a shared place."""
+    locs = sample_locations(3, seed=12)
+    a = ingest_locations(lake, tmp_path / "a.json", locs[:2], "a", streetview_server)  # places 0, 1
+    b = ingest_locations(lake, tmp_path / "b.json", locs[1:], "b", streetview_server)  # places 1, 2: place 1 shared
+    fetch_map(lake, a, streetview_settings, BIG)  # 4 headings
+    streetview_server.reset_counts()
+    fetch_map(lake, b, streetview_settings, FetchOptions(headings=(0, 180), **BASE))
+    assert billed(streetview_server) == {"640x640": 2}  # only b's place 2: the shared place's views were bought
+    shared = lake.query("SELECT location_id FROM places WHERE map = 'a' AND position = 1").column(0)[0].as_py()
+    opts = EmbedOptions(model="baseline", batch_size=4)
+    embed_map(lake, b, opts)
+    assert _embeddings(lake, [shared]) == {("640x640/fov90/pitch0", 2)}  # not the 4 a bought
+    assert lake.query("SELECT map, headings FROM map_views ORDER BY map").to_pylist() == [
+        {"map": "a", "headings": [0, 90, 180, 270]}, {"map": "b", "headings": [0, 180]},
+    ]  # fmt: skip
+    embed_map(lake, a, opts)
+    assert _embeddings(lake, [shared]) == {("640x640/fov90/pitch0", 4)}
+
+
 def test_rows_written_without_settings_read_as_the_defaults(lake, tmp_path, streetview_server, streetview_settings):
     name = ingest_locations(lake, tmp_path / "m.json", sample_locations(2), "old", streetview_server)
     fetch_map(lake, name, streetview_settings, BIG)

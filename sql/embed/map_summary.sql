@@ -1,3 +1,4 @@
+-- $headings: the headings pooled (the map's latest fetch's, map_views), NULL for every heading.
 -- How many places map $map has, how many of them have at least one 'ok' view, and why the
 -- others have none: Street View has no imagery there (every view fetched is no_imagery: a
 -- fetch cannot change that), a fetch failed (some view failed: a fetch retries it), or nothing
@@ -13,6 +14,7 @@ WITH status AS (
     FROM places l
     LEFT JOIN images i ON i.location_id = l.location_id
           AND (i.source = 'folder' OR (i.width = $width AND i.height = $height)) AND i.fov = $fov AND i.pitch = $pitch
+          AND ($headings::INTEGER[] IS NULL OR list_contains($headings::INTEGER[], i.heading))
     WHERE l.map = $map
     GROUP BY l.location_id
 )

@@ -1,3 +1,4 @@
+-- $headings: the headings pooled (the map's latest fetch's, map_views), NULL for every heading.
 -- Places of map $map that need an embedding for ($model, $pooling, $precision) from the views at
 -- one set of view settings ($width, $height, $fov, $pitch; $view_settings: the same as text,
 -- e.g. '640x640/fov90/pitch0'; a folder import's view matches any size, as in sql/fetch/plan.sql:
@@ -13,6 +14,7 @@ WITH ok AS (
     FROM images i
     WHERE i.status = 'ok'
       AND (i.source = 'folder' OR (i.width = $width AND i.height = $height)) AND i.fov = $fov AND i.pitch = $pitch
+      AND ($headings::INTEGER[] IS NULL OR list_contains($headings::INTEGER[], i.heading))
       AND i.location_id IN (SELECT location_id FROM locations WHERE map = $map)
     GROUP BY i.location_id
 ), done AS (

@@ -1,3 +1,4 @@
+-- $headings: the headings pooled (the map's latest fetch's, map_views), NULL for every heading.
 -- The 'ok' views at one set of view settings ($width, $height, $fov, $pitch; $view_settings the
 -- same as text) of the locations in $ids, in heading order, each with the per-view vector
 -- already in the lake for ($model, $precision, $revision) from the same image bytes, if any
@@ -17,6 +18,7 @@ WITH img AS (
     WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
       AND (source = 'folder' OR (coalesce(width, 640) = $width AND coalesce(height, 640) = $height))
       AND coalesce(fov, 90) = $fov AND coalesce(pitch, 0) = $pitch
+      AND ($headings::INTEGER[] IS NULL OR list_contains($headings::INTEGER[], heading))
     QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1
 ), vec AS (
     SELECT location_id, heading, model_revision, image_sha256, vector

@@ -69,6 +69,13 @@ SEMI JOIN read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parqu
   ON r.run_id = a.run_id
 QUALIFY row_number() OVER (PARTITION BY a.run_id, a.location_id ORDER BY a.written_at DESC) = 1;
 
+-- What each fetch (or folder import) of a map asked for, per view settings: the headings embed
+-- pools for the map at those settings; the map's latest row holds the settings it pools by default.
+CREATE OR REPLACE VIEW map_views AS
+SELECT * EXCLUDE (written_at), written_at AS fetched_at
+FROM read_parquet(getvariable('lake_root') || '/tables/map_views/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY map, width, height, fov, pitch ORDER BY written_at DESC) = 1;
+
 -- Every tag an export wrote into a map (one row per map and tag): the tags that are
 -- svcluster's own. An export removes these and only these before adding its own.
 CREATE OR REPLACE VIEW exported_tags AS

@@ -86,6 +86,9 @@ class EmbedOptions:
     # All four as '640x640/fov90/pitch0' (``format_view_settings``): set by
     # ``with_map_view_settings`` from the above; given, it wins over them.
     view_settings: str | None = None
+    # The headings pooled: the map's latest fetch's (``map_views``), set with ``view_settings``;
+    # None pools every heading at those settings (a map fetched before headings were recorded).
+    headings: tuple[int, ...] | None = None
 
     def checked(self) -> "EmbedOptions":
         """These options, or SvclusterError naming the bad option."""
@@ -145,32 +148,50 @@ def _size_fov_pitch(view_settings: str | None) -> dict[str, object]:
     return params
 
 
-def map_view_settings(lake: Lake, map_name: str) -> str:
-    """The view settings of a map's views that embed pools: those of the map's fetch (the
-    settings covering most of its places, the latest of equals; ``sql/embed/map_settings.sql``),
-    or the default when the map has no 'ok' view."""
+def map_view_settings(lake: Lake, map_name: str) -> tuple[str, tuple[int, ...] | None]:
+    """The view settings and headings of a map's views that embed pools: what the map's latest
+    fetch asked for (``map_views``), else (a lake fetched before that was recorded) the settings
+    covering most of its places, the latest of equals, with every heading
+    (``sql/embed/map_settings.sql``); the default when the map has no 'ok' view."""
     rows = lake.query(load_sql("embed/map_settings"), {"map": map_name}).to_pylist()
     if not rows:
-        return DEFAULT_VIEW_SETTINGS
+        return DEFAULT_VIEW_SETTINGS, None
     r = rows[0]
     width, height = (r["width"], r["height"]) if r["width"] is not None else parse_view_settings(DEFAULT_VIEW_SETTINGS)[:2]
-    return format_view_settings(width, height, r["fov"], r["pitch"])
+    headings = tuple(sorted(r["headings"])) if r["headings"] else None
+    return format_view_settings(width, height, r["fov"], r["pitch"]), headings
 
 
 def with_map_view_settings(lake: Lake, map_name: str, options: "EmbedOptions") -> "EmbedOptions":
-    """``options`` with ``view_settings`` set: as given, else ``size``/``fov``/``pitch`` where
-    named and the map's own (``map_view_settings``) for the rest."""
+    """``options`` with ``view_settings`` and ``headings`` set: as given, else ``size``/``fov``/
+    ``pitch`` where named and the map's own (``map_view_settings``) for the rest; the headings
+    those of the map's latest fetch at the settings chosen (``sql/embed/map_headings.sql``)."""
+    own_settings, own_headings = map_view_settings(lake, map_name)
     if options.view_settings is not None:
-        return replace(options, view_settings=format_view_settings(*parse_view_settings(options.view_settings)))
-    named = (options.size, options.fov, options.pitch)
-    width, height, fov, pitch = parse_view_settings(
-        DEFAULT_VIEW_SETTINGS if all(v is not None for v in named) else map_view_settings(lake, map_name)
-    )
-    if options.size is not None:
-        width, height = _parse_size(options.size)
-    fov = fov if options.fov is None else float(options.fov)
-    pitch = pitch if options.pitch is None else float(options.pitch)
-    return replace(options, view_settings=format_view_settings(width, height, fov, pitch))
+        chosen = format_view_settings(*parse_view_settings(options.view_settings))
+    else:
+        named = (options.size, options.fov, options.pitch)
+        width, height, fov, pitch = parse_view_settings(DEFAULT_VIEW_SETTINGS if all(v is not None for v in named) else own_settings)
+        if options.size is not None:
+            width, height = _parse_size(options.size)
+        fov = fov if options.fov is None else float(options.fov)
+        pitch = pitch if options.pitch is None else float(options.pitch)
+        chosen = format_view_settings(width, height, fov, pitch)
+    headings = options.headings
+    if headings is None:
+        headings = own_headings if chosen == own_settings else map_headings(lake, map_name, chosen)
+    return replace(options, view_settings=chosen, headings=headings)
+
+
+def map_headings(lake: Lake, map_name: str, view_settings: str) -> tuple[int, ...] | None:
+    """The headings the map's latest fetch at ``view_settings`` asked for, or None (not recorded)."""
+    rows = lake.query(load_sql("embed/map_headings"), {"map": map_name, **_size_fov_pitch(view_settings)}).to_pylist()
+    return tuple(sorted(rows[0]["headings"])) if rows and rows[0]["headings"] else None
+
+
+def _headings_param(headings: tuple[int, ...] | None) -> dict[str, object]:
+    """$headings of the embed queries: the headings pooled, or NULL for every heading."""
+    return {"headings": None if headings is None else list(headings)}
 
 
 @dataclass
@@ -285,6 +306,7 @@ def _todo(lake: Lake, map_name: str, options: EmbedOptions) -> list[tuple[str, i
             "precision": choice.precision,
             "revision": model_revision(options.model),
             **_settings_params(options.view_settings),
+            **_headings_param(options.headings),
         },
     )
     return list(zip(rows.column("location_id").to_pylist(), rows.column("views").to_pylist()))
@@ -324,7 +346,7 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
     """Embed every location of ``map_name`` that lacks a vector (incremental, resumable)."""
     options.validate()
     options = with_map_view_settings(lake, map_name, options)
-    summary = lake.query(load_sql("embed/map_summary"), {"map": map_name, **_size_fov_pitch(options.view_settings)}).to_pylist()[0]
+    summary = lake.query(load_sql("embed/map_summary"), {"map": map_name, **_size_fov_pitch(options.view_settings), **_headings_param(options.headings)}).to_pylist()[0]
     n_locations, with_views = summary["locations"] or 0, summary["with_views"] or 0
     if n_locations == 0:
         raise NotFoundError(f"map {map_name!r} is not in the lake at {lake.uri}; run `svcluster ingest` first")
@@ -435,7 +457,7 @@ def run_embedding(
     # One DuckDB connection for the run: binding the lake's views is costly on S3.
     with lake.connect() as con, ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="embed-prep") as pool:
         try:
-            for item in _work_items(con, embedder, batches, stitched, options.view_settings):
+            for item in _work_items(con, embedder, batches, stitched, options.view_settings, options.headings):
                 if isinstance(item, _Batch):  # a batch begins: its inputs follow
                     for loc in item.location_ids:
                         owner[loc] = item
@@ -487,11 +509,12 @@ def _drain_one(queue, pending, run_model, lake, embedder, options, owner, progre
 
 
 def _work_items(
-    con: Connection, embedder: Embedder, batches: Iterable[list[str]], stitched: bool, view_settings: str | None
+    con: Connection, embedder: Embedder, batches: Iterable[list[str]], stitched: bool, view_settings: str | None,
+    headings: tuple[int, ...] | None = None,
 ) -> Iterator[_Job | _Batch | _BatchEnd]:
-    """For each batch of locations: the batch (its views at ``view_settings``, reusable vectors),
-    its inputs, its end."""
-    settings = _settings_params(view_settings)
+    """For each batch of locations: the batch (its views at ``view_settings`` and ``headings``,
+    reusable vectors), its inputs, its end."""
+    settings = {**_settings_params(view_settings), **_headings_param(headings)}
     for location_ids in batches:
         rows = con.sql(
             load_sql("embed/views"),

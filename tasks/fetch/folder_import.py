@@ -32,6 +32,7 @@ from svcluster.tasks.fetch.step import (
     FetchStats,
     ImageRowWriter,
     plan_views,
+    record_map_views,
     gc_blobs,
     result_of,
     image_row,
@@ -128,6 +129,7 @@ def import_folder(
     panoramas = panoramas_dir(folder)
     files = scan_folder(panoramas)
     plan = plan_views(lake, map_name, options)
+    record_map_views(lake, map_name, options, source="folder")
     work = [(item, h, files[(item.position, h)]) for item in plan.items for h in item.headings if (item.position, h) in files]
     wanted = set(options.headings)
     unmatched = sum(1 for (pos, h) in files if pos not in plan.positions or h not in wanted)

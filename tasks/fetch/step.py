@@ -56,7 +56,7 @@ from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Lake, open_lake
 from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
-from svcluster.tasks.lake.schemas import IMAGES
+from svcluster.tasks.lake.schemas import IMAGES, MAP_VIEWS
 from svcluster.tasks.settings import Settings
 from svcluster.tasks.fetch.client import (
     SOURCES,
@@ -96,6 +96,7 @@ __all__ = [
     "gc_blobs",
     "plan_fetch",
     "plan_views",
+    "record_map_views",
     "replan_batch",
 ]
 
@@ -755,10 +756,22 @@ def fetch_map(
     options = options.checked()
     check = check_map_blobs(lake, map_name, verify=verify)
     plan = plan_views(lake, map_name, options)
+    record_map_views(lake, map_name, options)
     stats = fetch_batch(lake.uri, plan.items, settings, options, progress) if plan.items else FetchStats()
     stats.skipped = plan.skipped
     removed = gc_blobs(lake).removed if plan.items else 0
     return with_blob_check(result_of(map_name, "api", plan, stats, removed), check)
+
+
+def record_map_views(lake: Lake, map_name: str, options: FetchOptions, source: str = "api") -> None:
+    """Record what this fetch of ``map_name`` asks for (``map_views``): embed pools the map's
+    views at these headings and settings only (options already checked)."""
+    width, height = options.dimensions if source == "api" else (None, None)
+    row = {
+        "map": map_name, "headings": list(options.headings), "width": width, "height": height,
+        "fov": options.fov, "pitch": options.pitch, "source": source,
+    }  # fmt: skip
+    lake.append("map_views", pa.Table.from_pylist([row], schema=MAP_VIEWS.schema))
 
 
 def with_blob_check(result: FetchResult, check: BlobCheck) -> FetchResult:

@@ -232,6 +232,27 @@ EXPORTED_TAGS = TableSpec(
     ),
 )
 
+# What each fetch of a map asked for, per view settings (the latest wins): the headings embed pools
+# for that map at those settings, and (the latest row of the map) the settings it pools by
+# default, so a place shared with another map fetched at other headings or settings is embedded
+# from this map's views only.
+MAP_VIEWS = TableSpec(
+    "map_views",
+    ("map", "width", "height", "fov", "pitch"),
+    pa.schema(
+        [
+            ("map", pa.string()),
+            ("headings", pa.list_(pa.int32())),
+            ("width", pa.int32()),  # null for a folder import: its files stand for any size
+            ("height", pa.int32()),
+            ("fov", pa.float64()),
+            ("pitch", pa.float64()),
+            ("source", pa.string()),  # api | folder
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
 # Every search and similar request (tasks/search/step.py): what was asked and what it found, so a
 # study set can be re-exported later.
 SEARCHES = TableSpec(
@@ -257,5 +278,5 @@ SEARCHES = TableSpec(
 
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES)
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES, MAP_VIEWS)
 }
