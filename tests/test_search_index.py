@@ -49,6 +49,11 @@ def test_index_recall_against_exact_on_clustered_vectors():
         np.testing.assert_allclose(scores, x[rows] @ q, rtol=1e-5, atol=1e-6)  # found rows keep their exact score
         assert np.all(np.diff(scores) <= 0)
     assert np.mean(recalls) >= 0.95
+    # rows grouped by list (a process that searches again) find exactly what the gather found
+    idx.group()
+    for q in queries[:10]:
+        rows, scores = idx.search(q, 10)
+        assert np.array_equal(rows, build_index(x, "again", params).attach(x).search(q, 10)[0])
 
 
 def test_index_is_deterministic_leaves_out_excluded_rows_and_probes_more_when_short():

@@ -9,23 +9,31 @@ neighbour is missed only when it sits in a list that was not probed. On clustere
 ``benchmarks/search.py`` measures recall@10 >= 0.95 against brute force at 1,000,000 x 768.
 
 Stored in the lake under ``cache/search_index/<key>.npz`` (centroids, the rows grouped by list,
-the list offsets: a few MB for a million rows; the vectors themselves stay in the vector cache of
-``svcluster.tasks.cluster.vectors``). The key hashes the vector set's fingerprint (which names
-the exact embedding rows), the matrix shape and the index parameters: new or re-embedded
+the list offsets: about 10 MB for a million rows; the vectors themselves stay in the vector cache
+of ``svcluster.tasks.cluster.vectors``). The key hashes the vector set's fingerprint (which
+names the exact embedding rows), the matrix shape and the index parameters: new or re-embedded
 places give a new fingerprint, hence a new key and a rebuilt index, so a stored index is never
 stale and deleting ``cache/`` only costs one rebuild.
 
-Why numpy and not faiss, hnswlib or usearch: the issue asks for a maintained library, and those
-are the usual choices; but at our sizes an IVF with exact re-ranking meets the targets
-(median well under 50 ms, recall@10 >= 0.95 at a million rows, see docs/search.md), costs no
-dependency, no native wheel per platform (faiss-cpu and torch each bring their own OpenMP
-runtime, a known source of crashes when both load in one process, and the embed step loads
-torch), stores as plain arrays in the lake like every other cache, and gives exact scores
-(faiss/usearch would be used with the same exact vectors anyway, to keep scores comparable with
-the exact path). An HNSW graph (hnswlib, usearch) answers faster per query but takes minutes and
-several GB to build at a million x 768 on a laptop, for a search that is run a few times per
-map. Should a lake outgrow this (tens of millions of places), this module is the one place to
-swap the structure behind ``SearchIndex.search``.
+Why numpy and not faiss, hnswlib or usearch: the issue suggests a maintained library, and those
+are the usual choices; but an IVF with exact re-ranking meets the targets here (median under
+50 ms and recall@10 >= 0.95 at a million x 768 on clustered vectors, ``benchmarks/search.py``;
+docs/search.md has the figures) in some 200 lines of numpy, with
+
+- no new dependency and no native wheel per platform (faiss-cpu and torch each ship their own
+  OpenMP runtime, a known source of aborts when both load in one process, as on macOS; the embed
+  step and ``similar --image`` load torch);
+- plain arrays stored in the lake like every other cache (a faiss or HNSW index file is one more
+  binary format, tied to the library's version);
+- exact scores: the probed rows are ranked against the full float32 vectors, so a score means
+  what the exact path's means (a quantised faiss index, IVF-PQ, would need this re-rank anyway);
+- a build of about a minute at a million x 768 on 2 busy cores (an HNSW graph, hnswlib or
+  usearch, answers faster per query, but inserts every row into a graph with many distance
+  evaluations each and keeps its own copy of the vectors; not measured here, and a map's vector
+  set is searched a handful of times per build).
+
+Should a lake outgrow it (tens of millions of places, or many queries per second), this module
+is the one place to swap the structure behind ``index_for`` and ``SearchIndex.search``.
 """
 
 from __future__ import annotations
@@ -74,8 +82,12 @@ class IndexParams:
 @dataclass
 class SearchIndex:
     """An IVF index of a matrix: ``order[offsets[i]:offsets[i+1]]`` are the matrix rows of list
-    ``i``, whose centroid is ``centroids[i]`` (unit rows). ``grouped`` is the matrix with its rows
-    in that order (in memory only: rebuilt from the matrix, never stored)."""
+    ``i`` (ascending), whose centroid is ``centroids[i]`` (unit rows). Searching reads the probed
+    rows from ``matrix`` (a gather: no copy of the matrix, what a one-shot CLI search wants);
+    after ``group()``, from ``grouped``, the matrix with its rows in list order (one copy as large
+    as the matrix, in memory only; each probed list is then one contiguous block: faster per
+    query, for a process that searches many times and can spare the memory; ``search`` itself
+    never groups, as the copy takes seconds at a million rows)."""
 
     key: str
     params: IndexParams
@@ -83,6 +95,7 @@ class SearchIndex:
     order: np.ndarray  # int64, n
     offsets: np.ndarray  # int64, nlist + 1
     build_seconds: float = 0.0
+    matrix: np.ndarray | None = field(default=None, repr=False)
     grouped: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -93,8 +106,13 @@ class SearchIndex:
         """Make the index searchable over ``matrix`` (the rows it was built on)."""
         if matrix.shape[0] != self.rows or matrix.shape[1] != self.centroids.shape[1]:
             raise LakeError(f"the search index {self.key[:12]} does not fit a {matrix.shape[0]} x {matrix.shape[1]} matrix")
-        if self.grouped is None:
-            self.grouped = np.ascontiguousarray(matrix[self.order])
+        self.matrix = matrix
+        return self
+
+    def group(self) -> "SearchIndex":
+        """Keep the rows in list order too (see the class docstring)."""
+        if self.grouped is None and self.matrix is not None:
+            self.grouped = np.ascontiguousarray(self.matrix[self.order])
         return self
 
     def search(self, query: np.ndarray, top: int, exclude: np.ndarray | None = None, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -102,23 +120,24 @@ class SearchIndex:
         among the rows of the ``nprobe`` nearest lists, best first (ties by row); rows where
         ``exclude`` is true are left out. Probes more lists while fewer than ``top`` rows are
         found."""
-        if self.grouped is None:
+        if self.matrix is None:
             raise LakeError("the search index is not attached to its matrix")
         nlist = self.centroids.shape[0]
         probe = min(nlist, nprobe or self.params.nprobe)
         near = np.argsort(-(self.centroids @ query), kind="stable")
         while True:
             lists = near[:probe]
-            cand_rows, cand_scores = [], []
-            for i in lists:
-                lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-                if hi > lo:
-                    cand_rows.append(self.order[lo:hi])
-                    # numpy's own loop, not BLAS: a threaded gemv per small list costs more in
-                    # thread wake-ups than the product (10x slower on a busy machine)
-                    cand_scores.append(np.einsum("ij,j->i", self.grouped[lo:hi], query))
-            rows = np.concatenate(cand_rows) if cand_rows else np.zeros(0, np.int64)
-            scores = np.concatenate(cand_scores) if cand_scores else np.zeros(0, np.float32)
+            spans = [(int(self.offsets[i]), int(self.offsets[i + 1])) for i in lists]
+            spans = [(lo, hi) for lo, hi in spans if hi > lo]
+            rows = np.concatenate([self.order[lo:hi] for lo, hi in spans]) if spans else np.zeros(0, np.int64)
+            # numpy's own loop (einsum), not BLAS: a threaded gemv per small block costs more in
+            # thread wake-ups than the product (10x slower on a busy machine)
+            if self.grouped is not None:
+                parts = [np.einsum("ij,j->i", self.grouped[lo:hi], query) for lo, hi in spans]
+                scores = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            else:
+                rows = np.sort(rows)  # read the matrix front to back
+                scores = np.einsum("ij,j->i", self.matrix[rows], query)
             if exclude is not None and len(rows):
                 keep = ~exclude[rows]
                 rows, scores = rows[keep], scores[keep]
@@ -233,7 +252,7 @@ def index_for(lake: Lake, fingerprint: str, matrix: np.ndarray, params: IndexPar
     params = params or IndexParams.for_rows(matrix.shape[0])
     key = index_key(fingerprint, matrix.shape, params)
     if key in _MEMO:
-        return _MEMO[key], "memory"
+        return _MEMO[key].attach(matrix), "memory"
     index = read_index(lake, key)
     source = "lake"
     if index is None:
@@ -244,7 +263,7 @@ def index_for(lake: Lake, fingerprint: str, matrix: np.ndarray, params: IndexPar
         except LakeError as exc:
             log.warning("could not store the search index in the lake (%s)", exc)
     index.attach(matrix)
-    _MEMO.clear()  # one index at a time: its grouped copy is as large as the matrix
+    _MEMO.clear()  # one index at a time (it holds its matrix, and maybe a grouped copy)
     _MEMO[key] = index
     return index, source
 
