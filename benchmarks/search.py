@@ -12,10 +12,10 @@ Printed, in one process:
 1. index build (``svcluster.tasks.search.index``: k-means lists) time, its size as stored in a
    fresh lake, and reading it back from the lake;
 2. query latency (median, p95) of our search (``svcluster.tasks.search.step.find_rows``, the
-   function ``search`` and ``similar`` call, on a vector set above ``EXACT_MAX_ROWS``: probed
-   rows gathered from the matrix), and with the rows kept grouped by list (``SearchIndex.group``,
-   an option for a process that searches many times); and of a plain numpy exact search
-   (``X @ q``, ``argpartition``) on the same matrix, with the ratio;
+   function ``search`` and ``similar`` call, on a vector set above ``EXACT_MAX_ROWS``) once the
+   process has grouped the rows by list (from its second search on), and for the first search of
+   a process (a CLI call: probed rows gathered from the matrix); and of a plain numpy exact
+   search (``X @ q``, ``argpartition``) on the same matrix, with the ratio;
 3. recall@10 of our search against the exact top 10 (targets: median < 50 ms, recall >= 0.95);
 4. the exact path of our search (``rank``, what a map below the threshold gets) for scale.
 
@@ -130,24 +130,22 @@ def main() -> None:
         t = time.perf_counter()
         idx, source = search_index.index_for(lake, vs.fingerprint, vs.matrix)
         print(f"index read back from the lake: {time.perf_counter() - t:.2f} s (source: {source})")
+        # the first search of a process (a CLI call): probed rows gathered from the matrix
+        once = []
+        for q in queries[: args.exact_queries]:
+            t = time.perf_counter()
+            idx.search(q, TOP)
+            once.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        find_rows(lake, vs, queries[0], TOP)  # used again in this process: the rows get grouped
+        print(f"second use in the process: rows grouped by list (a copy of the matrix): {time.perf_counter() - t:.2f} s")
         ours, found = [], []
         for q in queries:
             t = time.perf_counter()
             rows, _, use = find_rows(lake, vs, q, TOP)
             ours.append(time.perf_counter() - t)
             found.append(rows)
-        assert use.method == "ivf" and use.source == "memory"
-        # a process that searches many times may keep the rows grouped by list (SearchIndex.group)
-        t = time.perf_counter()
-        idx.group()
-        print(f"rows grouped by list (a copy of the matrix, optional): {time.perf_counter() - t:.2f} s")
-        grouped = []
-        for q, want in zip(queries, found):
-            t = time.perf_counter()
-            rows, _ = idx.search(q, TOP)
-            grouped.append(time.perf_counter() - t)
-            assert np.array_equal(rows, want)  # the same places either way
-
+        assert use.method == "ivf" and use.source == "memory" and idx.grouped is not None
         base = []
         for q in queries[: args.exact_queries]:
             t = time.perf_counter()
@@ -161,9 +159,9 @@ def main() -> None:
 
         truth = exact_top(x, queries, TOP)
         recall = float(np.mean([len(set(f.tolist()) & set(tr.tolist())) / TOP for f, tr in zip(found, truth)]))
-        (om, op), (gm, gp), (bm, bp), (rm, rp) = ms(ours), ms(grouped), ms(base), ms(exact_rank)
+        (om, op), (gm, gp), (bm, bp), (rm, rp) = ms(ours), ms(once), ms(base), ms(exact_rank)
         print(f"our search (index):   median {om:7.2f} ms   p95 {op:7.2f} ms   ({len(ours)} queries)   target: median < 50 ms")
-        print(f"  with rows grouped:  median {gm:7.2f} ms   p95 {gp:7.2f} ms")
+        print(f"  first search of a process (rows gathered): median {gm:7.2f} ms   p95 {gp:7.2f} ms   ({len(once)} queries)")
         print(f"numpy exact baseline: median {bm:7.2f} ms   p95 {bp:7.2f} ms   ({len(base)} queries)")
         print(f"our exact path (rank, below the threshold): median {rm:7.2f} ms")
         print(f"ratio (ours / numpy exact, median): {om / bm:.3f}   speed-up {bm / om:.1f}x")

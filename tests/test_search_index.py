@@ -122,3 +122,16 @@ def test_index_is_stored_reused_and_rebuilt_when_the_vectors_change(lake, tmp_pa
     want = np.vstack([moved, x[5:]])
     exact_rows, _ = rank(want, want[3], 10, np.arange(len(ids)) == 3)
     assert [h.location_id for h in after.hits][:10] == [ids[i] for i in exact_rows]
+
+
+def test_a_damaged_stored_index_is_built_again(lake, tmp_path, monkeypatch):
+    ids, _ = grown_lake(lake, tmp_path)
+    monkeypatch.setattr(search_index, "EXACT_MAX_ROWS", 10)
+    first = similar(lake, ids[1], map_name="big")
+    (stored,) = lake.list("cache/search_index")
+    lake.write_bytes(stored, b"not an index")
+    search_index.forget_indexes()
+    again = similar(lake, ids[1], map_name="big")
+    assert again.index.source == "built" and [h.location_id for h in again.hits] == [h.location_id for h in first.hits]
+    search_index.forget_indexes()
+    assert similar(lake, ids[1], map_name="big").index.source == "lake"  # stored whole again

@@ -53,9 +53,10 @@ from svcluster.tasks.lake.store import Lake
 log = logging.getLogger("svcluster.search")
 
 INDEX_VERSION = 1
-# Below this many rows the search is exact (one matrix-vector product): at 100,000 x 768 that is
-# a few tens of ms here, and building an index would cost more than it ever saves for the few
-# searches a map gets. Above it the index is built once per vector set and reused.
+# Up to this many rows the search is exact (one matrix-vector product: about 45 ms at 50,000 x 768
+# on the busy 2-core machine of benchmarks/search.py, a few ms on an idle laptop), and building an
+# index (about 4 s at 50,000, 8 s at 100,000) pays only after a hundred searches or so. Above it
+# the index is built once per vector set, stored and reused.
 EXACT_MAX_ROWS = 100_000
 TRAIN_ROWS_PER_LIST = 64  # k-means is fitted on at most nlist * 64 sampled rows
 TRAIN_ITERATIONS = 10
@@ -85,9 +86,10 @@ class SearchIndex:
     ``i`` (ascending), whose centroid is ``centroids[i]`` (unit rows). Searching reads the probed
     rows from ``matrix`` (a gather: no copy of the matrix, what a one-shot CLI search wants);
     after ``group()``, from ``grouped``, the matrix with its rows in list order (one copy as large
-    as the matrix, in memory only; each probed list is then one contiguous block: faster per
-    query, for a process that searches many times and can spare the memory; ``search`` itself
-    never groups, as the copy takes seconds at a million rows)."""
+    as the matrix, in memory only; each probed list is then one contiguous block, several times
+    faster per query at a million rows). ``index_for`` groups an index the second time a process
+    uses it: a one-shot CLI search never pays for the copy (seconds at a million rows), a
+    process that searches again pays it once."""
 
     key: str
     params: IndexParams
@@ -226,7 +228,10 @@ def read_index(lake: Lake, key: str) -> SearchIndex | None:
             return None
         with np.load(io.BytesIO(lake.read_bytes(path))) as z:
             nlist, nprobe, seed = (int(v) for v in z["params"])
-            return SearchIndex(key, IndexParams(nlist, nprobe, seed), z["centroids"], z["order"], z["offsets"], float(z["build_seconds"][0]))
+            index = SearchIndex(key, IndexParams(nlist, nprobe, seed), z["centroids"], z["order"], z["offsets"], float(z["build_seconds"][0]))
+        if len(index.offsets) != nlist + 1 or index.offsets[-1] != len(index.order) or len(index.centroids) != nlist:
+            raise ValueError("its lists do not add up")
+        return index
     except (LakeError, OSError, ValueError, KeyError) as exc:
         log.warning("the stored search index %s cannot be read (%s): building it again", path, exc)
         return None
@@ -251,10 +256,13 @@ def index_for(lake: Lake, fingerprint: str, matrix: np.ndarray, params: IndexPar
     warning). Returns (index, where it came from: memory | lake | built)."""
     params = params or IndexParams.for_rows(matrix.shape[0])
     key = index_key(fingerprint, matrix.shape, params)
-    if key in _MEMO:
-        return _MEMO[key].attach(matrix), "memory"
+    if key in _MEMO:  # searched again in this process: worth grouping the rows (once)
+        return _MEMO[key].attach(matrix).group(), "memory"
     index = read_index(lake, key)
     source = "lake"
+    if index is not None and index.rows != matrix.shape[0]:
+        log.warning("the stored search index %s does not fit its vectors: building it again", index_path(key))
+        index = None
     if index is None:
         index = build_index(matrix, key, params)
         source = "built"

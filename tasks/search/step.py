@@ -209,7 +209,9 @@ def find_rows(
     q = normalise_rows(np.asarray(query, np.float32).reshape(1, -1))[0]
     if q.shape[0] != vs.matrix.shape[1]:
         raise SvclusterError(f"the query vector has {q.shape[0]} dimensions, the place embeddings {vs.matrix.shape[1]}")
-    idx, source = search_index.index_for(lake, vs.fingerprint, vs.matrix)
+    # a vector set made by hand has no fingerprint: name it by its content, never share a key
+    fingerprint = vs.fingerprint or hashlib.sha256(np.ascontiguousarray(vs.matrix).data).hexdigest()
+    idx, source = search_index.index_for(lake, fingerprint, vs.matrix)
     rows, scores = idx.search(q, top, exclude)
     use = IndexUse("ivf", idx.key, source, idx.params.nlist, idx.params.nprobe, round(idx.build_seconds, 3))
     return rows, scores, use
