@@ -135,3 +135,22 @@ def test_a_damaged_stored_index_is_built_again(lake, tmp_path, monkeypatch):
     assert again.index.source == "built" and [h.location_id for h in again.hits] == [h.location_id for h in first.hits]
     search_index.forget_indexes()
     assert similar(lake, ids[1], map_name="big").index.source == "lake"  # stored whole again
+
+
+def test_a_lake_that_cannot_store_the_index_still_searches(lake, tmp_path, monkeypatch, caplog):
+    from svcluster.tasks.errors import ReadOnlyLakeError
+
+    ids, _ = grown_lake(lake, tmp_path)
+    monkeypatch.setattr(search_index, "EXACT_MAX_ROWS", 10)
+
+    write_bytes = lake.write_bytes
+
+    def refuse(relpath, data):  # the index's folder cannot be written (full, or read-only there)
+        if relpath.startswith("cache/search_index/"):
+            raise ReadOnlyLakeError(f"the lake is read-only here: it could not write {relpath}")
+        return write_bytes(relpath, data)
+
+    monkeypatch.setattr(lake, "write_bytes", refuse)
+    found = similar(lake, ids[2], map_name="big")
+    assert found.method == "ivf" and found.index.source == "built" and len(found.hits) == 20
+    assert "could not store the search index" in caplog.text and not lake.list("cache/search_index")
