@@ -80,6 +80,13 @@ def test_assign_cli_json(lake, grown, capsys):
     assert main(["--lake", lake.uri, "--json", "runs", "--map", "grow"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in listed] == ["grow@v1", "grow@v2"] and listed[1]["aligned_to_name"] == "grow@v1"
+    # the lineage: the assign run names its parent and method, the fitted one has neither parent
+    assert [(r["method"], r["parent_run_id"], r["parent_name"]) for r in listed] == [("cluster", None, None), ("assign", "r1", "grow@v1")]
+    assert main(["--lake", lake.uri, "runs", "--map", "grow"]) == 0
+    header, first, second = capsys.readouterr().out.splitlines()[:3]
+    at, upto = header.index(" method ") + 1, header.index(" created ")  # fixed-width columns
+    assert header[at:upto].split() == ["method", "parent"]
+    assert first[at:upto].split() == ["cluster", "-"] and second[at:upto].split() == ["assign", "grow@v1"]
     assert main(["--lake", lake.uri, "--json", "cluster", "--map", "grow", "--k", "2"]) == 0
 
 

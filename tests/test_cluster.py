@@ -345,7 +345,7 @@ def test_runs_lists_every_parameter_under_a_header_and_marks_pca_metrics(banded,
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].split()
     assert header == ["run", "run_id", "k", "clusters", "algorithm", "n_init", "pca", "seed", "places", "inertia",
-                      "silhouette", "embeddings", "created", "notes"]
+                      "silhouette", "embeddings", "method", "parent", "created", "notes"]
     plain = dict(zip(header, lines[1].split()))
     reduced = dict(zip(header, lines[2].split()))
     assert (plain["run"], plain["n_init"], plain["pca"], plain["clusters"]) == ("chile@v1", "3", "-", "5")

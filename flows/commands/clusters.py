@@ -86,6 +86,7 @@ def runs(
 ) -> None:
     """List cluster runs: a header row, then per run every parameter and metric.
 
+    Lineage: method (cluster | assign) and parent (the run an assign run grew from).
     Metrics measured in a PCA space are marked *; runs made on an earlier version of their map
     (re-ingested with other content since) are marked STALE; runs whose input was degenerate
     carry their WARNING."""
@@ -100,7 +101,7 @@ RUN_COLUMNS = (
     # header, alignment (< left, > right)
     ("run", "<"), ("run_id", "<"), ("k", ">"), ("clusters", ">"), ("algorithm", "<"), ("n_init", ">"),
     ("pca", ">"), ("seed", ">"), ("places", ">"), ("inertia", ">"), ("silhouette", ">"), ("embeddings", "<"),
-    ("created", "<"), ("notes", "<"),
+    ("method", "<"), ("parent", "<"), ("created", "<"), ("notes", "<"),
 )
 
 
@@ -131,6 +132,8 @@ def run_row(r: RunInfo) -> list[str]:
         ("-" if r.inertia is None else f"{r.inertia:.1f}{in_pca}"),
         ("-" if r.silhouette is None else f"{r.silhouette:.3f}{in_pca}"),
         " ".join(v for v in (r.model, r.pooling, r.precision) if v),
+        r.method,
+        r.parent_name or r.parent_run_id or "-",
         str(r.created_at)[:19],
         "; ".join(notes),
     ]

@@ -60,7 +60,7 @@ def print_result(r: SearchResult) -> None:
     via = f" (via place {r.source_location_id})" if r.kind == "coordinate" else ""
     stdout.print(
         f"{r.kind} search {r.query!r}{via} in {', '.join(r.maps)}: {len(r.hits)} places "
-        f"({r.model} / {r.pooling} / {r.precision}); search {r.search_id}",
+        f"({r.model} / {r.pooling} / {r.precision}); {search_method(r)}; search {r.search_id}",
         highlight=False, markup=False,
     )
     # plain lines, not a table: a link must never be cut to the terminal's width
@@ -72,6 +72,14 @@ def print_result(r: SearchResult) -> None:
         stdout.print(f"{h.rank:>4}  {h.score:.4f}  {lat:>9}  {lng:>10}  {where}  {h.location_id}  {h.link or '-'}", highlight=False, markup=False)
     if r.out:
         stdout.print(f"wrote {r.exported_objects} objects to {r.out}", highlight=False, markup=False)
+
+
+def search_method(r: SearchResult) -> str:
+    """How the places were found: exact, or the approximate index (and where it came from)."""
+    i = r.index
+    if i is None or i.method == "exact":
+        return "exact"
+    return f"approximate index ({i.method}, {i.probed} of {i.lists} lists probed, index {i.source})"
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,8 @@ CREATE OR REPLACE MACRO location_region(region_code, lat, lng, cell_deg) AS
 -- `stale`: the run was made on an earlier version of its map, which was re-ingested with other
 -- content since (the map file's checksum recorded with the run is not the map's now; a run
 -- recorded before runs kept it counts as stale when the map was ingested after the run).
+-- Lineage: `method` is how the run was made (cluster: fitted; assign: the places added since its
+-- parent got the parent's nearest centroid), `parent_run_id` / `parent_name` the run it grew from.
 CREATE OR REPLACE VIEW cluster_run_list AS
 SELECT r.name, r.run_id, r.map, r.model, r.pooling, r.precision, r.algorithm, r.k, r.pca_dims,
        r.seed, try_cast(json_extract_string(r.params, '$.n_init') AS INTEGER) AS n_init,
@@ -29,11 +31,13 @@ SELECT r.name, r.run_id, r.map, r.model, r.pooling, r.precision, r.algorithm, r.
        coalesce(r.nonempty_clusters,
                 len(list_filter(try_cast(r.sizes AS BIGINT[]), lambda n: n > 0))) AS nonempty_clusters,
        r.inertia, r.silhouette, p.name AS aligned_to_name, r.sweep_id, r.warnings,
+       coalesce(r.method, 'cluster') AS method, r.parent_run_id, parent.name AS parent_name,
        coalesce(r.map_sha256 <> m.file_sha256, r.map_sha256 IS NULL AND r.created_at < m.ingested_at,
                 false) AS stale,
        r.map_sha256, r.created_at
 FROM cluster_runs r
 LEFT JOIN cluster_runs p ON p.run_id = r.aligned_to
+LEFT JOIN cluster_runs parent ON parent.run_id = r.parent_run_id
 LEFT JOIN maps m ON m.map = r.map
 ORDER BY r.map, r.created_at, r.run_id;
 

@@ -145,6 +145,9 @@ class RunInfo:
     aligned_to_name: str | None
     sweep_id: str | None
     warnings: list[str]
+    method: str  # cluster (fitted) | assign (new places given the parent's centroids)
+    parent_run_id: str | None  # assign: the run whose centroids and numbers it kept
+    parent_name: str | None  # that run's MAP@vN
     stale: bool  # made on an earlier version of its map (re-ingested with other content since)
     created_at: object
 

@@ -2,8 +2,11 @@
 
 Both rank the places of one map (or of every map) by cosine between a query vector and the
 place embeddings of one vector set (model / pooling / precision, chosen as ``cluster`` chooses
-them). The matrix comes from ``svcluster.tasks.cluster.vectors.load_vectors`` (and its cache); the search is exact
-(one matrix-vector product), which takes milliseconds at the sizes maps have.
+them). The matrix comes from ``svcluster.tasks.cluster.vectors.load_vectors`` (and its cache). Up to
+``svcluster.tasks.search.index.EXACT_MAX_ROWS`` places the search is exact (one matrix-vector
+product: milliseconds at the sizes maps have); above, it goes through the vector set's approximate
+index (``svcluster.tasks.search.index``: built once, stored in the lake, rebuilt when the vectors
+change). The result says which (``method``: exact | ivf).
 
 Query vectors:
 
@@ -22,6 +25,7 @@ objects as a map file in the input's shape with a tag appended, ready for map-ma
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -44,6 +48,8 @@ from svcluster.tasks.embed.models import is_baseline, load_embedder, text_featur
 from svcluster.tasks.cluster.naming import normalise_rows
 from svcluster.tasks.embed.preprocess import decode_image, stitch_views
 from svcluster.tasks.cluster.vectors import Vectors, load_vectors
+from svcluster.tasks.search import index as search_index
+from svcluster.tasks.search.index import IndexUse
 
 log = logging.getLogger("svcluster.search")
 
@@ -87,6 +93,8 @@ class SearchResult:
     source_location_id: str | None = None  # similar by a place or a coordinate: the place used
     out: str | None = None
     exported_objects: int = 0
+    method: str = "exact"  # exact | ivf (the approximate index; see ``index``)
+    index: IndexUse | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class VectorSet:
     location_maps: list[str]
     matrix: np.ndarray  # unit rows
     note: str | None = None
+    fingerprint: str = ""  # names the exact embedding rows of every map (the index's key)
 
 
 def street_view_link(pano_id: str | None, lat: float | None, lng: float | None) -> str | None:
@@ -139,6 +148,7 @@ def vector_set(
     mats: list[np.ndarray] = []
     owners: list[str] = []
     used: list[str] = []
+    prints: list[str] = []
     chosen = note = None
     with lake.connect() as con:
         for name in maps:
@@ -152,6 +162,7 @@ def vector_set(
                 chosen, note = choice, why
                 options = ClusterOptions(model=choice.model, pooling=choice.pooling, precision=choice.precision)
             vectors: Vectors = load_vectors(lake, name, chosen.model, chosen.pooling, chosen.precision, con=con)
+            prints.append(f"{name}\x1f{vectors.fingerprint}")
             ids.append(vectors.location_ids)
             mats.append(vectors.matrix)
             owners += [name] * len(vectors.location_ids)
@@ -163,8 +174,9 @@ def vector_set(
     # a place in several maps is searched once (its first map's row)
     _, first = np.unique(all_ids, return_index=True)
     first.sort()
+    fingerprint = hashlib.sha256("\x1e".join(prints).encode("utf-8")).hexdigest()
     return VectorSet(
-        used, chosen.model, chosen.pooling, chosen.precision, all_ids[first], [owners[i] for i in first], matrix[first], note
+        used, chosen.model, chosen.pooling, chosen.precision, all_ids[first], [owners[i] for i in first], matrix[first], note, fingerprint
     )
 
 
@@ -184,6 +196,25 @@ def rank(matrix: np.ndarray, query: np.ndarray, top: int, exclude: np.ndarray | 
     part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     order = part[np.lexsort((part, -scores[part]))][:k]
     return order, scores[order]
+
+
+def find_rows(
+    lake: Lake, vs: VectorSet, query: np.ndarray, top: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, IndexUse]:
+    """(rows, scores, how) of the ``top`` places of ``vs`` nearest ``query``: exact up to
+    ``EXACT_MAX_ROWS`` places, else through the vector set's index (see ``rank`` for the order)."""
+    if vs.matrix.shape[0] <= search_index.EXACT_MAX_ROWS:
+        rows, scores = rank(vs.matrix, query, top, exclude)
+        return rows, scores, IndexUse("exact")
+    q = normalise_rows(np.asarray(query, np.float32).reshape(1, -1))[0]
+    if q.shape[0] != vs.matrix.shape[1]:
+        raise SvclusterError(f"the query vector has {q.shape[0]} dimensions, the place embeddings {vs.matrix.shape[1]}")
+    # a vector set made by hand has no fingerprint: name it by its content, never share a key
+    fingerprint = vs.fingerprint or hashlib.sha256(np.ascontiguousarray(vs.matrix).data).hexdigest()
+    idx, source = search_index.index_for(lake, fingerprint, vs.matrix)
+    rows, scores = idx.search(q, top, exclude)
+    use = IndexUse("ivf", idx.key, source, idx.params.nlist, idx.params.nprobe, round(idx.build_seconds, 3))
+    return rows, scores, use
 
 
 def describe_hits(lake: Lake, vs: VectorSet, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
@@ -227,8 +258,8 @@ def search_text(lake: Lake, map_name: str, text: str, options: SearchOptions | N
     features = text_features(vs.model, [text])
     if features is None:
         raise SvclusterError(f"text search needs a model with a text tower; {vs.model!r} has no usable text tower or tokenizer")
-    rows, scores = rank(vs.matrix, features[0], top)
-    result = SearchResult(new_search_id(), "text", text, vs.maps, vs.model, vs.pooling, vs.precision, top, note=vs.note)
+    rows, scores, use = find_rows(lake, vs, features[0], top)
+    result = SearchResult(new_search_id(), "text", text, vs.maps, vs.model, vs.pooling, vs.precision, top, note=vs.note, method=use.method, index=use)
     return finish(lake, result, vs, rows, scores, o.out, o.tag if o.tag is not None else text)
 
 
@@ -268,8 +299,11 @@ def similar(
             raise NotFoundError(f"place {source!r} has no {vs.model} / {vs.pooling} / {vs.precision} embedding in {', '.join(vs.maps)}")
         query = vs.matrix[hit[0]]
         exclude = vs.location_ids == source
-    rows, scores = rank(vs.matrix, query, top, exclude)
-    result = SearchResult(new_search_id(), kind, query_text, vs.maps, vs.model, vs.pooling, vs.precision, top, note=vs.note, source_location_id=source)
+    rows, scores, use = find_rows(lake, vs, query, top, exclude)
+    result = SearchResult(
+        new_search_id(), kind, query_text, vs.maps, vs.model, vs.pooling, vs.precision, top, note=vs.note,
+        source_location_id=source, method=use.method, index=use,
+    )
     return finish(lake, result, vs, rows, scores, o.out, o.tag if o.tag is not None else f"similar {query_text}")
 
 
