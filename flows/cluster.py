@@ -19,7 +19,8 @@ from svcluster.flows.prefect_env import silence_prefect_notices
 from svcluster.flows.artifacts import FlowProgress, artifact_key, markdown_artifact
 from svcluster.flows.params import ClusterParams
 from svcluster.flows.retries import retry_unless_user_error
-from svcluster.tasks.cluster.step import ClusterResult, RunSummary, cluster_map
+from svcluster.tasks.cluster.grow import cluster_or_assign
+from svcluster.tasks.cluster.step import ClusterResult, RunSummary
 from svcluster.tasks.cluster.compare import Comparison, compare_runs, compare_with_tags
 from svcluster.tasks.cluster.runs import previous_version
 from svcluster.tasks.errors import SvclusterError
@@ -45,7 +46,7 @@ class ClusterFlowResult:
 def cluster_task(lake_uri: str, map_name: str, options: Any) -> ClusterResult:
     """Fit (or find) the run(s) for these options; a sweep's progress (one step per k) goes to a
     progress artifact and to the console bar of the CLI that started the flow."""
-    return cluster_map(open_lake(lake_uri), map_name, options, FlowProgress(artifact_key("cluster", map_name), unit="k"))
+    return cluster_or_assign(open_lake(lake_uri), map_name, options, FlowProgress(artifact_key("cluster", map_name), unit="k"))
 
 
 @task(name="report-run", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
@@ -103,6 +104,8 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
     lines += [f"- **warning**: {w}" for w in run.warnings]
     if result.note:
         lines.append(f"- note: {result.note}")
+    if result.grow_note:
+        lines.append(f"- grown map: {result.grow_note}")
     if run.aligned_to:
         lines.append(f"- cluster numbers follow {run.aligned_to}")
     lines += ["", "## Cluster sizes", "", "| cluster | locations | share |", "|---:|---:|---:|"]

@@ -275,6 +275,8 @@ def _step_lines(r: Any) -> list[str]:
     if run.reused:
         lines[-1] += " (reused: same embeddings and parameters)"
     lines[-1] += f"  [{s.get('cluster', 0):.1f} s]"
+    if c.result.grow_note:
+        lines.append(f"           grown map: {c.result.grow_note}")
     if c.vs_tags is not None:
         lines.append(f"           vs the map's own tags: ARI {c.vs_tags.ari:.2f}, NMI {c.vs_tags.nmi:.2f} over {c.vs_tags.compared} tagged locations")
     if c.vs_previous is not None:

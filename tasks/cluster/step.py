@@ -42,6 +42,7 @@ MAX_K = 1000
 # The silhouette costs O(sample^2 x dims), so it is computed on a seeded sample of locations (the
 # same for every k of a sweep); why this size: docs/clustering.md, 'Clustering a map'.
 SILHOUETTE_SAMPLE = 3000
+GROW_MODES = ("assign", "recluster", "auto")  # svcluster run --grow (tasks/cluster/grow.py)
 
 
 @dataclass
@@ -67,6 +68,12 @@ class ClusterOptions:
     n_init: int = option(1, "--n-init", "K-means restarts; the best is kept.", flow=False)
     max_iter: int = 300
     batch_size: int = 4096  # MiniBatchKMeans only
+    grow: str = option(
+        "recluster", "--grow",
+        "A grown map: assign its new places to the latest run's centroids, recluster, or auto (assign under --grow-share).",
+        cli=False,
+    )  # fmt: skip
+    grow_share: float = option(0.2, "--grow-share", "With --grow auto: assign while new places are under this share (0-1).", cli=False)
 
     def checked(self) -> "ClusterOptions":
         """These options, or SvclusterError naming the bad option (what the data decides, k
@@ -74,6 +81,10 @@ class ClusterOptions:
         if self.pca_dims is not None and self.pca_dims < 1:
             raise SvclusterError(f"--pca must be at least 1, not {self.pca_dims}")
         check_options(self, n=sys.maxsize, dim=sys.maxsize)
+        if self.grow not in GROW_MODES:
+            raise SvclusterError(f"--grow must be one of {', '.join(GROW_MODES)}, not {self.grow!r}")
+        if not 0 <= self.grow_share <= 1:
+            raise SvclusterError(f"--grow-share must be a share from 0 to 1, not {self.grow_share:g}")
         return self
 
     def k_values(self) -> list[int]:
@@ -115,6 +126,7 @@ class ClusterResult:
     sweep_id: str | None
     recommended_k: int | None = None  # for a sweep: highest silhouette
     recommendation: str | None = None
+    grow_note: str | None = None  # svcluster run --grow: whether new places were assigned or clustered, and why
 
     @property
     def run(self) -> RunSummary:
