@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from svcluster.sql import load_sql
-from svcluster.tasks.errors import LakeError, NotFoundError
+from svcluster.tasks.errors import LakeError, NotFoundError, ReadOnlyLakeError
 from svcluster.tasks.lake.store import Connection, Lake
 from svcluster.tasks.progress import NullProgress, Progress
 
@@ -169,7 +169,10 @@ def load_selected(
     if not (cache and lake.exists(cached) and lake.read_into(cached, memoryview(matrix).cast("B")) == matrix.nbytes):
         matrix = read_matrix(con, chosen, progress)
         if cache:
-            lake.write_bytes(cached, memoryview(matrix).cast("B"))  # no copy of the matrix
+            try:
+                lake.write_bytes(cached, memoryview(matrix).cast("B"))  # no copy of the matrix
+            except ReadOnlyLakeError:  # a lake the user cannot write still answers (search, similar)
+                pass
     ids = chosen.keys.column("location_id").to_numpy(zero_copy_only=False).astype(object, copy=False)
     return Vectors(ids, matrix, chosen.fingerprint)
 
