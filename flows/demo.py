@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from svcluster.tasks.files import atomic_write
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.processes import start_helper, stop_process
 from svcluster.tasks.demo.sample import generate_locations, to_format
@@ -76,7 +77,8 @@ def write_demo_map(path: Path, n: int = 1000, seed: int = DEMO_SEED) -> list[dic
     locations = generate_locations(n, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = to_format(locations, "customCoordinates", name="Chile demo", seed=seed)
-    path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    with atomic_write(path, text=True) as fh:
+        fh.write(json.dumps(doc, ensure_ascii=False, indent=1))
     return locations
 
 

@@ -28,6 +28,7 @@ from svcluster.flows.fetch import FetchFlowResult, fetch_flow
 from svcluster.flows.ingest import ingest_flow
 from svcluster.flows.params import ClusterParams, EmbedParams, FetchParams
 from svcluster.flows.runner import RunnerOptions, open_runner
+from svcluster.tasks.files import atomic_write
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.export.step import DEFAULT_TAG_FORMAT, ExportResult
 from svcluster.tasks.ingest.step import IngestResult
@@ -127,8 +128,8 @@ def pipeline(
     )
     timed("export", t)
     summary_path = Path(summary_out or default_summary)
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(clustered.summary_markdown, encoding="utf-8")
+    with atomic_write(summary_path, text=True) as fh:
+        fh.write(clustered.summary_markdown)
     logger.info("pipeline of %s done: %s exported to %s", name, clustered.run.name, exported.out)
     return PipelineResult(
         map=name,
