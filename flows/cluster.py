@@ -110,8 +110,10 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
     if run.aligned_to:
         lines.append(f"- cluster numbers follow {run.aligned_to}")
     lines += ["", "## Cluster sizes", "", "| cluster | locations | share |", "|---:|---:|---:|"]
-    total = sum(run.sizes) or 1
+    total = (sum(run.sizes) + run.noise) or 1
     lines += [f"| {i} | {n} | {100 * n / total:.1f}% |" for i, n in enumerate(run.sizes)]
+    if run.noise:
+        lines.append(f"| noise (-1) | {run.noise} | {100 * run.noise / total:.1f}% |")
     if len(result.runs) > 1:
         lines += ["", "## Sweep", "", "| k | run | non-empty clusters | inertia | silhouette |", "|---:|---|---:|---:|---:|"]
         lines += [f"| {r.k} | {r.name} | {r.nonempty} | {_fmt(r.inertia, 2)} | {_fmt(r.silhouette)} |" for r in result.runs]

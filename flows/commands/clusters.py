@@ -58,6 +58,8 @@ def print_cluster(r: ClusterResult) -> None:
             markup=False,
         )
         stdout.print("sizes: " + "  ".join(f"{c}:{n}" for c, n in enumerate(run.sizes)), highlight=False, markup=False)
+        if run.noise:
+            stdout.print(f"noise: {run.noise} places in no cluster (cluster -1)", highlight=False, markup=False)
         print_warnings(run)
         return
     table = Table("k", "run", "inertia", "silhouette", "smallest", "largest", "", title=f"k sweep {r.sweep_id}")

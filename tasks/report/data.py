@@ -33,6 +33,8 @@ MAX_SAMPLE_LOCATIONS = 480
 LOOKALIKE_CANDIDATES = 400
 LOOKALIKES_PER_CLUSTER = 3
 LOOKALIKES_SHOWN = 12
+NOISE_COLOR = "#9e9e9e"  # HDBSCAN's noise (cluster -1): grey, listed after the clusters
+NOISE_NAME = "noise: in no cluster (HDBSCAN)"
 
 
 @dataclass
@@ -168,6 +170,7 @@ def summarise_clusters(
     n = len(points)
     ids = np.unique(points.cluster)
     order_key = -typicality if typicality is not None else np.nan_to_num(points.distance, nan=np.inf)
+    ids = np.r_[ids[ids >= 0], ids[ids < 0]]  # HDBSCAN's noise (-1) last, in grey
     for i, c in enumerate(ids):
         idx = np.flatnonzero(points.cluster == c)
         lat, lng = points.lat[idx], points.lng[idx]
@@ -181,11 +184,11 @@ def summarise_clusters(
         out.append(
             ClusterSummary(
                 cluster=int(c),
-                color=cluster_color(i),
-                marker=cluster_marker(i),
+                color=cluster_color(i) if c >= 0 else NOISE_COLOR,
+                marker=cluster_marker(i) if c >= 0 else "circle",
                 size=len(idx),
                 share=len(idx) / n if n else 0.0,
-                names=names.get(int(c), []),
+                names=names.get(int(c), []) if c >= 0 else [NOISE_NAME],
                 spread_km=round(spread, 1),
                 centroid=(round(clat, 4), round(clng, 4)),
                 regions=[(r, round(k / len(idx), 3)) for r, k in regions],

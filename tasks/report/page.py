@@ -119,7 +119,7 @@ def build_report(
         html=str(out / HTML_NAME),
         png=str(out / PNG_NAME),
         locations=len(data.points),
-        clusters=len(data.clusters),
+        clusters=sum(1 for c in data.clusters if c.cluster >= 0),
         k=int(data.run.get("k") or ref.k),
         notices=notices(data),
         sampled_locations=len(_sample_ids(data)),
@@ -172,7 +172,9 @@ def notices(data: ReportData) -> list[str]:
 def k_and_clusters(data: ReportData) -> str:
     """``k=5 · 5 non-empty clusters``: the k asked for and the clusters that hold a place."""
     k = int(data.run.get("k") or data.ref.k)
-    return f"k={k} · {len(data.clusters)} non-empty cluster{'s' if len(data.clusters) != 1 else ''}"
+    found = sum(1 for c in data.clusters if c.cluster >= 0)
+    noise = next((c.size for c in data.clusters if c.cluster < 0), 0)
+    return f"k={k} · {found} non-empty cluster{'s' if found != 1 else ''}" + (f" · {noise:,} noise" if noise else "")
 
 
 def page_data(data: ReportData) -> dict[str, Any]:
