@@ -104,6 +104,11 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
         f"- locations clustered: {result.n_locations} of {result.map_locations}",
         f"- k = {run.k} ({run.nonempty} non-empty clusters) · inertia {_fmt(run.inertia, 2)} · silhouette {_fmt(run.silhouette)}",
     ]
+    if run.duplicates:
+        lines.append(
+            f"- near-identical panoramas: {run.duplicates} pairs of places in one cluster "
+            "(cosine ≥ 0.995, different panoramas; the `duplicate_panoramas` SQL view)"
+        )
     lines += [f"- **warning**: {w}" for w in run.warnings]
     if result.note:
         lines.append(f"- note: {result.note}")

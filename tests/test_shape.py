@@ -124,3 +124,54 @@ def test_export_tag_outliers_adds_outlier_and_a_later_export_removes_it(outlying
     objects = json.loads(out.read_text())["customCoordinates"]
     assert not any("outlier" in o["extra"]["tags"] for o in objects)
     assert main(["--lake", lake.uri, "export", "--map", "chile", "--out", str(out), "--tag-outliers"]) != 0
+
+
+def test_near_duplicates_finds_planted_pairs_within_clusters_only():
+    from svcluster.tasks.cluster.duplicates import near_duplicates
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3000, 64)).astype(np.float32)
+    x[[10, 2000]] = x[[5, 1500]] + 0.01 * rng.standard_normal((2, 64)).astype(np.float32)  # two planted copies
+    x[2999] = x[0] * 3.0  # the same direction, another length: cosine 1
+    labels = np.zeros(3000, np.int32)
+    pairs = near_duplicates(x, labels, block=256)  # blocks smaller than the cluster
+    assert sorted(zip(pairs.a.tolist(), pairs.b.tolist())) == [(0, 2999), (5, 10), (1500, 2000)]
+    assert (pairs.cosine >= 0.995).all()
+    labels[1500:] = 1
+    labels[2000] = 2  # a pair split across clusters is not compared
+    split = near_duplicates(x, labels)
+    assert sorted(zip(split.a.tolist(), split.b.tolist())) == [(5, 10)]
+
+
+def test_duplicate_panoramas_lists_planted_pairs_whose_panoramas_differ(lake, tmp_path, capsys):
+    import pyarrow as pa
+
+    from tests.cluster_data import ingest_objects
+
+    rng = np.random.default_rng(2)
+    n = 80
+    objects = [{"lat": -30.0 - i * 0.1, "lng": -70.0, "heading": 0, "panoId": f"PANO{i:018d}"} for i in range(n - 2)]
+    objects += [{"lat": -40.0, "lng": -71.0, "heading": 0}, {"lat": -40.5, "lng": -71.5, "heading": 0}]  # no pano ids
+    ids = ingest_objects(lake, tmp_path, objects, "dups")
+    x = rng.standard_normal((n, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[1] = x[0] + 0.002 * rng.standard_normal(32).astype(np.float32)  # the same spot twice
+    x[3] = x[2]  # a copy
+    x[n - 1] = x[n - 2]  # two places without pano ids: the fetch was served the same panorama
+    append_embeddings(lake, ids, x)
+    lake.append(
+        "images",
+        pa.table({"location_id": ids[n - 2 :], "heading": [0, 0], "status": ["ok", "ok"], "pano_id": ["SAMEPANO", "SAMEPANO"]}),
+    )
+    assert main(["--lake", lake.uri, "cluster", "--map", "dups", "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = lake.query("SELECT * FROM duplicate_panoramas WHERE map = 'dups' ORDER BY location_a").to_pylist()
+    pairs = {frozenset((r["location_a"], r["location_b"])) for r in rows}
+    assert pairs == {frozenset(ids[0:2]), frozenset(ids[2:4])}
+    assert all(r["pano_a"] != r["pano_b"] and r["cosine"] >= 0.995 and r["km"] > 0 for r in rows)
+    assert lake.query("SELECT count(*) FROM cluster_duplicates").column(0)[0].as_py() == 3  # the same-pano pair is stored
+    assert "2 pairs of near-identical panoramas" in out
+    assert main(["--lake", lake.uri, "runs", "--map", "dups"]) == 0
+    assert "2 duplicate panorama pairs" in capsys.readouterr().out
+    assert main(["--lake", lake.uri, "--json", "runs", "--map", "dups"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["duplicates"] == 2

@@ -71,3 +71,39 @@ SELECT map, sweep_id, run_coarse, name_coarse, k_coarse, cluster_coarse,
        places / sum(places) OVER (PARTITION BY run_coarse, run_fine, cluster_coarse) AS share_of_coarse
 FROM flows
 ORDER BY map, sweep_id, k_coarse, run_coarse, cluster_coarse, places DESC, cluster_fine;
+
+-- Pairs of places of a run whose embeddings are near-identical (cosine >= 0.995 of the
+-- L2-normalised embeddings: tasks/cluster/duplicates.py) although their panoramas differ: the
+-- same spot covered twice, or a copy. A place's panorama is its map's pano id, else the one the
+-- fetch was served; a pair is kept unless both are known and equal. Only pairs within one cluster
+-- of the run are compared (HDBSCAN's noise is one group): near-identical vectors fall in the
+-- same cluster except across a border, and comparing every pair of a map would be O(n^2).
+-- `cluster` is the cluster both are in, `km` how far apart they are.
+CREATE OR REPLACE VIEW duplicate_panoramas AS
+WITH pairs AS (
+    SELECT d.run_id, r.map, r.name, d.location_a, d.location_b, d.cosine
+    FROM cluster_duplicates d
+    JOIN cluster_runs r ON r.run_id = d.run_id
+), served AS (
+    SELECT i.location_id, arg_max(i.pano_id, i.fetched_at) AS pano_id
+    FROM images i
+    SEMI JOIN (SELECT location_a AS location_id FROM pairs UNION SELECT location_b FROM pairs) p
+      ON p.location_id = i.location_id
+    WHERE i.status = 'ok' AND i.pano_id IS NOT NULL
+    GROUP BY i.location_id
+), sides AS (
+    SELECT p.*, a.cluster,
+           coalesce(pa.pano_id, sa.pano_id) AS pano_a, coalesce(pb.pano_id, sb.pano_id) AS pano_b,
+           pa.lat AS lat_a, pa.lng AS lng_a, pb.lat AS lat_b, pb.lng AS lng_b
+    FROM pairs p
+    JOIN cluster_assignments a ON a.run_id = p.run_id AND a.location_id = p.location_a
+    LEFT JOIN places pa ON pa.map = p.map AND pa.location_id = p.location_a
+    LEFT JOIN places pb ON pb.map = p.map AND pb.location_id = p.location_b
+    LEFT JOIN served sa ON sa.location_id = p.location_a
+    LEFT JOIN served sb ON sb.location_id = p.location_b
+)
+SELECT run_id, map, name, cluster, location_a, location_b, pano_a, pano_b, cosine,
+       haversine_km(lat_a, lng_a, lat_b, lng_b) AS km, lat_a, lng_a, lat_b, lng_b
+FROM sides
+WHERE pano_a IS NULL OR pano_b IS NULL OR pano_a <> pano_b
+ORDER BY run_id, cosine DESC, location_a, location_b;

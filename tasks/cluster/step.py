@@ -33,6 +33,7 @@ from svcluster.tasks.lake.store import Connection, Lake, now_utc
 from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.settings import DEFAULT_MODEL
+from svcluster.tasks.cluster.duplicates import DuplicatePairs, near_duplicates
 from svcluster.tasks.cluster.vectors import EmbeddingChoice, EmbeddingSet, Vectors, embedding_choices, embedding_set, load_selected
 
 DEFAULT_POOLING = "mean"
@@ -102,6 +103,7 @@ class RunSummary:
     aligned_to: str | None = None  # name of the run whose numbering this run follows
     warnings: list[str] = field(default_factory=list)  # what was odd about the input (degenerate data)
     noise: int = 0  # places HDBSCAN left unclustered (cluster -1; not in ``sizes``)
+    duplicates: int = 0  # pairs of near-identical panoramas found in its clusters (duplicate_panoramas)
 
     @property
     def nonempty(self) -> int:
@@ -156,6 +158,7 @@ class RunInfo:
     warnings: list[str]
     stale: bool  # made on an earlier version of its map (re-ingested with other content since)
     created_at: object
+    duplicates: int = 0  # pairs of near-identical panoramas (duplicate_panoramas)
 
 
 @dataclass
@@ -572,9 +575,25 @@ def write_run(
     fit: Fit,
     options: ClusterOptions,
     explained: float | None,
+    duplicates: DuplicatePairs | None = None,
 ) -> None:
-    """Assignments first, then the run row that commits them."""
+    """Assignments and near-duplicate pairs first, then the run row that commits them."""
     n = len(vectors.location_ids)
+    if duplicates is not None and len(duplicates):
+        ids = np.asarray(vectors.location_ids, dtype=object)
+        a, b = ids[duplicates.a], ids[duplicates.b]
+        first = a < b
+        lake.append(
+            "cluster_duplicates",
+            pa.table(
+                {
+                    "run_id": pa.array([run_id] * len(a), pa.string()),
+                    "location_a": pa.array(np.where(first, a, b).tolist(), pa.string()),
+                    "location_b": pa.array(np.where(first, b, a).tolist(), pa.string()),
+                    "cosine": pa.array(duplicates.cosine, pa.float32()),
+                }
+            ),
+        )
     lake.append(
         "cluster_assignments",
         pa.table(
@@ -628,7 +647,10 @@ def existing_run(con: Connection, run_id: str) -> RunSummary | None:
         aligned = prev[0]["name"] if prev else None
     sizes = json.loads(r["sizes"]) if r["sizes"] else []
     noise = max(0, int(r["n_locations"] or 0) - sum(sizes)) if sizes else 0
-    return RunSummary(r["run_id"], r["name"], r["k"], r["inertia"], r["silhouette"], sizes, True, aligned, parse_warnings(r["warnings"]), noise)
+    return RunSummary(
+        r["run_id"], r["name"], r["k"], r["inertia"], r["silhouette"], sizes, True, aligned, parse_warnings(r["warnings"]), noise,
+        int(r["duplicates"] or 0),
+    )
 
 
 def parse_warnings(raw: str | None) -> list[str]:
@@ -679,7 +701,8 @@ def cluster_map(
                 xs, ls = (x, fit.labels) if members.all() else (x[members], fit.labels[members])
                 fit.silhouette = sampled_silhouette(xs, ls, options.silhouette_sample, options.seed)
                 run_id = parameters_id(params)
-                write_run(lake, run_id, params, sweep_id, vectors, fit, options, explained)
+                duplicates = near_duplicates(vectors.matrix, fit.labels)
+                write_run(lake, run_id, params, sweep_id, vectors, fit, options, explained, duplicates)
                 written = existing_run(con, run_id)
                 summaries[i] = RunSummary(
                     run_id,
@@ -692,6 +715,7 @@ def cluster_map(
                     fit.aligned_name,
                     fit.warnings,
                     fit.noise,
+                    written.duplicates if written else 0,
                 )
                 progress.advance(1)
             progress.finish()
