@@ -175,3 +175,31 @@ def test_duplicate_panoramas_lists_planted_pairs_whose_panoramas_differ(lake, tm
     assert "2 duplicate panorama pairs" in capsys.readouterr().out
     assert main(["--lake", lake.uri, "--json", "runs", "--map", "dups"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["duplicates"] == 2
+
+
+def test_report_shows_outliers_duplicates_and_lineage(lake, tmp_path):
+    import re
+
+    from svcluster.tasks.report.page import build_report
+
+    locs = ingest_sample(lake, tmp_path, n=204)
+    ids = [loc["location_id"] for loc in locs]
+    matrix, _ = planted_outliers()
+    matrix[7] = matrix[3]  # one copy
+    append_embeddings(lake, ids, matrix)
+    result = cluster_map(lake, "chile", ClusterOptions(ks=[2, 3]))
+    run = result.runs[0]
+    build_report(lake, run.name, tmp_path / "r", name=False)
+    html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.DOTALL).group(1))
+    expected = lake.query("SELECT count(*) FROM cluster_outliers WHERE run_id = ?", [run.run_id]).column(0)[0].as_py()
+    assert data["outliers_total"] == expected >= 4 and len(data["outliers"]) == min(expected, 12)
+    assert [data["samples"][o["s"]]["id"] for o in data["outliers"][:4]] == ids[-4:][::-1]
+    # blob 1 sits far from the origin: its vectors all point the same way (cosine ~1), and the copy
+    dups = lake.query("SELECT location_a, location_b FROM duplicate_panoramas WHERE run_id = ?", [run.run_id]).to_pylist()
+    assert frozenset((ids[3], ids[7])) in {frozenset(d.values()) for d in dups}
+    assert data["duplicates_total"] == len(dups) and len(data["duplicates"]) == 12
+    assert all(p["cos"] >= 0.995 for p in data["duplicates"])
+    assert {(r["k_coarse"], r["k_fine"]) for r in data["lineage"]} == {(2, 3)}
+    assert sum(r["places"] for r in data["lineage"]) == len(ids)
+    assert 'id="outlier-list"' in html and 'id="duplicate-list"' in html

@@ -152,11 +152,11 @@ def _sample_ids(data: ReportData) -> list[str]:
             if lid not in seen:
                 seen.add(lid)
                 ids.append(lid)
-    for p in data.lookalikes:
-        for lid in (p.a, p.b):
-            if lid not in seen:
-                seen.add(lid)
-                ids.append(lid)
+    shape = [o.location_id for o in data.shape.outliers] + [lid for p in data.shape.duplicates for lid in (p.a, p.b)]
+    for lid in [lid for p in data.lookalikes for lid in (p.a, p.b)] + shape:
+        if lid not in seen:
+            seen.add(lid)
+            ids.append(lid)
     return ids
 
 
@@ -249,6 +249,17 @@ def page_data(data: ReportData) -> dict[str, Any]:
         "params": data.params,
         "sweep_svg": sweep_svg(data.sweep, int(data.run.get("k") or 0)) if len(data.sweep) > 1 else "",
         "comparisons": [c.__dict__ for c in data.comparisons],
+        "outliers": [
+            {"s": sample_pos[o.location_id], "c": cluster_pos[o.cluster], "rel": o.relative_distance, "rank": o.rank_in_run}
+            for o in data.shape.outliers
+        ],
+        "outliers_total": data.shape.outliers_total,
+        "duplicates": [
+            {"c": cluster_pos.get(p.cluster, 0), "a": sample_pos[p.a], "b": sample_pos[p.b], "cos": p.cosine, "km": p.km}
+            for p in data.shape.duplicates
+        ],
+        "duplicates_total": data.shape.duplicates_total,
+        "lineage": data.shape.lineage,
     }
 
 
