@@ -203,3 +203,14 @@ def test_report_shows_outliers_duplicates_and_lineage(lake, tmp_path):
     assert {(r["k_coarse"], r["k_fine"]) for r in data["lineage"]} == {(2, 3)}
     assert sum(r["places"] for r in data["lineage"]) == len(ids)
     assert 'id="outlier-list"' in html and 'id="duplicate-list"' in html
+
+
+def test_skip_duplicates_makes_the_same_run_without_the_search(lake, tmp_path):
+    locs = ingest_sample(lake, tmp_path, n=60)
+    ids = [loc["location_id"] for loc in locs]
+    x = np.random.default_rng(3).standard_normal((60, 16)).astype(np.float32)
+    x[1] = x[0]
+    append_embeddings(lake, ids, x)
+    run = cluster_map(lake, "chile", ClusterOptions(k=2, skip_duplicates=True)).run
+    assert run.duplicates == 0 and lake.query("SELECT count(*) FROM cluster_duplicates").column(0)[0].as_py() == 0
+    assert cluster_map(lake, "chile", ClusterOptions(k=2)).run.run_id == run.run_id  # not a run parameter: reused

@@ -67,6 +67,10 @@ class ClusterOptions:
     algorithm: str = option("kmeans", "--algorithm", "kmeans | minibatch (large maps) | hdbscan (density: finds k, leaves noise as cluster -1).")
     min_cluster_size: int = option(10, "--min-cluster-size", "HDBSCAN only: the fewest places a cluster may hold.")
     seed: int = option(42, "--seed", "Random seed (k-means++ init, PCA, silhouette sample).")
+    skip_duplicates: bool = option(
+        False, "--skip-duplicates",
+        "Do not look for near-identical panoramas within each cluster (duplicate_panoramas: it costs about the sum of the squared cluster sizes x dims).",
+    )  # fmt: skip
     silhouette_sample: int = option(SILHOUETTE_SAMPLE, "--silhouette-sample", "Locations the silhouette is computed on (0: skip).", flow=False)
     n_init: int = option(1, "--n-init", "K-means restarts; the best is kept.", flow=False)
     max_iter: int = 300
@@ -649,8 +653,14 @@ def existing_run(con: Connection, run_id: str) -> RunSummary | None:
     noise = max(0, int(r["n_locations"] or 0) - sum(sizes)) if sizes else 0
     return RunSummary(
         r["run_id"], r["name"], r["k"], r["inertia"], r["silhouette"], sizes, True, aligned, parse_warnings(r["warnings"]), noise,
-        int(r["duplicates"] or 0),
+        duplicate_count(con, run_id),
     )
+
+
+def duplicate_count(con: Connection, run_id: str) -> int:
+    """Pairs of near-identical panoramas of a committed run (``duplicate_panoramas``); the view
+    is only asked when the run has a pair at all."""
+    return int(sql_rows(con, "cluster/run_duplicates", {"run_id": run_id})[0]["duplicates"] or 0)
 
 
 def parse_warnings(raw: str | None) -> list[str]:
@@ -701,7 +711,7 @@ def cluster_map(
                 xs, ls = (x, fit.labels) if members.all() else (x[members], fit.labels[members])
                 fit.silhouette = sampled_silhouette(xs, ls, options.silhouette_sample, options.seed)
                 run_id = parameters_id(params)
-                duplicates = near_duplicates(vectors.matrix, fit.labels)
+                duplicates = None if options.skip_duplicates else near_duplicates(vectors.matrix, fit.labels)
                 write_run(lake, run_id, params, sweep_id, vectors, fit, options, explained, duplicates)
                 written = existing_run(con, run_id)
                 summaries[i] = RunSummary(
