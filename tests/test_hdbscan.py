@@ -90,6 +90,8 @@ def test_hdbscan_refuses_a_k_sweep_and_a_too_small_min_cluster_size(dense):
     lake, _, _ = dense
     with pytest.raises(SvclusterError, match="--k does not apply to --algorithm hdbscan"):
         cluster_map(lake, "chile", ClusterOptions(algorithm="hdbscan", k=3, ks=[3, 4]))
+    with pytest.raises(SvclusterError, match="--k does not apply"):
+        ClusterOptions(algorithm="hdbscan", k=7).checked()
     with pytest.raises(SvclusterError, match="--min-cluster-size must be at least 2"):
         ClusterOptions(algorithm="hdbscan", min_cluster_size=1).checked()
     with pytest.raises(SvclusterError, match="more than the 192 locations"):
@@ -153,3 +155,13 @@ def test_report_of_an_hdbscan_run_shows_the_noise(lake, tmp_path):
     assert result.k == BLOBS
     html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
     assert "noise" in html
+
+
+def test_the_flow_summary_counts_the_noise(dense):
+    from svcluster.flows.cluster import summary_markdown
+
+    lake, ids, _ = dense
+    result = cluster_map(lake, "chile", ClusterOptions(algorithm="hdbscan", min_cluster_size=10))
+    text = summary_markdown(result, result.run, None, None, None)
+    assert f"| noise (-1) | {NOISE} | {100 * NOISE / len(ids):.1f}% |" in text
+    assert f"| 0 | {PER_BLOB} | {100 * PER_BLOB / len(ids):.1f}% |" in text

@@ -41,6 +41,7 @@ ALGORITHMS = ("kmeans", "minibatch", "hdbscan")
 NOISE = -1  # the cluster number of the places HDBSCAN leaves unclustered
 RUN_FORMAT = "svcluster-cluster/1"  # bump when the meaning of a parameter changes
 MAX_K = 1000
+DEFAULT_K = 5
 # The silhouette costs O(sample^2 x dims): 10,000 locations of 768 floats is ~150 GFLOP, more
 # than the whole K-means fit of 200,000 locations; 3,000 is ~14 GFLOP and still pins the mean
 # silhouette to about +-0.005 (the same seeded sample is used for every k of a sweep).
@@ -60,7 +61,7 @@ class ClusterOptions:
     pooling: str | None = option(None, "--pooling", "mean | stitched [default: mean when there].", run=False)
     precision: str | None = option(None, "--precision", "fp32 | bf16 | fp16 | int8 [default: the only one there].", run=False)
     k: int = option(
-        5, "--k", "Number of clusters: 5, a sweep 2..20, or a list 4,8,16.", text=str, parse=lambda text: k_fields(parse_k(text)), shown=str
+        DEFAULT_K, "--k", "Number of clusters: 5, a sweep 2..20, or a list 4,8,16.", text=str, parse=lambda text: k_fields(parse_k(text)), shown=str
     )
     ks: list[int] | None = option(None, None, "sweep these k values; each is its own run (wins over k)", cli=False, run=False)
     pca_dims: int | None = option(None, "--pca", "Reduce the vectors to DIMS with PCA first.")
@@ -268,7 +269,7 @@ def check_options(options: ClusterOptions, n: int, dim: int) -> None:
     if options.min_cluster_size < 2:
         raise SvclusterError(f"--min-cluster-size must be at least 2, not {options.min_cluster_size}")
     if options.finds_k:
-        if options.ks:
+        if options.ks or options.k != DEFAULT_K:
             raise SvclusterError("--k does not apply to --algorithm hdbscan: it finds the number of clusters (set --min-cluster-size)")
         if options.min_cluster_size > n:
             raise SvclusterError(f"--min-cluster-size {options.min_cluster_size} is more than the {n} locations with embeddings")
