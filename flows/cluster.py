@@ -101,6 +101,11 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
         f"- locations clustered: {result.n_locations} of {result.map_locations}",
         f"- k = {run.k} ({run.nonempty} non-empty clusters) · inertia {_fmt(run.inertia, 2)} · silhouette {_fmt(run.silhouette)}",
     ]
+    if run.duplicates:
+        lines.append(
+            f"- near-identical panoramas: {run.duplicates} pairs of places in one cluster "
+            "(cosine ≥ 0.995, different panoramas; the `duplicate_panoramas` SQL view)"
+        )
     lines += [f"- **warning**: {w}" for w in run.warnings]
     if result.note:
         lines.append(f"- note: {result.note}")
@@ -109,8 +114,10 @@ def summary_markdown(result: ClusterResult, run: RunSummary, previous: str | Non
     if run.aligned_to:
         lines.append(f"- cluster numbers follow {run.aligned_to}")
     lines += ["", "## Cluster sizes", "", "| cluster | locations | share |", "|---:|---:|---:|"]
-    total = sum(run.sizes) or 1
+    total = (sum(run.sizes) + run.noise) or 1
     lines += [f"| {i} | {n} | {100 * n / total:.1f}% |" for i, n in enumerate(run.sizes)]
+    if run.noise:
+        lines.append(f"| noise (-1) | {run.noise} | {100 * run.noise / total:.1f}% |")
     if len(result.runs) > 1:
         lines += ["", "## Sweep", "", "| k | run | non-empty clusters | inertia | silhouette |", "|---:|---|---:|---:|---:|"]
         lines += [f"| {r.k} | {r.name} | {r.nonempty} | {_fmt(r.inertia, 2)} | {_fmt(r.silhouette)} |" for r in result.runs]

@@ -12,7 +12,7 @@ from importlib import resources
 
 
 # Files run, in order, on every lake connection: they define the views and macros users query.
-CATALOG = ("lake/views", "cluster/names", "cluster/clusters", "export/export")
+CATALOG = ("lake/views", "cluster/names", "cluster/clusters", "cluster/shape", "export/export")
 
 
 @cache

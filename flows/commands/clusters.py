@@ -12,6 +12,7 @@ from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, print_
 from svcluster.flows.commands.progress import RichBar
 from svcluster.flows.options import with_options
 from svcluster.tasks.cluster.step import ClusterOptions, ClusterResult, RunInfo, RunSummary, cluster_map, runs as list_runs
+from svcluster.tasks.cluster.duplicates import DUPLICATE_COSINE
 from svcluster.tasks.cluster.compare import Comparison, compare_runs, compare_with_tags
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.cluster.naming import best_names
@@ -58,6 +59,9 @@ def print_cluster(r: ClusterResult) -> None:
             markup=False,
         )
         stdout.print("sizes: " + "  ".join(f"{c}:{n}" for c, n in enumerate(run.sizes)), highlight=False, markup=False)
+        if run.noise:
+            stdout.print(f"noise: {run.noise} places in no cluster (cluster -1)", highlight=False, markup=False)
+        print_duplicates(run)
         print_warnings(run)
         return
     table = Table("k", "run", "inertia", "silhouette", "smallest", "largest", "", title=f"k sweep {r.sweep_id}")
@@ -69,7 +73,19 @@ def print_cluster(r: ClusterResult) -> None:
     if r.recommendation:
         stdout.print(r.recommendation, highlight=False, markup=False)
     for run in r.runs:
+        print_duplicates(run)
         print_warnings(run)
+
+
+def print_duplicates(run: RunSummary) -> None:
+    """How many pairs of near-identical panoramas the run's clusters hold, when there are any."""
+    if run.duplicates:
+        stdout.print(
+            f"{run.name}: {run.duplicates} pairs of near-identical panoramas (cosine >= {DUPLICATE_COSINE}; "
+            f"SELECT * FROM duplicate_panoramas WHERE name = '{run.name}')",
+            highlight=False,
+            markup=False,
+        )
 
 
 def print_warnings(run: RunSummary) -> None:
@@ -119,6 +135,8 @@ def run_row(r: RunInfo) -> list[str]:
         notes.append("WARNING: " + "; ".join(r.warnings))
     if r.aligned_to_name:
         notes.append(f"numbered like {r.aligned_to_name}")
+    if r.duplicates:
+        notes.append(f"{r.duplicates} duplicate panorama pairs")
     return [
         r.name,
         r.run_id,

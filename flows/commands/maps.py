@@ -17,7 +17,7 @@ from rich.text import Text
 
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, json_text, print_table, stderr, stdout, to_jsonable
 from svcluster.tasks.errors import SvclusterError
-from svcluster.tasks.export.step import DEFAULT_TAG_FORMAT, export_map
+from svcluster.tasks.export.step import DEFAULT_NOISE_FORMAT, DEFAULT_TAG_FORMAT, export_map
 from svcluster.tasks.ingest.step import ingest_map
 
 
@@ -67,6 +67,13 @@ def export(
             help="Write the pano ids the fetch refreshed (old ids Google deleted) into panoId / extra.panoId; by default the file's own ids are kept.",
         ),
     ] = False,
+    noise_tag: Annotated[
+        str, typer.Option("--noise-tag", help="Tag template of the places HDBSCAN left in no cluster (cluster -1): {k}, {run}.")
+    ] = DEFAULT_NOISE_FORMAT,
+    tag_outliers: Annotated[
+        bool,
+        typer.Option("--tag-outliers", help="Also tag 'outlier' the places far out of their cluster (the cluster_outliers SQL view)."),
+    ] = False,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -75,7 +82,10 @@ def export(
     inv = invocation(ctx, lake, json_output)
     if not run and not map_name:
         raise SvclusterError("name a RUN to export, or --map NAME to export a map untagged")
-    r = export_map(inv.lake, out, map_name=map_name, run=run, tag_format=tag_format, refresh_panos=refresh_panos)
+    r = export_map(
+        inv.lake, out, map_name=map_name, run=run, tag_format=tag_format, refresh_panos=refresh_panos,
+        noise_format=noise_tag, tag_outliers=tag_outliers,
+    )
     text = f"wrote {r.locations} locations of {r.map} to {r.out}"
     if refresh_panos:
         text += f"\n{r.refreshed_panos} stale pano ids replaced by their refreshed ids"
@@ -85,6 +95,8 @@ def export(
             text += f", {r.not_in_run} not in this run (embedded after it: cluster again to tag them)"
         if r.without_embedding:
             text += f", {r.without_embedding} without an embedding left untagged"
+        if tag_outliers:
+            text += f"\n{r.outliers} tagged outlier (far out of their cluster: the cluster_outliers view)"
     if r.stale_note:
         text += f"\nnote: {r.stale_note}"
     emit(inv, r, text)

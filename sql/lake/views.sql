@@ -76,6 +76,15 @@ SELECT * EXCLUDE (written_at), written_at AS fetched_at
 FROM read_parquet(getvariable('lake_root') || '/tables/map_views/*.parquet', union_by_name = true)
 QUALIFY row_number() OVER (PARTITION BY map, width, height, fov, pitch ORDER BY written_at DESC) = 1;
 
+-- Near-identical pairs of places found within the clusters of a run (the cluster step writes
+-- them before the run row; only committed runs' are shown). See duplicate_panoramas.
+CREATE OR REPLACE VIEW cluster_duplicates AS
+SELECT d.* EXCLUDE (written_at)
+FROM read_parquet(getvariable('lake_root') || '/tables/cluster_duplicates/*.parquet', union_by_name = true) d
+SEMI JOIN read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parquet', union_by_name = true) r
+  ON r.run_id = d.run_id
+QUALIFY row_number() OVER (PARTITION BY d.run_id, d.location_a, d.location_b ORDER BY d.written_at DESC) = 1;
+
 -- Every tag an export wrote into a map (one row per map and tag): the tags that are
 -- svcluster's own. An export removes these and only these before adding its own.
 CREATE OR REPLACE VIEW exported_tags AS

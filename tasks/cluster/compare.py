@@ -115,10 +115,19 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(adjusted_rand_score(a, b)), float(normalized_mutual_info_score(a, b))
 
 
+def cluster_names_of(labels: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+    """The categories of a run's labels (0..k-1, and -1 when HDBSCAN left noise) and each
+    label's index among them: noise is a category like any cluster, never a negative index."""
+    numbers = sorted(set(range(k)) | set(np.unique(labels).tolist()))
+    return [str(c) for c in numbers], np.searchsorted(np.asarray(numbers, np.int64), labels)
+
+
 def unmatched_count(a: np.ndarray, b: np.ndarray) -> int:
-    """Locations off the maximum-overlap one-to-one matching of A's clusters to B's."""
+    """Locations off the maximum-overlap one-to-one matching of A's clusters to B's (labels
+    may hold -1, HDBSCAN's noise, which is matched like a cluster)."""
     from scipy.optimize import linear_sum_assignment
 
+    a, b = np.unique(a, return_inverse=True)[1], np.unique(b, return_inverse=True)[1]
     ka, kb = int(a.max()) + 1, int(b.max()) + 1
     table = np.bincount(a * kb + b, minlength=ka * kb).reshape(ka, kb)
     r, c = linear_sum_assignment(table, maximize=True)
@@ -139,9 +148,9 @@ def compare_runs(lake: Lake, run_a: str, run_b: str) -> Comparison:
     b = pairs.column("cluster_b").to_numpy().astype(np.int64)
     cells = lake.query(load_sql("cluster/compare_contingency"), {"a": ra.run_id, "b": rb.run_id}).to_pylist()
     movers = lake.query(load_sql("cluster/compare_movers"), {"a": ra.run_id, "b": rb.run_id, "limit": MOVERS_SHOWN}).to_pylist()
-    names_a = [str(i) for i in range(max(ra.k, int(a.max()) + 1))]
-    names_b = [str(i) for i in range(max(rb.k, int(b.max()) + 1))]
-    purity, spread = purity_rows(a, b, names_a, names_b)
+    names_a, index_a = cluster_names_of(a, ra.k)
+    names_b, index_b = cluster_names_of(b, rb.k)
+    purity, spread = purity_rows(index_a, index_b, names_a, names_b)
     n = len(a)
     ari, nmi = agreement(a, b)
     return Comparison(
@@ -177,8 +186,8 @@ def compare_with_tags(lake: Lake, run: str, ignore_pattern: str | None = None) -
     tags = np.asarray(pairs.column("tag").to_pylist(), dtype=object)
     tag_names, tag_index = np.unique(tags, return_inverse=True)
     cells = lake.query(load_sql("cluster/compare_tag_contingency"), params).to_pylist()
-    names_a = [str(i) for i in range(max(ref.k, int(clusters.max()) + 1))]
-    purity, spread = purity_rows(clusters, tag_index, names_a, [str(t) for t in tag_names])
+    names_a, index_a = cluster_names_of(clusters, ref.k)
+    purity, spread = purity_rows(index_a, tag_index, names_a, [str(t) for t in tag_names])
     ari, nmi = agreement(tag_index, clusters)
     return Comparison(
         a=ref.name,

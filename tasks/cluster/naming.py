@@ -216,7 +216,10 @@ def name_clusters(
             f"run {ref.name}: text embeddings of {model!r} have {text.shape[1]} dimensions, "
             f"its image embeddings {data.vectors.shape[1]}"
         )
-    cluster_ids, centroids = cluster_centroids(data.clusters, data.vectors)
+    clustered = data.clusters >= 0  # HDBSCAN's noise (-1) is no cluster: it gets no name
+    if not clustered.any():
+        return NamingResult(ref.run_id, ref.name, model, reason="no names: every place of the run is noise")
+    cluster_ids, centroids = cluster_centroids(data.clusters[clustered], data.vectors[clustered])
     names = rank_descriptions(cluster_ids, centroids, text, list(descriptions), top)
     if store:
         write_names(lake, ref.run_id, model, names)

@@ -1,7 +1,8 @@
 """Clustering a map's embeddings into versioned, reproducible runs.
 
-A run is K-means (or MiniBatchKMeans for large maps) over the latest embedding of every
-location of a map that has one, optionally after a PCA fitted on the same vectors. Its
+A run is K-means (or MiniBatchKMeans for large maps, or HDBSCAN, which finds k itself and
+leaves noise as cluster -1) over the latest embedding of every location of a map that has one,
+optionally after a PCA fitted on the same vectors. Its
 ``run_id`` is a hash of the input embeddings' fingerprint and every parameter, so asking for the
 same clustering twice finds the run already in the lake and reuses it. Each new run writes its
 ``cluster_assignments`` first and then its ``cluster_runs`` row; the row commits the run (the
@@ -33,12 +34,15 @@ from svcluster.tasks.lake.store import Connection, Lake, now_utc
 from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.embed.models import DEFAULT_MODEL
+from svcluster.tasks.cluster.duplicates import DuplicatePairs, near_duplicates
 from svcluster.tasks.cluster.vectors import EmbeddingChoice, EmbeddingSet, Vectors, embedding_choices, embedding_set, load_selected
 
 DEFAULT_POOLING = "mean"
-ALGORITHMS = ("kmeans", "minibatch")
+ALGORITHMS = ("kmeans", "minibatch", "hdbscan")
+NOISE = -1  # the cluster number of the places HDBSCAN leaves unclustered
 RUN_FORMAT = "svcluster-cluster/1"  # bump when the meaning of a parameter changes
 MAX_K = 1000
+DEFAULT_K = 5
 # The silhouette costs O(sample^2 x dims), so it is computed on a seeded sample of locations (the
 # same for every k of a sweep); why this size: docs/clustering.md, 'Clustering a map'.
 SILHOUETTE_SAMPLE = 3000
@@ -58,12 +62,17 @@ class ClusterOptions:
     pooling: str | None = option(None, "--pooling", "mean | stitched [default: mean when there].", run=False)
     precision: str | None = option(None, "--precision", "fp32 | bf16 | fp16 | int8 [default: the only one there].", run=False)
     k: int = option(
-        5, "--k", "Number of clusters: 5, a sweep 2..20, or a list 4,8,16.", text=str, parse=lambda text: k_fields(parse_k(text)), shown=str
+        DEFAULT_K, "--k", "Number of clusters: 5, a sweep 2..20, or a list 4,8,16.", text=str, parse=lambda text: k_fields(parse_k(text)), shown=str
     )
     ks: list[int] | None = option(None, None, "sweep these k values; each is its own run (wins over k)", cli=False, run=False)
     pca_dims: int | None = option(None, "--pca", "Reduce the vectors to DIMS with PCA first.")
-    algorithm: str = option("kmeans", "--algorithm", "kmeans | minibatch (large maps).")
+    algorithm: str = option("kmeans", "--algorithm", "kmeans | minibatch (large maps) | hdbscan (density: finds k, leaves noise as cluster -1).")
+    min_cluster_size: int = option(10, "--min-cluster-size", "HDBSCAN only: the fewest places a cluster may hold.")
     seed: int = option(42, "--seed", "Random seed (k-means++ init, PCA, silhouette sample).")
+    skip_duplicates: bool = option(
+        False, "--skip-duplicates",
+        "Do not look for near-identical panoramas within each cluster (duplicate_panoramas: it costs about the sum of the squared cluster sizes x dims).",
+    )  # fmt: skip
     silhouette_sample: int = option(SILHOUETTE_SAMPLE, "--silhouette-sample", "Locations the silhouette is computed on (0: skip).", flow=False)
     n_init: int = option(1, "--n-init", "K-means restarts; the best is kept.", flow=False)
     max_iter: int = 300
@@ -90,6 +99,11 @@ class ClusterOptions:
     def k_values(self) -> list[int]:
         return sorted(set(self.ks)) if self.ks else [self.k]
 
+    @property
+    def finds_k(self) -> bool:
+        """True for HDBSCAN: the number of clusters is what the fit finds, not a parameter."""
+        return self.algorithm == "hdbscan"
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -104,6 +118,8 @@ class RunSummary:
     reused: bool
     aligned_to: str | None = None  # name of the run whose numbering this run follows
     warnings: list[str] = field(default_factory=list)  # what was odd about the input (degenerate data)
+    noise: int = 0  # places HDBSCAN left unclustered (cluster -1; not in ``sizes``)
+    duplicates: int = 0  # pairs of near-identical panoramas found in its clusters (duplicate_panoramas)
 
     @property
     def nonempty(self) -> int:
@@ -162,6 +178,7 @@ class RunInfo:
     parent_name: str | None  # that run's MAP@vN
     stale: bool  # made on an earlier version of its map (re-ingested with other content since)
     created_at: object
+    duplicates: int = 0  # pairs of near-identical panoramas (duplicate_panoramas)
 
 
 @dataclass
@@ -182,6 +199,10 @@ class Fit:
     @property
     def nonempty(self) -> int:
         return sum(1 for n in self.sizes if n)
+
+    @property
+    def noise(self) -> int:
+        return int(np.count_nonzero(self.labels < 0))
 
 
 # ---- choosing the embeddings ---------------------------------------------------------------
@@ -260,7 +281,14 @@ def check_options(options: ClusterOptions, n: int, dim: int) -> None:
         raise SvclusterError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, not {options.algorithm!r}")
     if not 0 <= options.seed < 2**32:
         raise SvclusterError("--seed must be between 0 and 2**32 - 1")
-    for k in options.k_values():
+    if options.min_cluster_size < 2:
+        raise SvclusterError(f"--min-cluster-size must be at least 2, not {options.min_cluster_size}")
+    if options.finds_k:
+        if options.ks or options.k != DEFAULT_K:
+            raise SvclusterError("--k does not apply to --algorithm hdbscan: it finds the number of clusters (set --min-cluster-size)")
+        if options.min_cluster_size > n:
+            raise SvclusterError(f"--min-cluster-size {options.min_cluster_size} is more than the {n} locations with embeddings")
+    for k in [] if options.finds_k else options.k_values():
         if not 2 <= k <= MAX_K:
             raise SvclusterError(f"k must be between 2 and {MAX_K}, not {k}")
         if k >= n:
@@ -275,7 +303,8 @@ def check_options(options: ClusterOptions, n: int, dim: int) -> None:
 def run_parameters(chosen: EmbeddingSet, options: ClusterOptions, k: int | None, map_sha256: str | None = None) -> dict:
     """Every parameter a run depends on (``k`` None: those a sweep shares). The map version
     (its file's checksum) is one: a map re-ingested with other content gets runs of its own,
-    and the runs of its earlier version are known as such (``stale``)."""
+    and the runs of its earlier version are known as such (``stale``). HDBSCAN finds k, so its
+    runs have no ``k`` parameter and its own parameters instead of K-means'."""
     params = {
         "format": RUN_FORMAT,
         "map": chosen.map,
@@ -292,6 +321,11 @@ def run_parameters(chosen: EmbeddingSet, options: ClusterOptions, k: int | None,
         "max_iter": options.max_iter,
         "silhouette_sample": options.silhouette_sample,
     }
+    if options.finds_k:
+        for name in ("init", "n_init", "max_iter"):
+            del params[name]
+        params.update(min_cluster_size=options.min_cluster_size, min_samples=None, metric="euclidean", cluster_selection_method="eom")
+        return params
     if options.algorithm == "minibatch":
         params["batch_size"] = options.batch_size
     if k is not None:
@@ -395,6 +429,38 @@ def own_centroid_distances(x: np.ndarray, centers: np.ndarray, labels: np.ndarra
     return out
 
 
+def fit_hdbscan(x: np.ndarray, options: ClusterOptions) -> Fit:
+    """HDBSCAN (scikit-learn; deterministic: no random step) on the rows of ``x``.
+
+    k is the number of clusters found; places left unclustered get cluster -1 (noise). A
+    clustered place's distance is to its cluster's centroid (the mean of its members), a noise
+    place's to the nearest centroid; inertia sums the squared distances of the clustered places."""
+    from sklearn.cluster import HDBSCAN
+
+    model = HDBSCAN(min_cluster_size=options.min_cluster_size, metric="euclidean", cluster_selection_method="eom", copy=True)
+    with pywarnings.catch_warnings(record=True) as caught:
+        pywarnings.simplefilter("always")
+        labels = model.fit_predict(x).astype(np.int32)
+    k = int(labels.max()) + 1 if (labels >= 0).any() else 0
+    members = labels >= 0
+    if k:
+        sums = np.zeros((k, x.shape[1]), np.float64)
+        np.add.at(sums, labels[members], x[members])
+        centers = (sums / np.bincount(labels[members], minlength=k)[:, None]).astype(np.float32)
+        distances = own_centroid_distances(x, centers, np.maximum(labels, 0))
+        if not members.all():
+            noise = np.flatnonzero(~members)
+            d2 = np.einsum("ij,ij->i", x[noise], x[noise])[:, None] - 2.0 * (x[noise] @ centers.T) + np.einsum("ij,ij->i", centers, centers)[None, :]
+            distances[noise] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+    else:
+        distances = np.linalg.norm(x - x.mean(axis=0), axis=1).astype(np.float32)
+    fit = Fit(k=k, labels=labels, distances=distances, inertia=float(np.square(distances[members], dtype=np.float64).sum()), n_iter=0)
+    if k == 0:
+        fit.warnings.append(f"HDBSCAN found no cluster: all {len(x)} places are noise (try a smaller --min-cluster-size)")
+    fit.warnings += list(dict.fromkeys(str(w.message) for w in caught))
+    return fit
+
+
 def sampled_silhouette(x: np.ndarray, labels: np.ndarray, sample: int, seed: int, chunk: int = 2048) -> float | None:
     """The mean silhouette coefficient over a seeded sample of rows (all rows when fewer).
 
@@ -445,7 +511,7 @@ def sampled_silhouette(x: np.ndarray, labels: np.ndarray, sample: int, seed: int
 # ---- stable numbering ----------------------------------------------------------------------
 def size_order(labels: np.ndarray, k: int) -> np.ndarray:
     """A renumbering (old -> new) that makes cluster 0 the largest; ties keep the fit's order."""
-    sizes = np.bincount(labels, minlength=k)
+    sizes = np.bincount(labels[labels >= 0], minlength=k)
     order = sorted(range(k), key=lambda c: (-sizes[c], c))
     mapping = np.empty(k, dtype=np.int32)
     mapping[order] = np.arange(k, dtype=np.int32)
@@ -487,8 +553,10 @@ def match_numbers(new: np.ndarray, old: np.ndarray, k_new: int) -> np.ndarray:
 
 
 def renumber(fit: Fit, mapping: np.ndarray) -> None:
-    fit.labels = mapping[fit.labels].astype(np.int32)
-    fit.sizes = np.bincount(fit.labels, minlength=fit.k).tolist()
+    """Apply ``mapping`` (fit label -> number); noise (-1) stays -1 and is not in ``sizes``."""
+    members = fit.labels >= 0
+    fit.labels = np.where(members, mapping[np.where(members, fit.labels, 0)] if len(mapping) else 0, NOISE).astype(np.int32)
+    fit.sizes = np.bincount(fit.labels[members], minlength=fit.k).tolist()
 
 
 def sql_rows(con: Connection, name: str, params: dict) -> list[dict]:
@@ -500,7 +568,8 @@ def align_to_previous(con: Connection, map_name: str, location_ids: np.ndarray, 
     """Renumber ``fit`` to follow the run ``sql/cluster/numbered_after.sql`` names: the map's latest
     committed run with the same k, else its latest of any k, a sibling of the same sweep included
     (why that is not the previous version: that file); a map's first run is numbered by size,
-    largest first."""
+    largest first. Noise
+    (-1, of this fit or of the previous run) takes no part in the matching and stays -1."""
     prev = sql_rows(con, "cluster/numbered_after", {"map": map_name, "k": fit.k})
     mapping = None
     if prev:
@@ -508,6 +577,8 @@ def align_to_previous(con: Connection, map_name: str, location_ids: np.ndarray, 
         old_ids = np.asarray(t.column("location_id").to_pylist(), dtype=object)
         old_labels = t.column("cluster").to_numpy().astype(np.int64)
         _, ours, theirs = np.intersect1d(location_ids, old_ids, assume_unique=True, return_indices=True)
+        both = (fit.labels[ours] >= 0) & (old_labels[theirs] >= 0)
+        ours, theirs = ours[both], theirs[both]
         if len(ours):
             mapping = match_numbers(fit.labels[ours], old_labels[theirs], fit.k)
             fit.aligned_to, fit.aligned_name = prev[0]["run_id"], prev[0]["name"]
@@ -527,9 +598,25 @@ def write_run(
     options: ClusterOptions,
     explained: float | None,
     request_id: str | None = None,
+    duplicates: DuplicatePairs | None = None,
 ) -> None:
-    """Assignments first, then the run row that commits them."""
+    """Assignments and near-duplicate pairs first, then the run row that commits them."""
     n = len(vectors.location_ids)
+    if duplicates is not None and len(duplicates):
+        ids = np.asarray(vectors.location_ids, dtype=object)
+        a, b = ids[duplicates.a], ids[duplicates.b]
+        first = a < b
+        lake.append(
+            "cluster_duplicates",
+            pa.table(
+                {
+                    "run_id": pa.array([run_id] * len(a), pa.string()),
+                    "location_a": pa.array(np.where(first, a, b).tolist(), pa.string()),
+                    "location_b": pa.array(np.where(first, b, a).tolist(), pa.string()),
+                    "cosine": pa.array(duplicates.cosine, pa.float32()),
+                }
+            ),
+        )
     lake.append(
         "cluster_assignments",
         pa.table(
@@ -582,7 +669,17 @@ def existing_run(con: Connection, run_id: str) -> RunSummary | None:
         prev = sql_rows(con, "cluster/run_row", {"run_id": r["aligned_to"]})
         aligned = prev[0]["name"] if prev else None
     sizes = json.loads(r["sizes"]) if r["sizes"] else []
-    return RunSummary(r["run_id"], r["name"], r["k"], r["inertia"], r["silhouette"], sizes, True, aligned, parse_warnings(r["warnings"]))
+    noise = max(0, int(r["n_locations"] or 0) - sum(sizes)) if sizes else 0
+    return RunSummary(
+        r["run_id"], r["name"], r["k"], r["inertia"], r["silhouette"], sizes, True, aligned, parse_warnings(r["warnings"]), noise,
+        duplicate_count(con, run_id),
+    )
+
+
+def duplicate_count(con: Connection, run_id: str) -> int:
+    """Pairs of near-identical panoramas of a committed run (``duplicate_panoramas``); the view
+    is only asked when the run has a pair at all."""
+    return int(sql_rows(con, "cluster/run_duplicates", {"run_id": run_id})[0]["duplicates"] or 0)
 
 
 def parse_warnings(raw: str | None) -> list[str]:
@@ -610,42 +707,49 @@ def cluster_map(
         check_options(options, chosen.count, chosen.dim)
         sweep_id = parameters_id(run_parameters(chosen, options, None, version))
         request_id = uuid.uuid4().hex  # the runs this call writes are one request (siblings of a sweep)
-        planned = [(k, run_parameters(chosen, options, k, version)) for k in options.k_values()]
+        ks: list[int | None] = [None] if options.finds_k else list(options.k_values())
+        planned = [(k, run_parameters(chosen, options, k, version)) for k in ks]
         summaries: dict[int, RunSummary] = {}
-        for k, params in planned:
+        for i, (k, params) in enumerate(planned):
             found = existing_run(con, parameters_id(params))
             if found:
-                summaries[k] = found
-        todo = [(k, p) for k, p in planned if k not in summaries]
+                summaries[i] = found
+        todo = [(i, k, p) for i, (k, p) in enumerate(planned) if i not in summaries]
         if todo:
             vectors = load_selected(lake, con, chosen, progress)
             x, explained = vectors.matrix, None
             if options.pca_dims is not None:
                 x, explained = reduce_dims(x, options.pca_dims, options.seed)
-            progress.start(len(todo), f"fitting {options.algorithm} " + (f"k={todo[0][0]}" if len(todo) == 1 else f"for {len(todo)} values of k"))
-            for k, params in todo:
-                fit = fit_kmeans(x, k, options)
+            first = "" if todo[0][1] is None else f" k={todo[0][1]}"
+            progress.start(len(todo), f"fitting {options.algorithm}" + (first if len(todo) == 1 else f" for {len(todo)} values of k"))
+            for i, k, params in todo:
+                fit = fit_hdbscan(x, options) if k is None else fit_kmeans(x, k, options)
                 if options.pca_dims is not None and explained is None:
                     fit.warnings.insert(0, "the vectors do not vary: PCA kept no variance")
                 align_to_previous(con, map_name, vectors.location_ids, fit)
-                fit.silhouette = sampled_silhouette(x, fit.labels, options.silhouette_sample, options.seed)
+                members = fit.labels >= 0  # the silhouette of HDBSCAN's clusters leaves its noise out
+                xs, ls = (x, fit.labels) if members.all() else (x[members], fit.labels[members])
+                fit.silhouette = sampled_silhouette(xs, ls, options.silhouette_sample, options.seed)
                 run_id = parameters_id(params)
-                write_run(lake, run_id, params, sweep_id, vectors, fit, options, explained, request_id)
+                duplicates = None if options.skip_duplicates else near_duplicates(vectors.matrix, fit.labels)
+                write_run(lake, run_id, params, sweep_id, vectors, fit, options, explained, request_id, duplicates)
                 written = existing_run(con, run_id)
-                summaries[k] = RunSummary(
+                summaries[i] = RunSummary(
                     run_id,
                     written.name if written else "",
-                    k,
+                    fit.k,
                     fit.inertia,
                     fit.silhouette,
                     fit.sizes,
                     False,
                     fit.aligned_name,
                     fit.warnings,
+                    fit.noise,
+                    written.duplicates if written else 0,
                 )
                 progress.advance(1)
             progress.finish()
-    runs = [summaries[k] for k, _ in planned]
+    runs = [summaries[i] for i in range(len(planned))]
     recommended, reason = recommend(runs) if len(runs) > 1 else (None, None)
     return ClusterResult(
         map=map_name,

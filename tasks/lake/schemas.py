@@ -199,6 +199,22 @@ CLUSTER_ASSIGNMENTS = TableSpec(
     ),
 )
 
+# Pairs of places of one run whose embeddings are near-identical (cosine >= 0.995), found within
+# each of its clusters by the cluster step (tasks/cluster/duplicates.py) and written with the run.
+CLUSTER_DUPLICATES = TableSpec(
+    "cluster_duplicates",
+    ("run_id", "location_a", "location_b"),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("location_a", pa.string()),  # location_a < location_b
+            ("location_b", pa.string()),
+            ("cosine", pa.float32()),  # of the two L2-normalised embeddings (not the PCA space)
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
 CLUSTER_NAMES = TableSpec(
     "cluster_names",
     ("run_id", "cluster", "rank"),
@@ -278,5 +294,5 @@ SEARCHES = TableSpec(
 
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES, MAP_VIEWS)
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_DUPLICATES, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES, MAP_VIEWS)
 }

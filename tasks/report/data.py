@@ -34,6 +34,11 @@ LOOKALIKE_CANDIDATES = 400
 LOOKALIKES_PER_CLUSTER = 3
 LOOKALIKES_SHOWN = 12
 COMPARE_SOURCE = "svcluster.tasks.cluster.compare"  # the code every comparison of the report comes from
+OUTLIERS_SHOWN = 12
+DUPLICATES_SHOWN = 12
+LINEAGE_ROWS = 400
+NOISE_COLOR = "#9e9e9e"  # HDBSCAN's noise (cluster -1): grey, listed after the clusters
+NOISE_NAME = "noise: in no cluster (HDBSCAN)"
 
 
 @dataclass
@@ -124,6 +129,39 @@ class View:
 
 
 @dataclass
+class Outlier:
+    """A place far out of its cluster (``cluster_outliers``): its distance over the cluster's median."""
+
+    location_id: str
+    cluster: int
+    relative_distance: float
+    rank_in_run: int
+
+
+@dataclass
+class DuplicatePair:
+    """Two places with near-identical embeddings and different panoramas (``duplicate_panoramas``)."""
+
+    cluster: int
+    a: str
+    b: str
+    cosine: float
+    km: float | None
+
+
+@dataclass
+class Shape:
+    """The run's outliers and duplicate panoramas (the first of each, and how many in all) and
+    its lineage rows with the neighbouring k of its sweep."""
+
+    outliers: list[Outlier] = field(default_factory=list)
+    outliers_total: int = 0
+    duplicates: list[DuplicatePair] = field(default_factory=list)
+    duplicates_total: int = 0
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class ReportData:
     """Everything the page and the PNG draw."""
 
@@ -139,6 +177,7 @@ class ReportData:
     naming_note: str
     views: dict[str, list[View]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    shape: Shape = field(default_factory=Shape)
 
 
 # ---- points ------------------------------------------------------------------------------
@@ -170,6 +209,7 @@ def summarise_clusters(
     n = len(points)
     ids = np.unique(points.cluster)
     order_key = -typicality if typicality is not None else np.nan_to_num(points.distance, nan=np.inf)
+    ids = np.r_[ids[ids >= 0], ids[ids < 0]]  # HDBSCAN's noise (-1) last, in grey
     for i, c in enumerate(ids):
         idx = np.flatnonzero(points.cluster == c)
         lat, lng = points.lat[idx], points.lng[idx]
@@ -183,11 +223,11 @@ def summarise_clusters(
         out.append(
             ClusterSummary(
                 cluster=int(c),
-                color=cluster_color(i),
-                marker=cluster_marker(i),
+                color=cluster_color(i) if c >= 0 else NOISE_COLOR,
+                marker=cluster_marker(i) if c >= 0 else "circle",
                 size=len(idx),
                 share=len(idx) / n if n else 0.0,
-                names=names.get(int(c), []),
+                names=names.get(int(c), []) if c >= 0 else [NOISE_NAME],
                 spread_km=round(spread, 1),
                 centroid=(round(clat, 4), round(clng, 4)),
                 regions=[(r, round(k / len(idx), 3)) for r, k in regions],
@@ -304,6 +344,24 @@ def comparison_line(result: Comparison, against: str, kind: str) -> ComparisonLi
                           COMPARE_SOURCE, "; ".join(notes))
 
 
+# ---- outliers, duplicates, lineage ---------------------------------------------------------
+def load_shape(lake: Lake, run_id: str) -> Shape:
+    """The run's first outliers and duplicate pairs (with their totals) and its lineage rows."""
+    out = lake.query(load_sql("report/outliers"), {"run": run_id, "limit": OUTLIERS_SHOWN}).to_pylist()
+    dup = lake.query(load_sql("report/duplicates"), {"run": run_id, "limit": DUPLICATES_SHOWN}).to_pylist()
+    lineage = lake.query(load_sql("report/lineage"), {"run": run_id}).to_pylist()[:LINEAGE_ROWS]
+    return Shape(
+        outliers=[Outlier(r["location_id"], int(r["cluster"]), round(float(r["relative_distance"] or 0), 3), int(r["rank_in_run"])) for r in out],
+        outliers_total=int(out[0]["total"]) if out else 0,
+        duplicates=[
+            DuplicatePair(int(r["cluster"]), r["location_a"], r["location_b"], round(float(r["cosine"]), 4), None if r["km"] is None else round(float(r["km"]), 2))
+            for r in dup
+        ],
+        duplicates_total=int(dup[0]["total"]) if dup else 0,
+        lineage=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in lineage],
+    )
+
+
 # ---- thumbnails --------------------------------------------------------------------------
 def thumbnail_data_uri(data: bytes, px: int = THUMB_PX) -> str:
     """A small JPEG of an image (longest side ``px``), as a data URI."""
@@ -403,14 +461,19 @@ def gather_report(lake: Lake, ref: RunRef, progress: Progress | None = None) -> 
     timings["comparisons"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    shape = load_shape(lake, ref.run_id)
+    timings["shape"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     sampled = [lid for c in clusters for lid in c.typical + c.edges] + [lid for p in lookalikes for lid in (p.a, p.b)]
+    sampled += [o.location_id for o in shape.outliers] + [lid for p in shape.duplicates for lid in (p.a, p.b)]
     point_of = {lid: i for i, lid in enumerate(points.location_ids)}
     where = {lid: (float(points.lat[point_of[lid]]), float(points.lng[point_of[lid]])) for lid in set(sampled)}
     views = load_views(lake, sampled, progress, where)
     timings["thumbnails"] = time.perf_counter() - t0
     return ReportData(
         ref=ref, run=run, params=params, points=points, clusters=clusters, lookalikes=lookalikes,
-        lookalike_note=note, comparisons=comparisons, sweep=sweep, naming_note="", views=views, timings=timings,
+        lookalike_note=note, comparisons=comparisons, sweep=sweep, naming_note="", views=views, timings=timings, shape=shape,
     )
 
 

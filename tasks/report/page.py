@@ -118,7 +118,7 @@ def build_report(
         html=str(out / HTML_NAME),
         png=str(out / PNG_NAME),
         locations=len(data.points),
-        clusters=len(data.clusters),
+        clusters=sum(1 for c in data.clusters if c.cluster >= 0),
         k=int(data.run.get("k") or ref.k),
         notices=notices(data),
         sampled_locations=len(_sample_ids(data)),
@@ -151,11 +151,11 @@ def _sample_ids(data: ReportData) -> list[str]:
             if lid not in seen:
                 seen.add(lid)
                 ids.append(lid)
-    for p in data.lookalikes:
-        for lid in (p.a, p.b):
-            if lid not in seen:
-                seen.add(lid)
-                ids.append(lid)
+    shape = [o.location_id for o in data.shape.outliers] + [lid for p in data.shape.duplicates for lid in (p.a, p.b)]
+    for lid in [lid for p in data.lookalikes for lid in (p.a, p.b)] + shape:
+        if lid not in seen:
+            seen.add(lid)
+            ids.append(lid)
     return ids
 
 
@@ -171,7 +171,9 @@ def notices(data: ReportData) -> list[str]:
 def k_and_clusters(data: ReportData) -> str:
     """``k=5 · 5 non-empty clusters``: the k asked for and the clusters that hold a place."""
     k = int(data.run.get("k") or data.ref.k)
-    return f"k={k} · {len(data.clusters)} non-empty cluster{'s' if len(data.clusters) != 1 else ''}"
+    found = sum(1 for c in data.clusters if c.cluster >= 0)
+    noise = next((c.size for c in data.clusters if c.cluster < 0), 0)
+    return f"k={k} · {found} non-empty cluster{'s' if found != 1 else ''}" + (f" · {noise:,} noise" if noise else "")
 
 
 def page_data(data: ReportData) -> dict[str, Any]:
@@ -246,6 +248,17 @@ def page_data(data: ReportData) -> dict[str, Any]:
         "params": data.params,
         "sweep_svg": sweep_svg(data.sweep, int(data.run.get("k") or 0)) if len(data.sweep) > 1 else "",
         "comparisons": [c.__dict__ for c in data.comparisons],
+        "outliers": [
+            {"s": sample_pos[o.location_id], "c": cluster_pos[o.cluster], "rel": o.relative_distance, "rank": o.rank_in_run}
+            for o in data.shape.outliers
+        ],
+        "outliers_total": data.shape.outliers_total,
+        "duplicates": [
+            {"c": cluster_pos.get(p.cluster, 0), "a": sample_pos[p.a], "b": sample_pos[p.b], "cos": p.cosine, "km": p.km}
+            for p in data.shape.duplicates
+        ],
+        "duplicates_total": data.shape.duplicates_total,
+        "lineage": data.shape.lineage,
     }
 
 

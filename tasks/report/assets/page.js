@@ -265,6 +265,32 @@
   });
   if (!D.lookalikes.length) pairs.appendChild(el("p", { class: "muted", text: "none found" }));
 
+  // ---- outliers and duplicate panoramas --------------------------------------------------
+  var outlierList = document.getElementById("outlier-list");
+  document.getElementById("outlier-head").textContent = "Outliers (" + fmt(D.outliers_total) + (D.outliers_total > D.outliers.length ? ", the first " + D.outliers.length : "") + ")";
+  D.outliers.forEach(function (o) {
+    var s = D.samples[o.s];
+    outlierList.appendChild(el("div", { class: "loc edge outlier", "data-location": s.id, "data-cluster": clusters[o.c].id }, [
+      viewsOf(s),
+      el("div", { class: "cap", text: "#" + o.rank + " · " + o.rel.toFixed(2) + "× the median distance · " + clusterLabel(o.c) + " · " + s.lat.toFixed(3) + ", " + s.lng.toFixed(3) })
+    ]));
+  });
+  if (!D.outliers.length) outlierList.appendChild(el("p", { class: "muted", text: "none: every place is within its cluster's fence" }));
+  var dupList = document.getElementById("duplicate-list");
+  document.getElementById("duplicate-head").textContent = "Duplicate panoramas (" + fmt(D.duplicates_total) + " pairs" + (D.duplicates_total > D.duplicates.length ? ", the first " + D.duplicates.length : "") + ")";
+  D.duplicates.forEach(function (p) {
+    dupList.appendChild(el("div", { class: "pair duplicate", "data-cluster": clusters[p.c].id }, [
+      card(p.a, "typical"),
+      el("div", { class: "between" }, [
+        el("div", { class: "km", text: p.km == null ? "–" : fmt(p.km, 2) + " km" }),
+        el("div", { text: "cosine " + p.cos.toFixed(4) }),
+        el("div", { style: "color:" + clusters[p.c].color, text: clusterLabel(p.c) })
+      ]),
+      card(p.b, "typical")
+    ]));
+  });
+  if (!D.duplicates.length) dupList.appendChild(el("p", { class: "muted", text: "none found" }));
+
   // ---- run ----------------------------------------------------------------------------
   var details = document.getElementById("run-details");
   function kvTable(obj) {
@@ -281,6 +307,14 @@
   if (D.sweep_svg) {
     details.appendChild(el("h3", { text: "k-sweep" }));
     var holder = el("div", { id: "sweep" }); holder.innerHTML = D.sweep_svg; details.appendChild(holder);
+  }
+  if (D.lineage.length) {
+    details.appendChild(el("h3", { text: "How the clusters split (cluster_lineage)" }));
+    var lt = el("table", { class: "kv", id: "lineage" }, [el("tr", null, ["coarse run", "k", "cluster", "finer run", "k", "cluster", "places", "share of coarse"].map(function (h) { return el("th", { text: h }); }))]);
+    D.lineage.forEach(function (r) {
+      lt.appendChild(el("tr", null, [r.name_coarse, String(r.k_coarse), String(r.cluster_coarse), r.name_fine, String(r.k_fine), String(r.cluster_fine), fmt(r.places), pct(r.share_of_coarse)].map(function (v) { return el("td", { text: v }); })));
+    });
+    details.appendChild(lt);
   }
   details.appendChild(el("h3", { text: "Comparisons" }));
   if (!D.comparisons.length) details.appendChild(el("p", { class: "muted", text: "No previous version of this map and no tags in it to compare with." }));
