@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from svcluster.tasks.report.outlines import outlines_in
 from svcluster.tasks.report.geo import (
     MARKERS,
     Projection,
@@ -25,11 +26,13 @@ PANEL = (255, 255, 255)
 INK = (29, 35, 42)
 MUTED = (102, 112, 122)
 GRID = (205, 214, 222)
+COAST = (127, 147, 163)  # the page's coastline colour (page.js drawOutlines)
+BORDER = (167, 182, 194)
 
 
 @dataclass(frozen=True)
 class LegendEntry:
-    """One legend line: a cluster's colour, marker shape (``report_geo.MARKERS``), label and size."""
+    """One legend line: a cluster's colour, marker shape (``geo.MARKERS``), label and size."""
 
     color: str
     label: str
@@ -84,6 +87,11 @@ def render_cluster_map(
         if float(x[0]) < w - 40:
             mdraw.text((float(x[0]) + 2, h - 14), _deg(lng0, "E", "W"), font=small, fill=MUTED)
         lng0 += step
+    for kind, color, width in (("coast", COAST, 2), ("border", BORDER, 1)):
+        for line in outlines_in(bounds)[kind]:
+            pts = np.asarray(line).reshape(-1, 2)
+            lx, ly = proj.project(pts[:, 0], pts[:, 1])
+            mdraw.line(list(zip(lx.tolist(), ly.tolist())), fill=color, width=width)
     pixels = np.asarray(map_img).copy()
 
     # dots: stamp a small marker per point (its cluster's shape), biggest cluster first so small

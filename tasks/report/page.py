@@ -28,6 +28,7 @@ from svcluster.tasks.cluster.naming import NO_TEXT_TOWER, name_clusters
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.report.data import ReportData, SweepPoint, gather_report
 from svcluster.tasks.report.geo import fitted_bounds, graticule_step, map_size
+from svcluster.tasks.report.outlines import outlines_in
 from svcluster.tasks.cluster.runs import RunRef, resolve_run
 
 HTML_NAME = "report.html"
@@ -210,6 +211,7 @@ def page_data(data: ReportData) -> dict[str, Any]:
         "subtitle": f"map {data.ref.map} · model {data.run.get('model')} · run {data.ref.run_id}",
         "notices": notices(data),
         "map": {"bounds": bounds, "width": width, "height": height, "pad": 12, "graticule": graticule_step(bounds)},
+        "outlines": outlines_in(bounds),
         "points": {
             "lat": np.round(pts.lat, 5).tolist(),
             "lng": np.round(pts.lng, 5).tolist(),

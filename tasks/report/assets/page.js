@@ -88,10 +88,31 @@
   function degLabel(v, pos, neg) { var r = Math.round(Math.abs(v) * 10) / 10; return r + "°" + (v >= 0 ? pos : neg); }
   function invView(x, y) { return [(x - view.tx) / view.s, (y - view.ty) / view.s]; }
 
+  // coastlines and country borders (Natural Earth, tasks/report/outlines.py), projected once
+  var outlines = ["coast", "border"].map(function (kind) {
+    return ((D.outlines || {})[kind] || []).map(function (line) {
+      var xy = new Float32Array(line.length);
+      for (var i = 0; i < line.length; i += 2) { var p = project(line[i], line[i + 1]); xy[i] = p[0]; xy[i + 1] = p[1]; }
+      return xy;
+    });
+  });
+  function drawOutlines() {
+    [["#7f93a3", 1.1, []], ["#a7b6c2", 0.9, [4, 3]]].forEach(function (style, k) {
+      ctx.strokeStyle = style[0]; ctx.lineWidth = style[1]; ctx.setLineDash(style[2]); ctx.beginPath();
+      outlines[k].forEach(function (xy) {
+        ctx.moveTo(sx(xy[0]), sy(xy[1]));
+        for (var i = 2; i < xy.length; i += 2) ctx.lineTo(sx(xy[i]), sy(xy[i + 1]));
+      });
+      ctx.stroke();
+    });
+    ctx.setLineDash([]);
+  }
+
   function draw() {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = "#eef3f7"; ctx.fillRect(0, 0, W, H);
     drawGraticule();
+    drawOutlines();
     var r = radius * Math.min(3, Math.sqrt(view.s)), d = 2 * r, round = N <= 20000 || manyShapes;
     drawOrder.forEach(function (ci) {
       var idx = byCluster[ci], marker = clusters[ci].marker || "circle";
@@ -338,6 +359,7 @@
   for (var q = 0; q < img.length; q += 4 * 7) if (Math.max(img[q], img[q + 1], img[q + 2]) - Math.min(img[q], img[q + 1], img[q + 2]) > 40) painted++;
   var root = document.documentElement;
   root.setAttribute("data-painted", String(painted));
+  root.setAttribute("data-outlines", String(outlines[0].length + outlines[1].length));
   root.setAttribute("data-render-ms", (performance.now() - t0).toFixed(1));
   root.setAttribute("data-points", String(N));
   if (hash.bench) {  // report.html#bench: time full redraws of the map (zoom/pan/highlight cost)
