@@ -5,11 +5,13 @@ near-identical panoramas (``duplicate_panoramas``), each on planted data."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from svcluster.flows.cli import main
+from svcluster.sql import load_sql
 from svcluster.tasks.cluster.step import ClusterOptions, cluster_map
 from svcluster.tasks.export.step import export_map
 from tests.cluster_data import append_embeddings, ingest_sample
@@ -214,3 +216,18 @@ def test_skip_duplicates_makes_the_same_run_without_the_search(lake, tmp_path):
     run = cluster_map(lake, "chile", ClusterOptions(k=2, skip_duplicates=True)).run
     assert run.duplicates == 0 and lake.query("SELECT count(*) FROM cluster_duplicates").column(0)[0].as_py() == 0
     assert cluster_map(lake, "chile", ClusterOptions(k=2)).run.run_id == run.run_id  # not a run parameter: reused
+
+
+def test_the_report_draws_the_lineage_as_a_sankey(nested_map):
+    """One bar per cluster of each k, one band per coarse→fine pair, as wide as its places."""
+    from svcluster.tasks.report.lineage_svg import lineage_svg
+
+    lake, ids, _ = nested_map
+    cluster_map(lake, "chile", ClusterOptions(ks=[3, 6]))
+    rows = lake.query(load_sql("report/lineage"), {"run": lineage(lake, 3, 6)[0]["run_coarse"]}).to_pylist()
+    svg = lineage_svg(rows, run_k=3)
+    assert svg.startswith("<svg") and svg.count("<rect") == 3 + 6 and svg.count("<path") == 6
+    assert "(k=3) — this run" in svg and "(k=6)" in svg
+    heights = [float(h) for h in re.findall(r'<rect [^>]*height="([0-9.]+)"', svg)]
+    assert max(heights[:3]) == pytest.approx(2 * max(heights[3:]), rel=0.02)  # a coarse bar = its two halves
+    assert lineage_svg([], run_k=3) == ""

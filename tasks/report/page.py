@@ -28,6 +28,7 @@ from svcluster.tasks.cluster.naming import NO_TEXT_TOWER, name_clusters
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.report.data import ReportData, SweepPoint, gather_report
 from svcluster.tasks.report.geo import fitted_bounds, graticule_step, map_size
+from svcluster.tasks.report.lineage_svg import lineage_svg
 from svcluster.tasks.report.outlines import outlines_in
 from svcluster.tasks.cluster.runs import RunRef, resolve_run
 
@@ -261,6 +262,7 @@ def page_data(data: ReportData) -> dict[str, Any]:
         ],
         "duplicates_total": data.shape.duplicates_total,
         "lineage": data.shape.lineage,
+        "lineage_svg": lineage_svg(data.shape.lineage, int(data.run.get("k") or 0)),
     }
 
 

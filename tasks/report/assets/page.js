@@ -331,6 +331,7 @@
   }
   if (D.lineage.length) {
     details.appendChild(el("h3", { text: "How the clusters split (cluster_lineage)" }));
+    if (D.lineage_svg) { var sankey = el("div", { id: "lineage-sankey" }); sankey.innerHTML = D.lineage_svg; details.appendChild(sankey); }
     var lt = el("table", { class: "kv", id: "lineage" }, [el("tr", null, ["coarse run", "k", "cluster", "finer run", "k", "cluster", "places", "share of coarse"].map(function (h) { return el("th", { text: h }); }))]);
     D.lineage.forEach(function (r) {
       lt.appendChild(el("tr", null, [r.name_coarse, String(r.k_coarse), String(r.cluster_coarse), r.name_fine, String(r.k_fine), String(r.cluster_fine), fmt(r.places), pct(r.share_of_coarse)].map(function (v) { return el("td", { text: v }); })));
