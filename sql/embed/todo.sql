@@ -12,10 +12,9 @@ WITH ok AS (
     GROUP BY i.location_id
 ), done AS (
     SELECT location_id, view_count, model_revision
-    FROM read_parquet(getvariable('lake_root') || '/tables/embeddings/*.parquet', union_by_name = true)
+    FROM lake_embeddings
     WHERE model = $model AND pooling = $pooling AND precision = $precision
       AND location_id IN (SELECT location_id FROM ok)
-    QUALIFY row_number() OVER (PARTITION BY location_id ORDER BY written_at DESC) = 1
 )
 SELECT l.location_id, ok.views
 FROM places l

@@ -7,14 +7,12 @@
 -- included). The keys filtered on are part of each window's partition: same rows as the views.
 WITH img AS (
     SELECT location_id, heading, status, path, sha256
-    FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
+    FROM lake_images
     WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
-    QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1
 ), vec AS (
     SELECT location_id, heading, model_revision, image_sha256, vector
-    FROM read_parquet(getvariable('lake_root') || '/tables/embedding_views/*.parquet', union_by_name = true)
+    FROM lake_embedding_views
     WHERE location_id IN (SELECT unnest($ids::VARCHAR[])) AND model = $model AND precision = $precision
-    QUALIFY row_number() OVER (PARTITION BY location_id, heading, model, precision ORDER BY written_at DESC) = 1
 )
 SELECT i.location_id, i.heading, i.path, i.sha256, v.vector AS vector
 FROM img i

@@ -2,6 +2,5 @@
 -- row a view marked failed because of its blob is copied from (status and reason replaced), so
 -- the failed row keeps the panorama, settings and the path of the blob that was bad.
 SELECT * EXCLUDE (written_at)
-FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
-WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
-QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1;
+FROM lake_images
+WHERE location_id IN (SELECT unnest($ids::VARCHAR[]));
