@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from svcluster.tasks.errors import LakeError
@@ -199,6 +199,16 @@ class DeltaTables:
                     raise
                 time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))  # another writer committed: again on its version
         raise AssertionError("unreachable")
+
+    def insert(self, spec: TableSpec, rows: pa.Table) -> int:
+        """Append ``rows`` as they are, with no merge (one commit; a blind append never
+        conflicts): for rows known to be new, as a table's first rows (migrate). Returns the version."""
+        self.create(spec)
+        write_deltalake(
+            self.uri(spec.name), for_delta(rows), mode="append", schema_mode="merge",
+            storage_options=self.options, commit_properties=_commit_properties(rows=rows.num_rows),
+        )
+        return self.open(spec.name).version()
 
     def compact(self, table: str, target_size: int | None = None) -> int:
         """Rewrite the table's small files into files of ``target_size`` bytes; files removed."""

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.legacy import read_legacy_table
 from svcluster.tasks.lake.schemas import TABLES
-from svcluster.tasks.lake.store import Lake
+from svcluster.tasks.lake.store import Lake, conform
 
 # A table with more data files than this after a step is compacted (pipeline and steps).
 MAX_FILES_BEFORE_COMPACTION = 32
@@ -118,8 +118,8 @@ def migrate_lake(lake: Lake) -> MigrateResult:
             runs = read_legacy_table(lake, f"{source}/cluster_runs", TABLES["cluster_runs"])
             committed = set(runs.column("run_id").to_pylist()) if runs.num_rows else set()
             rows = rows.filter(pc.is_in(rows.column("run_id"), pa.array(sorted(committed), pa.string())))
-        if rows.num_rows:
-            lake.append(name, rows)
+        if rows.num_rows:  # one row per key already: a plain append, no merge
+            lake.delta.insert(table_spec, conform(table_spec, rows))
         result.converted[name] = rows.num_rows
     return result
 
