@@ -1,11 +1,10 @@
 """Embedding vectors of one map, read from the lake into one float32 matrix.
 
-The ``embeddings`` table holds one row per (location, model, pooling, precision) and write; the
-latest write wins. Reading 200,000 vectors of 768 floats through the ``embeddings`` view would
-carry every vector through the view's dedup, so the read happens in two passes on one DuckDB
-connection: first the *keys* (file, row number, location) of the latest rows, then only those
-rows' vectors, joined by file and row number and copied batch by batch straight into a
-preallocated numpy matrix (no per-row Python).
+The ``embeddings`` table (a Delta table) holds one row per (location, model, pooling, precision);
+a re-embedding replaces it. The read happens in two passes on one DuckDB connection, over the
+Parquet files of the table's version the connection reads (``lake_files``): first the *keys*
+(file, row number, location) of the map's rows, then only those rows' vectors, joined by file and
+row number and copied batch by batch straight into a preallocated numpy matrix (no per-row Python).
 
 Rows of the matrix are in a canonical order, the locations sorted by ``location_id``, so the
 same embeddings always give the same matrix whatever order the files were written in.
@@ -15,7 +14,8 @@ levels), and users cluster the same embeddings many times (k=5, k=18, a sweep, w
 not). So the first read also leaves the matrix as raw float32 bytes in the lake under
 ``cache/vectors/<fingerprint>.f32``; later reads of the very same rows (same fingerprint) read
 that file instead, at the speed of ``np.load``. The fingerprint names exact rows, so a cached
-matrix is never stale; deleting ``cache/`` only costs one slower read.
+matrix is never stale; deleting ``cache/`` only costs one slower read, and ``svcluster lake
+vacuum`` deletes the matrices of no current embedding set (``prune_vector_cache``).
 """
 
 from __future__ import annotations
