@@ -172,9 +172,17 @@ class Lake:
         """Whether the lake is of the previous format (tables as folders of Parquet parts, no
         Delta log): ``svcluster lake migrate`` converts it."""
         folder = "tables/maps"
-        return self.exists(folder) and not self.delta.exists("maps") and any(
-            p.endswith(".parquet") for p in self.list(folder)
+        return (
+            self.exists(folder)
+            and not self._has_first_commit("maps")
+            and any(p.endswith(".parquet") for p in self.list(folder))
+            and not self.delta.exists("maps")
         )
+
+    def _has_first_commit(self, table: str) -> bool:
+        """Whether the table's first Delta commit is there: one file check, much cheaper than
+        loading the table (svcluster keeps every commit file)."""
+        return self.exists(f"tables/{table}/_delta_log/{0:020d}.json")
 
     def _refuse_legacy(self) -> None:
         if self.is_legacy():
@@ -189,7 +197,7 @@ class Lake:
         try:
             self._refuse_legacy()
             for t in TABLES.values():
-                if not self.delta.exists(t.name):
+                if not self._has_first_commit(t.name) and not self.delta.exists(t.name):
                     self.delta.create(t)
                 schema_file = schema_file_name(t)
                 if not self.exists(schema_file):
