@@ -12,7 +12,7 @@
 # says what is wrong. POSIX sh (dash in the image); tests/test_dockerfile.py runs it.
 
 # svcluster's commands (`svcluster --help`); the test checks this list against the CLI.
-SVCLUSTER_COMMANDS="assign cluster compare demo embed export fetch ingest names report run runs search similar sql"
+SVCLUSTER_COMMANDS="assign cluster compare demo embed export fetch ingest lake names report run runs search similar sql"
 
 # Whether $1 names an executable file, by a path or found on PATH as `exec` would find it (a
 # shell builtin of the same name, e.g. echo or printf, does not hide /usr/bin's program).

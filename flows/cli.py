@@ -36,6 +36,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from svcluster.tasks.errors import SvclusterError
+from svcluster.tasks.lake.delta import set_step
 from svcluster.tasks.lake.store import Lake, LakeMode, open_lake
 from svcluster.tasks.processes import stop_helpers
 from svcluster.tasks.settings import Settings, load_settings
@@ -69,6 +70,7 @@ INTERRUPT_GRACE_SECONDS = 5.0  # after the first Ctrl-C, how long the command ma
 LAKE_MODES: dict[str, LakeMode] = {
     "ingest": "create", "run": "create", "demo": "create",
     "runs": "read", "sql": "read", "compare": "read", "export": "read", "report": "read",
+    "history": "read",  # svcluster lake history (lake migrate opens the lake itself: it converts an old one)
 }  # fmt: skip
 DEFAULT_LAKE_MODE: LakeMode = "write"
 
@@ -120,6 +122,7 @@ def invocation(ctx: typer.Context, lake: str | None = None, json_output: bool = 
     state: CliState = ctx.find_root().obj or CliState()
     settings = load_settings(lake=lake or state.lake)
     mode = LAKE_MODES.get(ctx.info_name or "", DEFAULT_LAKE_MODE)
+    set_step(ctx.info_name or "svcluster")  # each commit records the command that made it (lake history)
     return Invocation(settings=settings, json=json_output or state.json, mode=mode)
 
 

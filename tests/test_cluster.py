@@ -48,7 +48,7 @@ def test_same_request_twice_is_one_run_and_labels_written_are_labels_reported(ba
     assert not first.run.reused and second.run.reused
     assert first.run.run_id == second.run.run_id and second.run.name == first.run.name == "chile@v1"
     assert lake.query("SELECT count(*) FROM cluster_runs").column(0)[0].as_py() == 1
-    assert len(lake.table_files("cluster_runs")) == 2  # schema file + the one run row
+    assert len(lake.table_files("cluster_runs")) == 1  # the one run row
     labels, distances = assignments(lake, first.run.run_id)
     assert len(labels) == 300 and all(d >= 0 for d in distances)
     assert np.bincount(list(labels.values()), minlength=5).tolist() == first.run.sizes == second.run.sizes

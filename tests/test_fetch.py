@@ -20,8 +20,6 @@ import pytest
 from svcluster.flows.cli import main as cli_main
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.fetch.step import FatalApiError, FetchItem, FetchOptions, fetch_batch, fetch_map, gc_blobs, plan_fetch, replan_batch
-from svcluster.tasks.lake.store import schema_file_name
-from svcluster.tasks.lake.schemas import IMAGES
 from svcluster.tasks.settings import load_settings
 from svcluster.tasks.fetch.server import Fault, Panorama, StreetViewServer, location_pano_id, pano_date
 from tests.fixtures.streetview import FAKE_KEY, FAKE_SECRET, ingest_locations, sample_locations
@@ -37,7 +35,7 @@ def images(lake) -> dict[tuple[str, int], dict]:
 
 def raw_image_rows(lake) -> list[dict]:
     return lake.query(
-        "SELECT location_id, heading, status FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet')"
+        "SELECT location_id, heading, status FROM lake_images"
     ).to_pylist()
 
 
@@ -50,7 +48,7 @@ def assert_blobs_clean(lake) -> None:
     blobs = set(lake.list("blobs"))
     ok_paths = {r["path"] for r in images(lake).values() if r["status"] == "ok"}
     all_paths = {r["path"] for r in lake.query(
-        "SELECT path FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet') WHERE path IS NOT NULL"
+        "SELECT path FROM lake_images WHERE path IS NOT NULL"
     ).to_pylist()}  # fmt: skip
     assert ok_paths <= blobs
     assert blobs <= all_paths, f"orphaned blobs: {sorted(blobs - all_paths)[:3]}"
@@ -158,7 +156,7 @@ def test_a_refused_key_stops_the_step_at_the_first_requests_before_any_billed_on
     # Only the free metadata requests that were in flight (one per connection at most).
     assert streetview_server.counts["image"] == 0 and 1 <= streetview_server.counts["metadata"] <= 8
     assert "REQUEST_DENIED" in str(err.value) and "AIzaWRONGkeyXYZ" not in str(err.value)
-    assert lake.table_files("images") == [schema_file_name(IMAGES)]
+    assert lake.table_files("images") == []  # no commit of images rows
 
 
 def test_a_refusal_on_images_stops_the_step_and_keeps_finished_rows(lake, streetview_server, streetview_settings, tmp_path):
@@ -217,7 +215,7 @@ def test_key_and_secret_never_reach_the_lake_logs_or_errors(lake, fetch_map_name
     }  # fmt: skip
     secrets = [FAKE_KEY, FAKE_SECRET, *signatures]
     texts = [caplog.text, str(err.value), repr(err.value), json.dumps(r.__dict__), *capfd.readouterr()]
-    rows = lake.query("SELECT * FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet')").to_pylist()
+    rows = lake.query("SELECT * FROM lake_images").to_pylist()
     texts.append(json.dumps(rows, default=str))
     for path in Path(lake.uri).rglob("*"):
         texts.append(str(path))

@@ -35,7 +35,7 @@ def test_ingest_writes_maps_and_locations(lake, chile_map) -> None:
     assert [(g["lat"], g["lng"], g["pano_id"]) for g in got] == [(s["lat"], s["lng"], s["panoId"]) for s in src]
     assert [json.loads(g["raw"]) for g in got] == src
     # the table files are plain Parquet anyone can read
-    part = [p for p in lake.table_files("locations") if "key-" in p]
+    part = lake.table_files("locations")  # the Delta table's current data files
     assert pq.read_table(lake.path(part[0])).num_rows == 1000
 
 
@@ -74,7 +74,8 @@ def test_changed_file_replaces_the_map(lake, tmp_path) -> None:
     write_map(path, changed)
     r = ingest_map(lake, path)
     assert not r.unchanged and r.locations == 7
-    assert set(lake.table_files("locations")) == files_before  # replaced in place: one file per map
+    # replaced in one merge commit: the map's file is rewritten, the table does not grow by a file per write
+    assert len(lake.table_files("locations")) <= len(files_before) + 1
     ids = lake.query("SELECT pano_id FROM locations WHERE map = 'm' ORDER BY position").column(0).to_pylist()
     assert ids == [x["panoId"] for x in changed]
     assert count(lake, "other") == 3  # the other map is untouched
@@ -148,7 +149,9 @@ def test_appends_are_idempotent_through_the_views(lake) -> None:
     lake.append("images", pa.table({"location_id": ["a"], "heading": [0], "status": ["failed"]}))
     got = dict(lake.query("SELECT location_id, status FROM images WHERE heading = 0").to_pylist()[0].items())
     assert got == {"location_id": "a", "status": "failed"}  # the later row wins
-    assert lake.compact("images") == 3
+    files = len(lake.table_files("images"))  # merges rewrite files: how many there are is Delta's business
+    assert lake.compact("images") == (files if files > 1 else 0)
+    assert len(lake.table_files("images")) == 1
     assert lake.query("SELECT count(*) FROM images").column(0)[0].as_py() == 2
     assert not any(p.startswith("_tmp/") for p in lake.list("_tmp"))
 
@@ -214,18 +217,17 @@ def test_duckdb_cli_with_init_file(lake, chile_map) -> None:
 
 
 def test_a_lake_with_a_dropped_column_still_reads(tmp_path) -> None:
-    """``cluster_runs.cluster_names`` (never filled) was dropped from the schema: a lake written
-    before keeps a schema file and run files that have it, and its runs still read (the column
-    shows as it was, all nulls), beside runs written without it."""
+    """``cluster_runs.cluster_names`` (never filled) was dropped from the schema: a lake whose
+    table still has it (written before) reads, the column shows as it was (all nulls), and runs
+    written without it merge in beside the old ones."""
+    from deltalake import write_deltalake
+
     from svcluster.tasks.lake.schemas import CLUSTER_RUNS, TABLES
-    from svcluster.tasks.lake.store import schema_file_name
 
     lake = open_lake(str(tmp_path / "lake"))
     old = pa.schema(list(CLUSTER_RUNS.schema) + [pa.field("cluster_names", pa.string())])
-    old_spec = type(CLUSTER_RUNS)(CLUSTER_RUNS.name, CLUSTER_RUNS.key, old)
-    lake.write_bytes(schema_file_name(old_spec), pq_bytes(old.empty_table()))  # the older version's schema file
-    row = {"run_id": "r-old", "map": "m", "k": 3, "cluster_names": None, "created_at": None, "written_at": None}
-    lake.write_bytes("tables/cluster_runs/part-old.parquet", pq_bytes(pa.Table.from_pylist([row], schema=old)))
+    row = {"run_id": "r-old", "map": "m", "k": 3, "cluster_names": None}
+    write_deltalake(lake.path("tables/cluster_runs"), pa.Table.from_pylist([row], schema=old), mode="overwrite", schema_mode="overwrite")
     lake.append("cluster_runs", pa.Table.from_pylist([{"run_id": "r-new", "map": "m", "k": 4}]))
     assert "cluster_names" not in TABLES["cluster_runs"].schema.names
     got = lake.query("SELECT run_id, k, cluster_names FROM cluster_runs ORDER BY run_id").to_pylist()

@@ -33,10 +33,8 @@ def test_local_and_s3_lakes_answer_the_same(lake, s3_lake, tmp_path, chile_map) 
     for query in QUERIES:
         query = query.replace("SELECT map, json", "SELECT 'mma' AS map, json")
         assert s3_lake.query(query).to_pylist() == lake.query(query).to_pylist(), query
-    # same table files (keyed by map name) on both
-    assert [p.rsplit("/", 1)[-1] for p in s3_lake.table_files("locations")] == [
-        p.rsplit("/", 1)[-1] for p in lake.table_files("locations")
-    ]
+    # as many table files on both (Delta names its files itself)
+    assert len(s3_lake.table_files("locations")) == len(lake.table_files("locations"))
 
 
 def test_s3_round_trip_reingest_and_bad_input(s3_lake, tmp_path, chile_map) -> None:

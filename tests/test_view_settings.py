@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import io
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from svcluster.tasks.embed.step import EmbedOptions, embed_map
 from svcluster.tasks.fetch.step import FetchOptions, fetch_map
@@ -134,16 +132,16 @@ def test_two_maps_sharing_a_place_at_one_size_pool_their_own_headings(lake, tmp_
 def test_rows_written_without_settings_read_as_the_defaults(lake, tmp_path, streetview_server, streetview_settings):
     name = ingest_locations(lake, tmp_path / "m.json", sample_locations(2), "old", streetview_server)
     fetch_map(lake, name, streetview_settings, BIG)
-    # An older lake: its rows had no width/height/fov/pitch (rewrite them as such).
-    files = [p for p in lake.table_files("images") if "/part-" in p]
-    for p in files:
-        t = pq.read_table(io.BytesIO(lake.read_bytes(p)))
-        for col in ("width", "height", "fov", "pitch"):
-            i = t.schema.get_field_index(col)
-            t = t.set_column(i, col, pa.nulls(t.num_rows, t.schema.field(col).type))
-        buf = io.BytesIO()
-        pq.write_table(t, buf)
-        lake.write_bytes(p, buf.getvalue())
+    # An older lake (as `lake migrate` brings it): its rows had no width/height/fov/pitch.
+    # Rewrite the Delta table as such, under the lake API.
+    from deltalake import DeltaTable, write_deltalake
+
+    uri = lake.path("tables/images")
+    t = DeltaTable(uri).to_pyarrow_table()
+    for col in ("width", "height", "fov", "pitch"):
+        i = t.schema.get_field_index(col)
+        t = t.set_column(i, col, pa.nulls(t.num_rows, t.schema.field(col).type))
+    write_deltalake(uri, t, mode="overwrite")
     assert image_sizes(lake, name) == {(640, 640): 8}
     streetview_server.reset_counts()
     assert fetch_map(lake, name, streetview_settings, BIG).image_requests == 0

@@ -126,6 +126,14 @@ def sql(
     catalog: Annotated[
         bool, typer.Option("--catalog", help="Print the SQL that opens this lake in the duckdb CLI (duckdb -init FILE), then exit.")
     ] = False,
+    as_of: Annotated[
+        Optional[str],
+        typer.Option(
+            "--as-of",
+            metavar="VERSION|TIMESTAMP",
+            help="Query the lake as it was: a lake version (svcluster lake history) or an ISO-8601 time (UTC when it has no zone).",
+        ),
+    ] = None,
     lake: LakeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -145,7 +153,7 @@ def sql(
     if statement is None:
         raise SvclusterError(f"give a SQL statement, {example}")
     try:
-        result, ran = inv.lake.query_script(statement)
+        result, ran = inv.lake.query_script(statement, as_of=as_of)
     except SvclusterError:
         raise
     except Exception as exc:  # duckdb's own message says what is wrong with the statement

@@ -3,7 +3,7 @@
 -- directly: counting distinct locations needs no latest-row dedup.)
 SELECT e.model, e.pooling, e.precision, count(DISTINCT e.location_id) AS locations, max(e.dim) AS dim,
        (SELECT count(*) FROM places WHERE map = $map) AS map_locations
-FROM read_parquet(getvariable('lake_root') || '/tables/embeddings/*.parquet', union_by_name = true) e
+FROM lake_embeddings e
 WHERE e.location_id IN (SELECT location_id FROM locations WHERE map = $map)
 GROUP BY ALL
 ORDER BY e.model, e.pooling, e.precision;

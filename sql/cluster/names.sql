@@ -3,5 +3,4 @@
 -- names live in their own table, and naming a run again adds rows that win (latest per key).
 CREATE OR REPLACE VIEW cluster_names AS
 SELECT * EXCLUDE (written_at), written_at AS named_at
-FROM read_parquet(getvariable('lake_root') || '/tables/cluster_names/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY run_id, cluster, rank ORDER BY written_at DESC) = 1;
+FROM lake_cluster_names;

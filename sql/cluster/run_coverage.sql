@@ -10,7 +10,7 @@ WITH r AS (
     SELECT location_id FROM cluster_assignments WHERE run_id = $run
 ), embedded AS (
     SELECT DISTINCT e.location_id
-    FROM read_parquet(getvariable('lake_root') || '/tables/embeddings/*.parquet', union_by_name = true) e, r
+    FROM lake_embeddings e, r
     WHERE e.model = r.model AND e.pooling = r.pooling AND e.precision = r.precision
       AND e.location_id IN (SELECT location_id FROM locations WHERE map = r.map)
 ), objects AS (

@@ -7,7 +7,7 @@
 -- recorded count as 640x640/fov90/pitch0), or from a different number of views (more views were
 -- fetched since), or by another revision of the model ($revision: new weights in a model folder
 -- or a newer hub snapshot). Input order; with the number of views each will use. The
--- embeddings' raw files are read for a few narrow columns (never the vectors), so planning a map
+-- embeddings' current files are read for a few narrow columns (never the vectors), so planning a map
 -- costs little memory however large the lake.
 WITH ok AS (
     SELECT i.location_id, count(DISTINCT i.heading) AS views
@@ -20,10 +20,9 @@ WITH ok AS (
 ), done AS (
     SELECT location_id, view_count, model_revision,
            coalesce(view_settings, '640x640/fov90/pitch0') AS view_settings
-    FROM read_parquet(getvariable('lake_root') || '/tables/embeddings/*.parquet', union_by_name = true)
+    FROM lake_embeddings
     WHERE model = $model AND pooling = $pooling AND precision = $precision
       AND location_id IN (SELECT location_id FROM ok)
-    QUALIFY row_number() OVER (PARTITION BY location_id ORDER BY written_at DESC) = 1
 )
 SELECT l.location_id, ok.views
 FROM places l

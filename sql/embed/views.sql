@@ -4,17 +4,15 @@
 -- already in the lake for ($model, $precision, $revision) from the same image bytes, if any
 -- (so mean pooling can re-pool without running the model again). Views at other settings (a
 -- fetch at another size, another map's fetch of a shared place) are never pooled in.
--- The raw files are read, not the views: the batch's locations (and the model) are filtered
--- first and only then is the latest row per key kept, so the work and the memory of one batch
--- do not grow with the lake (a view's latest-row window would run over every row, vectors
--- included). The keys filtered on are part of each window's partition: same rows as the views
--- (rows without settings read as 640x640, fov 90, pitch 0, as in the images view). A folder
--- import's view matches any size (sql/fetch/plan.sql): of the rows that match, the latest per
--- heading is pooled.
+-- The tables' current files are read (lake_images, lake_embedding_views: one row per key), the
+-- batch's locations filtered first, so the work of one batch does not grow with the lake. Rows
+-- without settings read as 640x640, fov 90, pitch 0, as in the images view. A folder import's
+-- view matches any size (sql/fetch/plan.sql): of the rows that match, the latest per heading is
+-- pooled.
 WITH img AS (
     SELECT location_id, heading, status, path, sha256,
            coalesce(width, 640) AS width, coalesce(height, 640) AS height, coalesce(fov, 90) AS fov, coalesce(pitch, 0) AS pitch
-    FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
+    FROM lake_images
     WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
       AND (source = 'folder' OR (coalesce(width, 640) = $width AND coalesce(height, 640) = $height))
       AND coalesce(fov, 90) = $fov AND coalesce(pitch, 0) = $pitch
@@ -22,10 +20,9 @@ WITH img AS (
     QUALIFY row_number() OVER (PARTITION BY location_id, heading ORDER BY written_at DESC) = 1
 ), vec AS (
     SELECT location_id, heading, model_revision, image_sha256, vector
-    FROM read_parquet(getvariable('lake_root') || '/tables/embedding_views/*.parquet', union_by_name = true)
+    FROM lake_embedding_views
     WHERE location_id IN (SELECT unnest($ids::VARCHAR[])) AND model = $model AND precision = $precision
       AND coalesce(view_settings, '640x640/fov90/pitch0') = $view_settings
-    QUALIFY row_number() OVER (PARTITION BY location_id, heading, model, precision ORDER BY written_at DESC) = 1
 )
 SELECT i.location_id, i.heading, i.path, i.sha256, i.width, i.height, i.fov, i.pitch, v.vector AS vector
 FROM img i

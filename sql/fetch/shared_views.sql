@@ -12,7 +12,7 @@ SELECT pano_id, heading,
        arg_max(size_bytes, written_at) AS size_bytes,
        arg_max(width, written_at) AS width,
        arg_max(height, written_at) AS height
-FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
+FROM lake_images
 WHERE status = 'ok' AND source = 'api' AND path IS NOT NULL
   AND pano_id IN (SELECT unnest($panos::VARCHAR[]))
   AND heading IN (SELECT unnest($headings::INTEGER[]))

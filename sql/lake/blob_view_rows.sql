@@ -4,8 +4,5 @@
 SELECT * EXCLUDE (written_at) REPLACE (
            coalesce(width, 640)::INTEGER AS width, coalesce(height, 640)::INTEGER AS height,
            coalesce(fov, 90)::DOUBLE AS fov, coalesce(pitch, 0)::DOUBLE AS pitch)
-FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
-WHERE location_id IN (SELECT unnest($ids::VARCHAR[]))
-QUALIFY row_number() OVER (
-    PARTITION BY location_id, heading, coalesce(width, 640), coalesce(height, 640), coalesce(fov, 90), coalesce(pitch, 0)
-    ORDER BY written_at DESC) = 1;
+FROM lake_images
+WHERE location_id IN (SELECT unnest($ids::VARCHAR[]));

@@ -1,5 +1,5 @@
 -- Every blob path any images row refers to, superseded rows included (the raw files, not the
 -- view): a blob outside this set is an orphan that gc may remove.
 SELECT DISTINCT path
-FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
+FROM lake_images
 WHERE path IS NOT NULL;

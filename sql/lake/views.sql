@@ -1,17 +1,16 @@
--- The lake's tables as DuckDB views. Each table is a folder of Parquet files under
--- <lake_root>/tables/<table>/; rows are only ever added, and a row that supersedes another
--- has the same key and a later written_at, so the views keep the latest row per key.
--- Set the root first:  SET VARIABLE lake_root = '/path/to/lake';
+-- The lake's tables as DuckDB views. Each table is a Delta table under <lake_root>/tables/<table>/;
+-- lake_<table> reads the Parquet files of its current version (svcluster defines it on every
+-- connection; svcluster.sql from the Delta log). Writes merge on each table's key, so every key
+-- is one row: no view needs a latest-row rule.
 
 CREATE OR REPLACE VIEW maps AS
 SELECT * EXCLUDE (written_at), written_at AS ingested_at
-FROM read_parquet(getvariable('lake_root') || '/tables/maps/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY map ORDER BY written_at DESC) = 1;
+FROM lake_maps;
 
--- One keyed file per map, replaced whole on re-ingest: no superseded rows to hide.
+-- A map's rows are replaced whole on re-ingest (one commit).
 CREATE OR REPLACE VIEW locations AS
 SELECT * EXCLUDE (written_at), written_at AS ingested_at
-FROM read_parquet(getvariable('lake_root') || '/tables/locations/*.parquet', union_by_name = true);
+FROM lake_locations;
 
 -- One row per place of a map: the objects on one panorama (or, without a pano id, on the same
 -- rounded coordinates) share a location_id and are fetched, embedded and clustered once.
@@ -36,61 +35,50 @@ SELECT * EXCLUDE (written_at) REPLACE (
            coalesce(width, 640)::INTEGER AS width, coalesce(height, 640)::INTEGER AS height,
            coalesce(fov, 90)::DOUBLE AS fov, coalesce(pitch, 0)::DOUBLE AS pitch),
        written_at AS fetched_at
-FROM read_parquet(getvariable('lake_root') || '/tables/images/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (
-    PARTITION BY location_id, heading, coalesce(width, 640), coalesce(height, 640), coalesce(fov, 90), coalesce(pitch, 0)
-    ORDER BY written_at DESC) = 1;
+FROM lake_images;
 
 CREATE OR REPLACE VIEW embeddings AS
 SELECT * EXCLUDE (written_at), written_at AS created_at
-FROM read_parquet(getvariable('lake_root') || '/tables/embeddings/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY location_id, model, pooling, precision ORDER BY written_at DESC) = 1;
+FROM lake_embeddings;
 
 CREATE OR REPLACE VIEW embedding_views AS
 SELECT * EXCLUDE (written_at), written_at AS created_at
-FROM read_parquet(getvariable('lake_root') || '/tables/embedding_views/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (
-    PARTITION BY location_id, heading, coalesce(view_settings, '640x640/fov90/pitch0'), model, precision
-    ORDER BY written_at DESC) = 1;
+FROM lake_embedding_views;
 
 -- A run is named MAP@vN: the Nth run of that map in creation order.
 CREATE OR REPLACE VIEW cluster_runs AS
 SELECT run_id, map,
        map || '@v' || row_number() OVER (PARTITION BY map ORDER BY created_at, run_id) AS name,
        * EXCLUDE (run_id, map, written_at)
-FROM read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY written_at) = 1;
+FROM lake_cluster_runs;
 
--- Assignments are written before their run row; only runs that were committed are shown.
+-- A run's assignments are committed just before its run row (two tables: two commits); only
+-- assignments of a committed run are shown, so readers see a run with all its assignments or neither.
 CREATE OR REPLACE VIEW cluster_assignments AS
 SELECT a.* EXCLUDE (written_at)
-FROM read_parquet(getvariable('lake_root') || '/tables/cluster_assignments/*.parquet', union_by_name = true) a
-SEMI JOIN read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parquet', union_by_name = true) r
-  ON r.run_id = a.run_id
-QUALIFY row_number() OVER (PARTITION BY a.run_id, a.location_id ORDER BY a.written_at DESC) = 1;
+FROM lake_cluster_assignments a
+SEMI JOIN lake_cluster_runs r
+  ON r.run_id = a.run_id;
 
 -- What each fetch (or folder import) of a map asked for, per view settings: the headings embed
 -- pools for the map at those settings; the map's latest row holds the settings it pools by default.
 CREATE OR REPLACE VIEW map_views AS
 SELECT * EXCLUDE (written_at), written_at AS fetched_at
-FROM read_parquet(getvariable('lake_root') || '/tables/map_views/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY map, width, height, fov, pitch ORDER BY written_at DESC) = 1;
+FROM lake_map_views;
 
 -- Near-identical pairs of places found within the clusters of a run (the cluster step writes
 -- them before the run row; only committed runs' are shown). See duplicate_panoramas.
 CREATE OR REPLACE VIEW cluster_duplicates AS
 SELECT d.* EXCLUDE (written_at)
-FROM read_parquet(getvariable('lake_root') || '/tables/cluster_duplicates/*.parquet', union_by_name = true) d
-SEMI JOIN read_parquet(getvariable('lake_root') || '/tables/cluster_runs/*.parquet', union_by_name = true) r
-  ON r.run_id = d.run_id
-QUALIFY row_number() OVER (PARTITION BY d.run_id, d.location_a, d.location_b ORDER BY d.written_at DESC) = 1;
+FROM lake_cluster_duplicates d
+SEMI JOIN lake_cluster_runs r
+  ON r.run_id = d.run_id;
 
 -- Every tag an export wrote into a map (one row per map and tag): the tags that are
 -- svcluster's own. An export removes these and only these before adding its own.
 CREATE OR REPLACE VIEW exported_tags AS
 SELECT * EXCLUDE (written_at), written_at AS exported_at
-FROM read_parquet(getvariable('lake_root') || '/tables/exported_tags/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY map, tag ORDER BY written_at DESC) = 1;
+FROM lake_exported_tags;
 
 -- The tags svcluster wrote into any map of this lake (a map re-imported from an export carries
 -- them under another name too).
@@ -101,5 +89,4 @@ SELECT DISTINCT tag FROM exported_tags;
 -- found with their scores, best first.
 CREATE OR REPLACE VIEW searches AS
 SELECT * EXCLUDE (written_at)
-FROM read_parquet(getvariable('lake_root') || '/tables/searches/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY written_at DESC) = 1;
+FROM lake_searches;

@@ -1,11 +1,10 @@
 """Embedding vectors of one map, read from the lake into one float32 matrix.
 
-The ``embeddings`` table holds one row per (location, model, pooling, precision) and write; the
-latest write wins. Reading 200,000 vectors of 768 floats through the ``embeddings`` view would
-carry every vector through the view's dedup, so the read happens in two passes on one DuckDB
-connection: first the *keys* (file, row number, location) of the latest rows, then only those
-rows' vectors, joined by file and row number and copied batch by batch straight into a
-preallocated numpy matrix (no per-row Python).
+The ``embeddings`` table (a Delta table) holds one row per (location, model, pooling, precision);
+a re-embedding replaces it. The read happens in two passes on one DuckDB connection, over the
+Parquet files of the table's version the connection reads (``lake_files``): first the *keys*
+(file, row number, location) of the map's rows, then only those rows' vectors, joined by file and
+row number and copied batch by batch straight into a preallocated numpy matrix (no per-row Python).
 
 Rows of the matrix are in a canonical order, the locations sorted by ``location_id``, so the
 same embeddings always give the same matrix whatever order the files were written in.
@@ -15,7 +14,8 @@ levels), and users cluster the same embeddings many times (k=5, k=18, a sweep, w
 not). So the first read also leaves the matrix as raw float32 bytes in the lake under
 ``cache/vectors/<fingerprint>.f32``; later reads of the very same rows (same fingerprint) read
 that file instead, at the speed of ``np.load``. The fingerprint names exact rows, so a cached
-matrix is never stale; deleting ``cache/`` only costs one slower read.
+matrix is never stale; deleting ``cache/`` only costs one slower read, and ``svcluster lake
+vacuum`` deletes the matrices of no current embedding set (``prune_vector_cache``).
 """
 
 from __future__ import annotations
@@ -87,9 +87,18 @@ def embedding_choices(con: Connection, map_name: str) -> list[EmbeddingChoice]:
     return [EmbeddingChoice(**r) for r in rows]
 
 
+def embedding_files(con: Connection) -> list[str]:
+    """The Parquet files of the embeddings table's version this connection reads."""
+    return [r[0] for r in con.sql("SELECT uri FROM lake_files WHERE table_name = 'embeddings' ORDER BY uri").fetchall()]
+
+
 def _select(con: Connection, map_name: str, model: str, pooling: str, precision: str) -> EmbeddingSet:
-    params = {"map": map_name, "model": model, "pooling": pooling, "precision": precision}
-    keys = latest_rows(con.sql(load_sql("cluster/embedding_keys"), params=params).to_arrow_table())
+    files = embedding_files(con)
+    params = {"map": map_name, "model": model, "pooling": pooling, "precision": precision, "files": files}
+    if files:
+        keys = latest_rows(con.sql(load_sql("cluster/embedding_keys"), params=params).to_arrow_table())
+    else:
+        keys = pa.table({"location_id": pa.array([], pa.string())})
     if keys.num_rows == 0:
         raise NotFoundError(
             f"no embeddings {model} / {pooling} / {precision} for map {map_name!r} (run `svcluster embed --map {map_name}`)"
@@ -180,7 +189,7 @@ def load_selected(
 def read_matrix(con: Connection, chosen: EmbeddingSet, progress: Progress) -> np.ndarray:
     """The selected rows' vectors decoded from Parquet (joined by file and row number)."""
     map_name, n, d = chosen.map, chosen.count, chosen.dim
-    names = dict(con.sql(load_sql("cluster/embedding_file_names")).fetchall())
+    names = dict(con.sql(load_sql("cluster/embedding_file_names"), params={"files": embedding_files(con)}).fetchall())
     file_index = chosen.keys.column("file_index").to_numpy(zero_copy_only=False)
     selected = pa.table(
         {
@@ -219,3 +228,23 @@ def read_matrix(con: Connection, chosen: EmbeddingSet, progress: Progress) -> np
             "(the embeddings changed while they were read); run the request again"
         )
     return matrix
+
+
+def prune_vector_cache(lake: Lake) -> int:
+    """Delete the cached matrices (``cache/vectors/*.f32``) of no current embedding set: made of
+    embeddings since replaced or removed, they would never be read again. Returns how many."""
+    cached = [p for p in lake.list("cache/vectors") if p.endswith(".f32")]
+    if not cached:
+        return 0
+    keep: set[str] = set()
+    with lake.connect() as con:
+        for (map_name,) in con.sql(load_sql("cluster/map_names")).fetchall():
+            for c in embedding_choices(con, map_name):
+                try:
+                    keep.add(embedding_set(con, map_name, c.model, c.pooling, c.precision).fingerprint)
+                except (NotFoundError, LakeError):
+                    continue
+    stale = [p for p in cached if p.rsplit("/", 1)[-1].removesuffix(".f32") not in keep]
+    for p in stale:
+        lake.delete(p)
+    return len(stale)

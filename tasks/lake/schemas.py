@@ -1,9 +1,8 @@
 """The lake's tables: their Arrow schemas and keys. The contract (docs/lake.md), in one place.
 
-Every table is a folder of immutable Parquet files under ``tables/<name>/``. Rows are only ever
-added; a row that supersedes another has the same key and a later ``written_at``, and the DuckDB
-views in ``sql/lake/views.sql`` show the latest row per key. That makes every write idempotent and
-every crash harmless: a rerun adds rows that win, it never needs to edit a file.
+Every table is a Delta Lake table under ``tables/<name>/`` (``tasks/lake/delta.py``). A write
+merges its rows on the table's key: a row with a key already there replaces it, so every write is
+idempotent, and each write is one commit, so a crash leaves the table as it was before the write.
 """
 
 from __future__ import annotations
@@ -17,11 +16,13 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A lake table: its name, its key columns and its Arrow schema (vector sizes may vary)."""
+    """A lake table: its name, its key columns and its Arrow schema (vector sizes may vary).
+    ``immutable``: a row once written is never replaced (a write of its key again adds nothing)."""
 
     name: str
     key: tuple[str, ...]
     schema: pa.Schema
+    immutable: bool = False
 
 
 def vector_type(dim: int) -> pa.DataType:
@@ -183,6 +184,7 @@ CLUSTER_RUNS = TableSpec(
             ("written_at", TIMESTAMP),
         ]
     ),
+    immutable=True,  # a run is never rewritten: the first commit of a run_id is the run
 )
 
 CLUSTER_ASSIGNMENTS = TableSpec(

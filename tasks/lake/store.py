@@ -2,40 +2,39 @@
 
 Layout under the root URI::
 
-    tables/<table>/part-<time>-<uuid>.parquet   rows added by a step (immutable once written)
-    tables/<table>/<name>.parquet                one keyed file that a step replaces whole
-    tables/<table>/schema-<hash>.parquet         zero rows: the table's schema, so views always bind
-                                                 (one per schema version: a column added later binds
-                                                 on a lake written before it)
+    tables/<table>/                              a Delta Lake table (``deltalake``, see delta.py):
+        _delta_log/<version>.json                  its commits (one per write: all or nothing)
+        part-*.parquet                             its data files (plain Parquet)
+        _svcluster_schema-<hash>.parquet           zero rows: its columns, for the duckdb CLI file
     blobs/<sha256[:2]>/<sha256>.<ext>            content-addressed image bytes
+    cache/vectors/<fingerprint>.f32              matrices of vectors already read (a cache)
     svcluster.sql                                views for the plain ``duckdb`` CLI (local lakes):
-                                                 ``cd LAKE && duckdb -init svcluster.sql``; the
-                                                 root is the folder DuckDB runs in, so a copied or
-                                                 moved lake opens as itself
+                                                 ``cd LAKE && duckdb -init svcluster.sql``; it
+                                                 reads each table's Delta log for its files, and
+                                                 the root is the folder DuckDB runs in, so a
+                                                 copied or moved lake opens as itself
 
 A lake is opened in one of three ways (``open_lake(uri, mode=...)``): ``create`` makes it if
 it is not there (the commands that bring a map in: ingest, run, demo); ``write`` needs it to
-exist and brings its schema files up to date (fetch, embed, cluster, ...); ``read`` needs it to
-exist and writes nothing at all, so a lake the user cannot write still answers (runs, sql,
-compare, export, report). A place with no ``tables/`` folder holds no lake: a mistyped
-``--lake`` is an error for the commands that do not create one, never a new empty lake.
+exist and creates any table it lacks (fetch, embed, cluster, ...); ``read`` needs it to exist
+and writes nothing at all, so a lake the user cannot write still answers (runs, sql, compare,
+export, report; a table it lacks reads as empty). A place with no ``tables/`` folder holds no
+lake: a mistyped ``--lake`` is an error for the commands that do not create one, never a new
+empty lake. A lake of the previous format (folders of Parquet parts, ``legacy.py``) is refused
+with the command that converts it: ``svcluster lake migrate``.
 
-Every file appears atomically: locally it is written under ``_tmp/`` and renamed into place;
-on S3 a PUT is atomic. Readers therefore never see a half-written file, and a process killed
-mid-write leaves at most a stray file under ``_tmp/`` that the next open removes.
-DuckDB reads the tables through the views in ``sql/lake/views.sql``, which keep the latest row per
-key, so writing the same rows twice never duplicates them.
+Tables are written by merge commits (``delta.py``); DuckDB reads them through the views in
+``sql/lake/views.sql`` over ``lake_<table>``, the Parquet files of each table's current version.
+Blobs and other files appear atomically: locally written under ``_tmp/`` and renamed into place;
+on S3 a PUT is atomic.
 """
 
 from __future__ import annotations
 
-import atexit
 import errno
 import hashlib
 import io
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -48,12 +47,13 @@ from typing import Any, Literal
 import duckdb
 import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from deltalake.exceptions import DeltaError
 
 from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from svcluster.tasks.files import atomic_write
+from svcluster.tasks.lake.delta import Commit, DeltaTables, TableState, for_delta, latest_per_key, parse_as_of, versions_at
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
 TMP_DIR = "_tmp"
@@ -83,6 +83,14 @@ def _not_writable(exc: BaseException) -> bool:
     read-only filesystem, an immutable folder, S3's AccessDenied), rather than a fault."""
     return isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS)
 
+def _refused(exc: BaseException) -> bool:
+    """``_not_writable``, also for deltalake's errors (storage errors as text)."""
+    text = str(exc)
+    return _not_writable(exc) or any(
+        m in text for m in ("Permission denied", "Read-only file system", "Operation not permitted", "AccessDenied")
+    )
+
+
 STALE_TMP_SECONDS = 3600
 
 
@@ -102,7 +110,7 @@ def now_utc() -> datetime:
 # the least recently used go first beyond a few (open cursors keep theirs alive until closed).
 Connection = duckdb.DuckDBPyConnection  # what ``Lake.connect`` returns; other modules name it by this
 
-_DATABASES: OrderedDict[tuple[str, Any, int], Connection] = OrderedDict()
+_DATABASES: OrderedDict[tuple[str, Any, int], list[Any]] = OrderedDict()  # [database, states bound]
 _DATABASES_KEPT = 8
 _DATABASES_LOCK = threading.Lock()
 
@@ -118,9 +126,7 @@ class Lake:
             options.setdefault("use_listings_cache", False)
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
-        # Where DuckDB finds the tables: the root, or (a lake opened for reading that lacks some
-        # of this version's schema files) a private folder of links to it (see prepare_read).
-        self._view_root: str | None = None
+        self.delta = DeltaTables(self.root_url, delta_storage_options(self.uri, options))
 
     # ---- paths -----------------------------------------------------------------------------
     def path(self, relpath: str) -> str:
@@ -141,11 +147,6 @@ class Lake:
         """The root as DuckDB sees it: an absolute folder or ``s3://bucket/prefix``."""
         return self.root if self.is_local else self.uri
 
-    @property
-    def duckdb_root(self) -> str:
-        """The ``lake_root`` this lake's views read: the root, unless reading needs the links
-        of ``prepare_read``."""
-        return self._view_root or self.root_url
 
     # ---- set-up ----------------------------------------------------------------------------
     def is_lake(self) -> bool:
@@ -166,62 +167,62 @@ class Lake:
             )
         return self
 
+    def is_legacy(self) -> bool:
+        """Whether the lake is of the previous format (tables as folders of Parquet parts, no
+        Delta log): ``svcluster lake migrate`` converts it."""
+        folder = "tables/maps"
+        return (
+            self.exists(folder)
+            and not self._has_first_commit("maps")
+            and any(p.endswith(".parquet") for p in self.list(folder))
+            and not self.delta.exists("maps")
+        )
+
+    def _has_first_commit(self, table: str) -> bool:
+        """Whether the table's first Delta commit is there: one file check, much cheaper than
+        loading the table (svcluster keeps every commit file)."""
+        return self.exists(f"tables/{table}/_delta_log/{0:020d}.json")
+
+    def _refuse_legacy(self) -> None:
+        if self.is_legacy():
+            raise LakeError(
+                f"the lake at {self.uri} is of the previous format (folders of Parquet parts): "
+                f"convert it once with `svcluster --lake {self.uri} lake migrate`"
+            )
+
     def ensure(self) -> "Lake":
-        """Create missing table folders with their zero-row schema files; drop stale temp files.
-        Writes nothing when all is in place (so a read-only lake passes when it is complete)."""
+        """Create missing tables (empty Delta tables with their schema files); drop stale temp
+        files. Writes nothing when all is in place (so a read-only lake passes when it is complete)."""
         try:
+            self._refuse_legacy()
             for t in TABLES.values():
+                if not self._has_first_commit(t.name) and not self.delta.exists(t.name):
+                    self.delta.create(t)
                 schema_file = schema_file_name(t)
                 if not self.exists(schema_file):
-                    self.write_bytes(schema_file, parquet_bytes(t.schema.empty_table()))
+                    self.write_bytes(schema_file, parquet_bytes(for_delta(t.schema.empty_table())))
             self._remove_stale_tmp()
             catalog = self.duckdb_catalog_sql(relocatable=True).encode()
             if self.is_local and not (self.exists(INIT_FILE) and self.read_bytes(INIT_FILE) == catalog):
                 self.write_bytes(INIT_FILE, catalog)  # only when changed (an older lake's pinned an absolute path)
-        except STORAGE_ERRORS as exc:
+        except (*STORAGE_ERRORS, DeltaError) as exc:
+            if _refused(exc):
+                raise ReadOnlyLakeError(
+                    f"the lake at {self.uri} is read-only here ({_reason(exc)}): this command writes to it; "
+                    "only runs, sql, compare, export and report read a lake without writing"
+                ) from None
             raise LakeError(f"cannot prepare the lake at {self.uri}: {_reason(exc)}") from None
         return self
 
     def prepare_read(self) -> "Lake":
-        """Ready the lake for reading without writing anything to it (the lake must exist).
-
-        A lake written by an older svcluster may lack a schema file of this version (a table
-        added since, or new columns): writing commands add it, but a reading one must not, and
-        may not be able to. Locally the views then read a private temporary folder instead:
-        links to the lake's table folders, and for each table lacking its schema file a folder
-        of links to its files plus the schema file (what that table held at open). On S3 a
-        table with no file at all cannot be read that way: the error says how to upgrade."""
+        """Ready the lake for reading without writing anything to it (the lake must exist). A
+        table the lake lacks (added by a later svcluster) reads as empty."""
         self.require()
-        missing = [t for t in TABLES.values() if not self.exists(schema_file_name(t))]
-        if not missing:
-            return self
-        if self.is_local:
-            self._view_root = self._linked_view_root(missing)
-            return self
-        empty = [t.name for t in missing if not self.table_files(t.name)]
-        if empty:
-            raise LakeError(
-                f"the lake at {self.uri} was written by an older svcluster and has no {', '.join(empty)} table yet: "
-                "run a command that writes (e.g. svcluster fetch or cluster) on it once with write access"
-            )
+        try:
+            self._refuse_legacy()
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
         return self
-
-    def _linked_view_root(self, missing: Sequence[TableSpec]) -> str:
-        lacking = {t.name for t in missing}
-        shadow = Path(tempfile.mkdtemp(prefix="svcluster-lake-"))
-        atexit.register(shutil.rmtree, shadow, True)
-        for t in TABLES.values():
-            real = Path(self.path(f"tables/{t.name}"))
-            linked = shadow / "tables" / t.name
-            linked.parent.mkdir(parents=True, exist_ok=True)
-            if t.name not in lacking:
-                linked.symlink_to(real, target_is_directory=True)
-                continue
-            linked.mkdir()
-            for rel in self.table_files(t.name):
-                (linked / Path(rel).name).symlink_to(self.path(rel))
-            (linked / Path(schema_file_name(t)).name).write_bytes(parquet_bytes(t.schema.empty_table()))
-        return str(shadow)
 
     def _remove_stale_tmp(self) -> None:
         if not self.is_local:
@@ -361,74 +362,139 @@ class Lake:
         return rel, digest
 
     # ---- tables ----------------------------------------------------------------------------
-    def append(self, table: str, rows: pa.Table) -> str | None:
-        """Add rows to a table as one new immutable Parquet file. Returns its lake path."""
+    def append(self, table: str, rows: pa.Table) -> int | None:
+        """Write rows to a table as one commit, merged on the table's key (a row whose key is
+        there replaces it; an immutable table keeps its first). Returns the table's version."""
         if rows.num_rows == 0:
             return None
-        rel = f"tables/{spec(table).name}/part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        self.write_bytes(rel, parquet_bytes(conform(spec(table), rows)))
-        return rel
+        table_spec = spec(table)
+        rows = latest_per_key(conform(table_spec, rows), table_spec.key)
+        return self._write(lambda: self.delta.merge(table_spec, rows), table_spec.name)
 
-    def replace(self, table: str, name: str, rows: pa.Table) -> str:
-        """Write (or atomically overwrite) the table's keyed file ``name``."""
-        rel = f"tables/{spec(table).name}/{keyed_file_name(name)}"
-        self.write_bytes(rel, parquet_bytes(conform(spec(table), rows)))
-        return rel
+    def replace(self, table: str, name: str, rows: pa.Table) -> int:
+        """Make ``rows`` all the rows of ``table`` whose first key column is ``name`` (a map
+        replaced whole on re-ingest), as one commit."""
+        table_spec = spec(table)
+        rows = latest_per_key(conform(table_spec, rows), table_spec.key)
+        return self._write(lambda: self.delta.merge(table_spec, rows, delete_missing_of=name), table_spec.name)
+
+    def _write(self, commit, table: str | None = None):
+        try:
+            out = commit()
+            if table is not None:
+                self._rebind(table)
+            return out
+        except (OSError, DeltaError) as exc:
+            reason = _reason(exc)
+            if _refused(exc):
+                raise ReadOnlyLakeError(
+                    f"the lake at {self.uri} is read-only here ({reason}): this command writes to it; "
+                    "only runs, sql, compare, export and report read a lake without writing"
+                ) from None
+            raise LakeError(f"cannot write to the lake at {self.uri}: {reason}") from None
 
     def table_files(self, table: str) -> list[str]:
-        return [p for p in self.list(f"tables/{spec(table).name}") if p.endswith(".parquet")]
+        """Lake-relative paths of the Parquet files holding ``table``'s current rows."""
+        state = self.delta.state(spec(table).name)
+        return sorted(self._relative(f) for f in state.files)
 
-    def compact(self, table: str) -> int:
-        """Rewrite a table's part files as one file of its latest rows; returns files removed.
+    def _relative(self, uri: str) -> str:
+        for prefix in (self.root_url + "/", self.root + "/"):
+            if uri.startswith(prefix):
+                return uri[len(prefix):]
+        return uri
 
-        Rows keep their own ``written_at``, so a row another process appends meanwhile still
-        wins over what the compacted file holds. Safe while readers run: the compacted file
-        lands before the old parts go, and the views' latest-row-per-key rule hides the overlap.
-        """
-        table_spec = spec(table)
-        parts = [p for p in self.table_files(table) if "/part-" in p]
-        if len(parts) < 2:
-            return 0
-        try:
-            rows = pa.concat_tables(
-                [pq.read_table(io.BytesIO(self.read_bytes(p))) for p in parts], promote_options="permissive"
-            )
-        except pa.ArrowInvalid as exc:
-            raise LakeError(f"cannot compact {table}: its parts do not share a schema ({exc})") from None
-        self.append(table, latest_per_key(rows, table_spec.key))
-        for p in parts:
-            self.delete(p)
-        return len(parts)
+    def compact(self, table: str, target_size: int | None = None) -> int:
+        """Rewrite a table's small files into larger ones (one commit; readers unaffected);
+        returns the files removed from the table's current version."""
+        return self._write(lambda: self.delta.compact(spec(table).name, target_size), spec(table).name)
+
+    def table_version(self, table: str) -> int | None:
+        return self.delta.state(spec(table).name).version
+
+    def history(self, table: str | None = None) -> list[Commit]:
+        """Every commit of the lake (or of one table), oldest first, with its lake version."""
+        commits = self.delta.commits(list(TABLES))
+        return [c for c in commits if table is None or c.table == spec(table).name]
+
+    def versions_as_of(self, as_of: str | int | datetime) -> dict[str, int | None]:
+        """Each table's version in the lake as it was at a lake version or a time."""
+        when = parse_as_of(as_of) if isinstance(as_of, str) else as_of
+        return versions_at(self.delta.commits(list(TABLES)), list(TABLES), when)
+
+    def states(self, versions: Mapping[str, int | None] | None = None) -> dict[str, TableState]:
+        """Every table's files, now or at the given versions (None: the table did not exist)."""
+        out = {}
+        for name in TABLES:
+            if versions is None:
+                out[name] = self.delta.state(name)
+            elif versions.get(name) is None:
+                out[name] = TableState(name, None, ())
+            else:
+                out[name] = self.delta.state(name, versions[name])
+        return out
 
     # ---- DuckDB ----------------------------------------------------------------------------
-    def connect(self) -> duckdb.DuckDBPyConnection:
+    def connect(self, as_of: str | int | datetime | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with the lake's views (``sql/lake/views.sql``); close it when done.
 
-        The views are defined once per lake and process in an in-memory database (binding them
-        reads every table's schema: a request per table on S3; docs/lake.md, 'Speed'), shared by every Lake
-        object of the same root and filesystem, and each call returns a new cursor on it. A
-        view is re-planned on every query, so new files are always seen; DuckDB's file cache is
-        off because keyed files are replaced under the same name.
+        The views read ``lake_<table>``: a view over the Parquet files of the table's current
+        Delta version (``read_parquet`` of that list; DuckDB needs no extension). The views are
+        defined once per lake and process in an in-memory database, each call returns a new
+        cursor on it, and the file lists are brought up to the tables' latest versions first (a
+        cheap check of each table's log): a connection sees every commit made before it opened.
+        ``as_of`` (a lake version or a time): a private database over the tables as they were.
         """
-        key = (self.duckdb_root, getattr(self.fs, "_fs_token", id(self.fs)), os.getpid())  # a forked child opens its own
+        if as_of is not None:
+            db = self._open_database(self.states(self.versions_as_of(as_of)))
+            con = db.cursor()
+            con.execute("SET VARIABLE lake_root = ?", [self.root_url])
+            return con
+        try:
+            states = self.states()
+        except (OSError, DeltaError) as exc:
+            raise LakeError(f"cannot read the lake at {self.uri}: {_reason(exc)}") from None
+        key = self._database_key()
         with _DATABASES_LOCK:
-            db = _DATABASES.get(key)
-            if db is None:
-                db = _DATABASES[key] = self._open_database()
+            entry = _DATABASES.get(key)
+            if entry is None:
+                entry = _DATABASES[key] = [self._open_database(states), states]
                 while len(_DATABASES) > _DATABASES_KEPT:
                     _DATABASES.popitem(last=False)
+            elif entry[1] != states:
+                changed = [s for name, s in states.items() if entry[1].get(name) != s]
+                _bind_tables(entry[0], changed)
+                entry[1] = states
             _DATABASES.move_to_end(key)
-            con = db.cursor()
-        con.execute("SET VARIABLE lake_root = ?", [self.duckdb_root])
+            con = entry[0].cursor()
+        con.execute("SET VARIABLE lake_root = ?", [self.root_url])
         return con
 
-    def _open_database(self) -> duckdb.DuckDBPyConnection:
+    def _database_key(self) -> tuple[str, Any, int]:
+        return (self.root_url, getattr(self.fs, "_fs_token", id(self.fs)), os.getpid())  # a forked child opens its own
+
+    def _rebind(self, table: str) -> None:
+        """After this process wrote ``table``: the shared views read its new version, also on
+        connections already open (as every view is re-planned on each query)."""
+        key = self._database_key()
+        with _DATABASES_LOCK:
+            entry = _DATABASES.get(key)
+            if entry is None:
+                return
+            state = self.delta.state(table)
+            if entry[1].get(table) != state:
+                _bind_tables(entry[0], [state])
+                entry[1] = {**entry[1], table: state}
+
+    def _open_database(self, states: Mapping[str, TableState]) -> duckdb.DuckDBPyConnection:
         db = duckdb.connect()
         db.execute("SET enable_external_file_cache = false")
         if not self.is_local:
             db.register_filesystem(self.fs)
-        db.execute("SET VARIABLE lake_root = ?", [self.duckdb_root])
+        db.execute("SET VARIABLE lake_root = ?", [self.root_url])
         try:
+            db.execute("CREATE TABLE lake_files (table_name VARCHAR, uri VARCHAR)")
+            _bind_tables(db, list(states.values()))
             db.execute(catalog_sql())
         except duckdb.Error as exc:
             db.close()
@@ -440,12 +506,13 @@ class Lake:
         with self.connect() as con:
             return con.sql(sql, params=params).to_arrow_table()
 
-    def query_script(self, script: str) -> tuple[pa.Table | None, int]:
+    def query_script(self, script: str, as_of: str | int | datetime | None = None) -> tuple[pa.Table | None, int]:
         """Run every statement of a user's SQL script in order, on one connection to the views
         (what the script creates lives in this process only; the lake is not written), and
         return the last statement's result (None if it has none) and how many statements
-        ran: 0 when the script holds nothing but blanks, comments and semicolons."""
-        with self.connect() as con:
+        ran: 0 when the script holds nothing but blanks, comments and semicolons.
+        ``as_of``: against the lake as it was at that lake version or time."""
+        with self.connect(as_of) as con:
             statements = con.extract_statements(script)
             if not statements:
                 return None, 0
@@ -466,14 +533,17 @@ class Lake:
     def duckdb_catalog_sql(self, relocatable: bool = False) -> str:
         """SQL that gives the plain ``duckdb`` CLI the same views: ``duckdb -init svcluster.sql``.
 
-        It names the lake by its absolute root (``svcluster sql --catalog``: use it from
-        anywhere, for this lake where it is now). ``relocatable`` (a local lake's own
+        It finds each table's current files in the table's Delta log (``_delta_log/*.json``:
+        the files added and not removed since), so it never goes stale and needs no DuckDB
+        extension. It names the lake by its absolute root (``svcluster sql --catalog``: use it
+        from anywhere, for this lake where it is now). ``relocatable`` (a local lake's own
         ``svcluster.sql``): the root is the folder DuckDB runs in, checked to hold this file,
         so the file pins no path and a copied or moved lake opens as itself.
         For an S3 lake it first loads ``httpfs`` and asks DuckDB for an S3 secret from the
         usual AWS credential chain (environment, ~/.aws); it never contains a credential; its
         root is its URI either way.
         """
+        tables = cli_table_sql()
         if self.is_local and relocatable:
             return (
                 f"-- Generated by svcluster: the lake's views for the duckdb CLI. Run it in the lake folder:\n"
@@ -482,7 +552,7 @@ class Lake:
                 "-- itself). From elsewhere: svcluster --lake LAKE sql --catalog > lake.sql; duckdb -init lake.sql\n"
                 "SET VARIABLE lake_root = (SELECT CASE WHEN count(*) = 0 THEN error("
                 f"'svcluster.sql: run duckdb in the lake folder (cd LAKE && duckdb -init {INIT_FILE})') "
-                f"ELSE '.' END FROM glob('{INIT_FILE}'));\n" + catalog_sql()
+                f"ELSE '.' END FROM glob('{INIT_FILE}'));\n" + tables + catalog_sql()
             )
         root = self.root_url.replace("'", "''")
         head = f"-- Generated by svcluster: open with  duckdb -init {INIT_FILE}\n"
@@ -495,14 +565,16 @@ class Lake:
                 "--                               ENDPOINT 'host:9000', URL_STYLE 'path', USE_SSL false);\n"
                 "CREATE SECRET IF NOT EXISTS svcluster_s3 (TYPE s3, PROVIDER credential_chain);\n"
             )
-        return head + f"SET VARIABLE lake_root = '{root}';\n" + catalog_sql()
+        return head + f"SET VARIABLE lake_root = '{root}';\n" + tables + catalog_sql()
 
 
 def schema_file_name(table: TableSpec) -> str:
-    """The zero-row file that gives ``table``'s current columns to the views, named by a hash of
-    its schema so that a lake written by an older version gains the new columns (as nulls)."""
+    """A zero-row Parquet file of ``table``'s current columns, for the duckdb CLI's init file
+    (its views bind even on an empty table, and a column added later binds on older files).
+    Named by a hash of the schema; hidden from Delta (a leading ``_``: no reader or vacuum
+    takes it for data)."""
     digest = hashlib.sha256(str(table.schema).encode("utf-8")).hexdigest()[:12]
-    return f"tables/{table.name}/schema-{digest}.parquet"
+    return f"tables/{table.name}/_svcluster_schema-{digest}.parquet"
 
 
 def spec(table: str) -> TableSpec:
@@ -512,12 +584,81 @@ def spec(table: str) -> TableSpec:
         raise LakeError(f"unknown lake table {table!r}; tables: {', '.join(TABLES)}") from None
 
 
-def latest_per_key(rows: pa.Table, key: Sequence[str]) -> pa.Table:
-    """The row with the latest ``written_at`` for each key (what the views show)."""
-    ranked = rows.take(pc.sort_indices(rows, [("written_at", "descending")]))
-    ranked = ranked.append_column("__rank", pa.array(range(ranked.num_rows), pa.int64()))
-    first = ranked.group_by(list(key), use_threads=False).aggregate([("__rank", "min")])
-    return ranked.take(first.column("__rank_min")).drop_columns(["__rank"])
+_TYPES: dict[str, list[tuple[str, str]]] = {}
+
+
+def _column_types(table_spec: TableSpec) -> list[tuple[str, str]]:
+    """The table's columns with their DuckDB types (as DuckDB reads the Parquet Delta writes)."""
+    if table_spec.name not in _TYPES:
+        con = duckdb.connect()
+        try:
+            rel = con.from_arrow(for_delta(table_spec.schema.empty_table()))
+            _TYPES[table_spec.name] = [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
+        finally:
+            con.close()
+    return _TYPES[table_spec.name]
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _typed_empty(table_spec: TableSpec) -> str:
+    cols = ", ".join(f'NULL::{t} AS "{c}"' for c, t in _column_types(table_spec))
+    return f"SELECT {cols} WHERE false"
+
+
+def table_view_sql(table_spec: TableSpec, files: Sequence[str]) -> str:
+    """``lake_<table>``: the table's rows from exactly these Parquet files, with every column of
+    the schema (null where the files lack it), also when there is no file."""
+    view = f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS {_typed_empty(table_spec)}"
+    if not files:
+        return view + ";"
+    listed = "[" + ", ".join(_sql_string(f) for f in files) + "]"
+    return view + f" UNION ALL BY NAME SELECT * FROM read_parquet({listed}, union_by_name = true);"
+
+
+def _bind_tables(db: duckdb.DuckDBPyConnection, states: Sequence[TableState]) -> None:
+    """(Re)define ``lake_<table>`` and the ``lake_files`` rows of these tables, in one transaction."""
+    if not states:
+        return
+    con = db.cursor()
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for s in states:
+            con.execute("DELETE FROM lake_files WHERE table_name = ?", [s.name])
+            if s.files:
+                con.executemany("INSERT INTO lake_files VALUES (?, ?)", [[s.name, f] for f in s.files])
+            con.execute(table_view_sql(TABLES[s.name], s.files))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
+def cli_table_sql() -> str:
+    """For the duckdb CLI: each table's current files read from its Delta log, and its view."""
+    out = []
+    for t in TABLES.values():
+        folder = f"getvariable('lake_root') || '/tables/{t.name}"
+        out.append(
+            f"SET VARIABLE lake_files_{t.name} = (\n"
+            f"  SELECT coalesce(list({folder}/' || path ORDER BY path), []::VARCHAR[]) FROM (\n"
+            "    SELECT path, arg_max(kind, log) AS kind FROM (\n"
+            "      SELECT coalesce(\"add\".path, \"remove\".path) AS path, CASE WHEN \"add\" IS NULL THEN 'remove' ELSE 'add' END AS kind,\n"
+            "             filename AS log\n"
+            f"      FROM read_json({folder}/_delta_log/*.json', format = 'newline_delimited', filename = true,\n"
+            "                     columns = {'add': 'STRUCT(path VARCHAR)', 'remove': 'STRUCT(path VARCHAR)'})\n"
+            "      WHERE \"add\" IS NOT NULL OR \"remove\" IS NOT NULL)\n"
+            "    GROUP BY path)\n"
+            "  WHERE kind = 'add');\n"
+            f"CREATE OR REPLACE VIEW lake_{t.name} AS {_typed_empty(t)}\n"
+            f"  UNION ALL BY NAME SELECT * FROM read_parquet(list_append(getvariable('lake_files_{t.name}'),\n"
+            f"    {folder}/_svcluster_schema-*.parquet'), union_by_name = true);\n"
+        )
+    return "".join(out)
 
 
 def keyed_file_name(name: str) -> str:
@@ -558,9 +699,33 @@ def parquet_bytes(rows: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def delta_storage_options(uri: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """deltalake's storage options for a lake opened with these fsspec options: for S3 the
+    endpoint and credentials given (else the environment's, as s3fs reads them), plain HTTP
+    allowed for a local endpoint, and a bounded retry so an unreachable endpoint fails fast.
+    Concurrent writers on S3 are safe without a lock: delta-rs commits with S3's conditional
+    put (If-None-Match), so two commits of one version cannot both succeed."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    out: dict[str, str] = {"max_retries": "3", "retry_timeout": "20s", "timeout": "60s", "connect_timeout": "10s"}
+    client = dict(options.get("client_kwargs") or {})
+    endpoint = client.get("endpoint_url") or options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        out["AWS_ENDPOINT_URL"] = str(endpoint)
+        if str(endpoint).startswith("http://"):
+            out["AWS_ALLOW_HTTP"] = "true"
+    for fs_key, delta_key in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"), ("token", "AWS_SESSION_TOKEN")):
+        if options.get(fs_key):
+            out[delta_key] = str(options[fs_key])
+    region = client.get("region_name") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        out["AWS_REGION"] = str(region)
+    return out
+
+
 def open_lake(uri: str, storage_options: Mapping[str, Any] | None = None, *, mode: LakeMode = "create") -> Lake:
     """Open the lake at ``uri``. ``create`` (the default): initialise it if it is not there;
-    ``write``: NoLakeError if it is not there, else bring its schema files up to date;
+    ``write``: NoLakeError if it is not there, else create the tables it lacks;
     ``read``: NoLakeError if it is not there, and write nothing (see ``Lake.prepare_read``)."""
     lake = Lake(uri, storage_options)
     if mode == "create":

@@ -51,6 +51,8 @@ def audit_lake(lake: Lake) -> Audit:
     audit = Audit()
     for table in TABLES:
         for rel in lake.list(f"tables/{table}"):
+            if "/_delta_log/" in rel:  # the Delta table's commit log (JSON, checkpoints)
+                continue
             if not rel.endswith(".parquet"):
                 audit.problems.append(f"stray file where readers glob: {rel}")
                 continue
@@ -69,7 +71,8 @@ def audit_lake(lake: Lake) -> Audit:
             dup = con.sql(f"SELECT {keys}, count(*) n FROM {table} GROUP BY ALL HAVING n > 1 LIMIT 3").fetchall()
             if dup:
                 audit.problems.append(f"duplicate rows in view {table}: {dup}")
-            glob = f"{lake.root_url}/tables/{table}/*.parquet"
+            # the raw rows: the Parquet files of the table's current Delta version
+            glob = [lake.url(p) for p in lake.table_files(table)] or [lake.url(f"tables/{table}/_svcluster_schema-*.parquet")]
             raw = con.sql(
                 f"SELECT {keys}, written_at, count(*) n FROM read_parquet(?, union_by_name=true) GROUP BY ALL HAVING n > 1 LIMIT 3",
                 params=[glob],

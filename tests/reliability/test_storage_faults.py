@@ -95,7 +95,7 @@ def test_s3_endpoint_goes_away_mid_write_and_comes_back(flaky_s3, tmp_path) -> N
     s3fs.S3FileSystem.clear_instance_cache()
     done = proc.cli(["--lake", uri, "ingest", str(big)])
     assert proxy.cuts == 1, "the write was not interrupted"
-    assert "/tables/locations/key-" in proxy.cut_requests[0], proxy.cut_requests
+    assert "/tables/locations/" in proxy.cut_requests[0], proxy.cut_requests  # a data file of the locations table
     done.assert_clear_error()
     reader = direct_lake(uri, direct)
     audit_lake(reader).assert_clean()

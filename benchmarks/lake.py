@@ -1,0 +1,163 @@
+"""Benchmark: the lake (Delta tables) at scale, on a local folder and on a moto S3 server.
+
+For N generated locations (default 100,000) it builds a lake as the steps do — the map
+ingested, ``images`` rows written batch by batch (each batch one merge commit, 4 views a place),
+``embeddings`` batch by batch (D floats), a cluster run with its assignments — and prints, for
+the local lake and then the S3 one:
+
+1. a step's per-batch cost at the start and at the end of the build (a merge commit of one
+   batch of images rows): flat means the cost does not grow with the lake (ratio end / start);
+2. ``svcluster sql`` latency (``Lake.query_script``, a fresh process's first connection
+   included) for ``count(*)`` over each table;
+3. loading the map's vectors (``load_vectors`` without the matrix cache, then with it) against
+   ``np.load`` of the same matrix (the cache's reason to exist: target within 2x);
+4. the report's data gathering (``gather_report_data``-like: the run's points and sizes query);
+5. files per table after the pipeline's compaction.
+
+S3 against local (target: within 3x) is printed last. Usage:
+    python benchmarks/lake.py [--n 100000] [--quick] [--skip-s3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from svcluster.tasks.cluster.vectors import load_vectors  # noqa: E402
+from svcluster.tasks.demo.sample import generate_locations, to_format  # noqa: E402
+from svcluster.tasks.ingest.step import ingest_map  # noqa: E402
+from svcluster.tasks.lake.maintenance import compact_fragmented  # noqa: E402
+from svcluster.tasks.lake.schemas import TABLES  # noqa: E402
+from svcluster.tasks.lake.store import Lake, open_lake  # noqa: E402
+
+BATCH = 2_000  # places per batch, as fetch and embed write them
+DIM = 64
+MODEL = "baseline"
+
+
+def build(lake: Lake, n: int, work: Path) -> dict[str, float]:
+    """The lake of ``n`` places; returns the first and last batches' write times."""
+    import json
+
+    map_file = work / "bench.json"
+    map_file.write_text(json.dumps(to_format(generate_locations(n, seed=5), "geoguessr")))
+    ingest_map(lake, map_file, "bench")
+    ids = lake.query("SELECT location_id FROM places WHERE map = 'bench' ORDER BY position").column(0).to_pylist()
+    times = []
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        rows = pa.table({
+            "location_id": [i for i in chunk for _ in range(4)], "heading": pa.array([h for _ in chunk for h in (0, 90, 180, 270)], pa.int32()),
+            "status": ["ok"] * (4 * len(chunk)), "path": [f"blobs/00/{i}-{h}.jpg" for i in chunk for h in (0, 90, 180, 270)],
+            "source": ["api"] * (4 * len(chunk)),
+        })
+        t0 = time.perf_counter()
+        lake.append("images", rows)
+        times.append(time.perf_counter() - t0)
+    rng = np.random.default_rng(0)
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        vec = rng.standard_normal((len(chunk), DIM), dtype=np.float32)
+        lake.append("embeddings", pa.table({
+            "location_id": chunk, "model": [MODEL] * len(chunk), "pooling": ["mean"] * len(chunk), "precision": ["fp32"] * len(chunk),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DIM), "dim": pa.array([DIM] * len(chunk), pa.int32()),
+            "view_count": pa.array([4] * len(chunk), pa.int32()),
+        }))
+    compact_fragmented(lake, ["images", "embeddings"])
+    run_id = uuid.uuid4().hex[:16]
+    lake.append("cluster_assignments", pa.table({"run_id": [run_id] * len(ids), "location_id": ids,
+                                                 "cluster": pa.array(rng.integers(0, 10, len(ids)), pa.int32())}))
+    lake.append("cluster_runs", pa.Table.from_pylist([{"run_id": run_id, "map": "bench", "model": MODEL, "k": 10}]))
+    return {"first": float(np.median(times[:3])), "last": float(np.median(times[-3:])), "run": run_id}
+
+
+def measure(lake: Lake, n: int, work: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    built = build(lake, n, work)
+    out["build_s"] = time.perf_counter() - t0
+    out["batch_first_s"], out["batch_last_s"] = built["first"], built["last"]
+    for table in TABLES:
+        fresh = Lake(lake.uri)  # a new process's lake: its first connection pays the binding
+        t0 = time.perf_counter()
+        fresh.query_script(f"SELECT count(*) FROM {table}")
+        out[f"sql_{table}_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    v = load_vectors(lake, "bench", MODEL, "mean", "fp32", cache=False)
+    out["load_vectors_s"] = time.perf_counter() - t0
+    buf = io.BytesIO()
+    np.save(buf, v.matrix)
+    path = work / "m.npy"
+    path.write_bytes(buf.getvalue())
+    t0 = time.perf_counter()
+    np.load(path)
+    out["np_load_s"] = time.perf_counter() - t0
+    load_vectors(lake, "bench", MODEL, "mean", "fp32")  # writes the cache
+    t0 = time.perf_counter()
+    load_vectors(lake, "bench", MODEL, "mean", "fp32")
+    out["load_vectors_cached_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lake.query("SELECT a.cluster, count(*) n, avg(l.lat) lat FROM cluster_assignments a JOIN places l USING (location_id) "
+               "WHERE a.run_id = ? AND l.map = 'bench' GROUP BY ALL", [built["run"]])
+    out["report_data_s"] = time.perf_counter() - t0
+    for table in ("images", "embeddings", "cluster_assignments"):
+        out[f"files_{table}"] = len(lake.table_files(table))
+    return out
+
+
+def show(name: str, r: dict[str, float]) -> None:
+    print(f"\n== {name}")
+    print(f"build {r['build_s']:.1f} s; a batch's merge commit: {r['batch_first_s'] * 1000:.0f} ms at the start, "
+          f"{r['batch_last_s'] * 1000:.0f} ms at the end ({r['batch_last_s'] / r['batch_first_s']:.2f}x)")
+    for table in TABLES:
+        print(f"  svcluster sql count(*) {table:<20} {r[f'sql_{table}_s'] * 1000:8.0f} ms")
+    print(f"load vectors: {r['load_vectors_s']:.2f} s from the table ({r['load_vectors_s'] / r['np_load_s']:.1f}x np.load), "
+          f"{r['load_vectors_cached_s']:.3f} s from the cache ({r['load_vectors_cached_s'] / r['np_load_s']:.1f}x)")
+    print(f"report data: {r['report_data_s'] * 1000:.0f} ms; files: " +
+          ", ".join(f"{t} {int(r[f'files_{t}'])}" for t in ("images", "embeddings", "cluster_assignments")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="5,000 locations")
+    ap.add_argument("--skip-s3", action="store_true")
+    args = ap.parse_args()
+    n = 5_000 if args.quick else args.n
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        local = measure(open_lake(str(work / "lake")), n, work)
+        show(f"local, {n:,} locations", local)
+        if args.skip_s3:
+            return
+        from moto.server import ThreadedMotoServer
+        import s3fs
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                          AWS_ENDPOINT_URL=f"http://{host}:{port}")
+        try:
+            s3fs.S3FileSystem(use_listings_cache=False).mkdir("bench-lake")
+            s3 = measure(open_lake("s3://bench-lake/lake"), n, work)
+            show(f"moto S3, {n:,} locations", s3)
+            print("\nS3 / local:", ", ".join(f"{k} {s3[k] / local[k]:.1f}x" for k in
+                                               ("batch_last_s", "sql_images_s", "load_vectors_s", "report_data_s")))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

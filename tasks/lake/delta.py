@@ -1,0 +1,288 @@
+"""The lake's tables as Delta Lake tables (``deltalake``, delta-rs): writes, snapshots, history.
+
+Each table is a Delta table at ``tables/<name>/`` under the lake root: Parquet data files and a
+``_delta_log/`` of JSON commits. Every write is one commit, so readers see all of it or nothing.
+Keyed writes are merges on the table's key (``TableSpec.key``): a row with a key already there
+replaces it (an immutable table keeps the first), so writing the same rows twice adds nothing.
+Two writers of one table both commit: a commit that conflicts with one made meanwhile is run
+again on the new version (``COMMIT_ATTEMPTS``).
+
+A *lake version* counts every commit of every table: version N is the lake after its Nth commit
+(in commit-time order), which fixes each table's version (``lake_versions``).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from svcluster.tasks.errors import LakeError
+from svcluster.tasks.lake.schemas import TableSpec
+
+COMMIT_ATTEMPTS = 30  # a conflicting commit is retried on the newer version this many times
+# Keep every commit file: the duckdb CLI's init file and `lake history` read them (a checkpoint
+# is still written every 100 commits for delta-rs, Spark, Polars ...).
+TABLE_CONFIGURATION = {"delta.enableExpiredLogCleanup": "false"}
+
+_STEP = {"name": "svcluster"}  # what the process is doing, recorded in each commit (lake history)
+
+
+def set_step(name: str) -> None:
+    """Name the step (the CLI command) that the commits of this process belong to."""
+    _STEP["name"] = name
+
+
+def current_step() -> str:
+    return _STEP["name"]
+
+
+@dataclass(frozen=True)
+class TableState:
+    """One table at one version: the Parquet files that hold its rows (as DuckDB reads them)."""
+
+    name: str
+    version: int | None  # None: the table does not exist (yet) at that point
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of one table, and the lake version it made."""
+
+    lake_version: int
+    table: str
+    version: int
+    timestamp: datetime
+    operation: str
+    step: str | None
+    rows_added: int | None  # new keys (inserted rows)
+    rows_updated: int | None  # keys whose row was replaced
+    rows_removed: int | None
+
+
+def _commit_properties(**extra: Any) -> CommitProperties:
+    meta = {"svcluster_step": current_step(), **{k: str(v) for k, v in extra.items()}}
+    return CommitProperties(custom_metadata=meta)
+
+
+def for_delta(rows: pa.Table) -> pa.Table:
+    """Rows as Delta stores them: fixed-size lists (vectors) become plain lists."""
+    fields, arrays, changed = [], [], False
+    for field, col in zip(rows.schema, rows.columns):
+        if pa.types.is_fixed_size_list(field.type):
+            target = pa.list_(field.type.value_type)
+            col, field, changed = col.cast(target), pa.field(field.name, target, field.nullable), True
+        arrays.append(col)
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields)) if changed else rows
+
+
+def latest_per_key(rows: pa.Table, key: Sequence[str]) -> pa.Table:
+    """One row per key: the one with the latest ``written_at`` (the last given on a tie)."""
+    if rows.num_rows < 2:
+        return rows
+    order = pa.array(range(rows.num_rows), pa.int64())
+    ranked = rows.append_column("__order", order)
+    ranked = ranked.take(pc.sort_indices(ranked, [("written_at", "descending"), ("__order", "descending")]))
+    ranked = ranked.append_column("__rank", pa.array(range(ranked.num_rows), pa.int64()))
+    first = ranked.group_by(list(key), use_threads=False).aggregate([("__rank", "min")])
+    kept = ranked.take(first.column("__rank_min"))
+    kept = kept.take(pc.sort_indices(kept, [("__order", "ascending")]))
+    return kept.drop_columns(["__order", "__rank"])
+
+
+def sql_string(value: str) -> str:
+    """A string as a SQL literal (quotes doubled): for the few predicates delta-rs takes as text."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DeltaTables:
+    """The Delta tables of one lake: opening, creating, writing and reading their states."""
+
+    def __init__(self, root_uri: str, storage_options: Mapping[str, str]):
+        self.root_uri = root_uri
+        self.options = dict(storage_options)
+        self._handles: dict[str, DeltaTable] = {}
+        self._lock = threading.Lock()
+
+    def uri(self, table: str) -> str:
+        return f"{self.root_uri}/tables/{table}"
+
+    def open(self, table: str, version: int | None = None) -> DeltaTable | None:
+        """The table (its latest version unless asked), or None if it is not a Delta table."""
+        try:
+            return DeltaTable(self.uri(table), version=version, storage_options=self.options)
+        except TableNotFoundError:
+            return None
+
+    def exists(self, table: str) -> bool:
+        # (not DeltaTable.is_deltatable: it holds the GIL while it waits for storage, which
+        # deadlocks against an S3 server running in this process, as the tests' moto does)
+        return self.open(table) is not None
+
+    def create(self, spec: TableSpec) -> None:
+        """Create the table empty with its schema (nothing when it is there already)."""
+        if self.exists(spec.name):
+            return
+        try:
+            DeltaTable.create(
+                self.uri(spec.name), schema=spec.schema, mode="ignore", configuration=TABLE_CONFIGURATION,
+                storage_options=self.options, commit_properties=_commit_properties(),
+            )
+        except (CommitFailedError, DeltaError):
+            if not self.exists(spec.name):  # another process created it meanwhile: fine
+                raise
+
+    def latest(self, table: str) -> DeltaTable | None:
+        """A cached handle brought up to the table's latest version."""
+        with self._lock:
+            dt = self._handles.get(table)
+            if dt is None:
+                dt = self.open(table)
+                if dt is None:
+                    return None
+                self._handles[table] = dt
+            else:
+                dt.update_incremental()
+            return dt
+
+    def state(self, table: str, version: int | None = None) -> TableState:
+        """The files holding ``table``'s rows, now or at ``version``."""
+        if version is None:
+            dt = self.latest(table)
+        else:
+            dt = self.open(table, version)
+        if dt is None:
+            return TableState(table, None, ())
+        return TableState(table, dt.version(), tuple(dt.file_uris()))
+
+    # ---- writes -------------------------------------------------------------------------------
+    def merge(self, spec: TableSpec, rows: pa.Table, delete_missing_of: str | None = None) -> int:
+        """Upsert ``rows`` on the table's key as one commit (retried on a conflict). An immutable
+        table only inserts new keys. ``delete_missing_of``: also delete the rows whose first key
+        column has this value and that ``rows`` lacks (a map replaced whole). Returns the version."""
+        rows = for_delta(rows)
+        # Null-safe on every key column: a key part may be null (a folder import's map_views row
+        # has no size; rows migrated from the previous format may lack a view's settings).
+        predicate = " AND ".join(
+            f"(t.{_quote(k)} = s.{_quote(k)} OR (t.{_quote(k)} IS NULL AND s.{_quote(k)} IS NULL))" for k in spec.key
+        )
+        for attempt in range(COMMIT_ATTEMPTS):
+            dt = self.open(spec.name)
+            if dt is None:
+                self.create(spec)
+                dt = self.open(spec.name)
+            merger = dt.merge(
+                rows, predicate, source_alias="s", target_alias="t", merge_schema=True,
+                commit_properties=_commit_properties(rows=rows.num_rows),
+            )
+            if not spec.immutable:
+                merger = merger.when_matched_update_all()
+            merger = merger.when_not_matched_insert_all()
+            if delete_missing_of is not None:
+                merger = merger.when_not_matched_by_source_delete(f"t.{_quote(spec.key[0])} = {sql_string(delete_missing_of)}")
+            try:
+                merger.execute()
+                return dt.version()
+            except CommitFailedError:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))  # another writer committed: again on its version
+        raise AssertionError("unreachable")
+
+    def insert(self, spec: TableSpec, rows: pa.Table) -> int:
+        """Append ``rows`` as they are, with no merge (one commit; a blind append never
+        conflicts): for rows known to be new, as a table's first rows (migrate). Returns the version."""
+        self.create(spec)
+        write_deltalake(
+            self.uri(spec.name), for_delta(rows), mode="append", schema_mode="merge",
+            storage_options=self.options, commit_properties=_commit_properties(rows=rows.num_rows),
+        )
+        return self.open(spec.name).version()
+
+    def compact(self, table: str, target_size: int | None = None) -> int:
+        """Rewrite the table's small files into files of ``target_size`` bytes; files removed."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            dt = self.open(table)
+            if dt is None:
+                return 0
+            try:
+                metrics = dt.optimize.compact(target_size=target_size, commit_properties=_commit_properties())
+                return int(metrics.get("numFilesRemoved", 0))
+            except CommitFailedError:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+        return 0
+
+    def vacuum(self, table: str, retain_hours: float) -> list[str]:
+        """Delete the files no version newer than ``retain_hours`` ago refers to; their URIs."""
+        dt = self.open(table)
+        if dt is None:
+            return []
+        return list(dt.vacuum(retention_hours=int(retain_hours), dry_run=False, enforce_retention_duration=False,
+                              commit_properties=_commit_properties()))
+
+    # ---- history ------------------------------------------------------------------------------
+    def commits(self, tables: Sequence[str]) -> list[Commit]:
+        """Every commit of these tables, oldest first, numbered as lake versions."""
+        raw: list[tuple[int, str, int, dict[str, Any]]] = []
+        for table in tables:
+            dt = self.open(table)
+            if dt is None:
+                continue
+            for h in dt.history():
+                raw.append((int(h.get("timestamp", 0)), table, int(h["version"]), h))
+        raw.sort(key=lambda r: (r[0], r[2], r[1]))
+        out = []
+        for i, (ts, table, version, h) in enumerate(raw, start=1):
+            metrics = h.get("operationMetrics") or {}
+            added = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows"))
+            removed = metrics.get("num_target_rows_deleted", metrics.get("num_deleted_rows"))
+            updated = metrics.get("num_target_rows_updated")
+            out.append(Commit(
+                i, table, version, datetime.fromtimestamp(ts / 1000, timezone.utc), str(h.get("operation", "")),
+                h.get("svcluster_step"), None if added is None else int(added), None if updated is None else int(updated),
+                None if removed is None else int(removed),
+            ))
+        return out
+
+
+def versions_at(commits: Sequence[Commit], tables: Sequence[str], as_of: int | datetime) -> dict[str, int | None]:
+    """Each table's version in the lake as of lake version ``as_of`` or time ``as_of``."""
+    if isinstance(as_of, int):
+        if as_of < 0 or as_of > len(commits):
+            raise LakeError(f"no lake version {as_of}: the lake has versions 0 to {len(commits)} (svcluster lake history)")
+        chosen = commits[:as_of]
+    else:
+        chosen = [c for c in commits if c.timestamp <= as_of]
+    out: dict[str, int | None] = {t: None for t in tables}
+    for c in chosen:
+        out[c.table] = max(c.version, out[c.table] if out[c.table] is not None else -1)
+    return out
+
+
+def parse_as_of(text: str) -> int | datetime:
+    """A lake version number, or an ISO-8601 time (UTC when it names no zone)."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise LakeError(f"--as-of {text!r}: give a lake version number or an ISO-8601 time (e.g. 2026-12-01T10:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

@@ -1,0 +1,126 @@
+"""Delta tables behind the lake: versions and time travel, history, compaction, vacuum, schema
+evolution, and a run with its assignments seen whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+
+from svcluster.flows.cli import main
+from svcluster.tasks.errors import LakeError
+from svcluster.tasks.lake.maintenance import compact_fragmented, optimize_lake, vacuum_tables
+from svcluster.tasks.lake.schemas import TABLES, TableSpec
+from svcluster.tasks.lake.store import open_lake
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def images(n: int, status: str = "ok", start: int = 0) -> pa.Table:
+    return pa.table({"location_id": [f"l{i}" for i in range(start, start + n)], "heading": [0] * n, "status": [status] * n})
+
+
+def count(lake, sql: str = "SELECT count(*) FROM images", as_of=None) -> int:
+    if as_of is None:
+        return lake.query(sql).column(0)[0].as_py()
+    result, _ = lake.query_script(sql, as_of=as_of)
+    return result.column(0)[0].as_py()
+
+
+def test_sql_as_of_a_version_or_a_time_and_history(lake, capsys) -> None:
+    lake.append("images", images(3))
+    v_three = len(lake.history())
+    time.sleep(0.05)
+    between = datetime.now(timezone.utc)
+    time.sleep(0.05)
+    lake.append("images", images(2, start=3))
+    lake.append("images", images(5, "failed"))  # replaces all five: a merge, not more rows
+    assert count(lake) == 5 and count(lake, "SELECT count(*) FROM images WHERE status = 'ok'") == 0
+    assert count(lake, as_of=v_three) == 3
+    assert count(lake, as_of=between.isoformat()) == 3
+    assert count(lake, as_of=between.replace(tzinfo=None).isoformat()) == 3  # no zone: UTC
+    assert count(lake, as_of=0) == 0
+    code, out, err = run(capsys, "--lake", lake.uri, "--json", "sql", "--as-of", str(v_three), "SELECT count(*) AS n FROM images")
+    assert code == 0 and json.loads(out) == [{"n": 3}], err
+    code, _, err = run(capsys, "--lake", lake.uri, "sql", "--as-of", "yesterday-ish", "SELECT 1")
+    assert code == 1 and "--as-of" in err
+    code, out, err = run(capsys, "--lake", lake.uri, "--json", "lake", "history", "images")
+    assert code == 0, err
+    merges = [c for c in json.loads(out) if c["operation"] == "MERGE"]
+    assert [(c["rows_added"], c["rows_updated"]) for c in merges] == [(3, 0), (2, 0), (0, 5)]
+    assert [c["lake_version"] for c in merges] == sorted(c["lake_version"] for c in merges)
+
+
+def test_writing_the_same_rows_twice_adds_nothing_and_immutable_runs_keep_their_first_row(lake) -> None:
+    lake.append("images", images(4))
+    lake.append("images", images(4))
+    assert count(lake) == 4
+    run_row = {"run_id": "r1", "map": "m", "k": 3, "created_at": datetime.now(timezone.utc)}
+    lake.append("cluster_runs", pa.Table.from_pylist([run_row]))
+    lake.append("cluster_runs", pa.Table.from_pylist([{**run_row, "k": 9}]))
+    assert lake.query("SELECT k FROM cluster_runs").to_pylist() == [{"k": 3}]
+
+
+def test_assignments_are_seen_with_their_run_or_not_at_all(lake) -> None:
+    assignments = pa.table({"run_id": ["r1"] * 3, "location_id": ["a", "b", "c"], "cluster": pa.array([0, 1, 1], pa.int32())})
+    lake.append("cluster_assignments", assignments)  # a process killed here leaves them invisible
+    assert count(lake, "SELECT count(*) FROM cluster_assignments") == 0
+    lake.append("cluster_runs", pa.Table.from_pylist([{"run_id": "r1", "map": "m", "created_at": datetime.now(timezone.utc)}]))
+    assert count(lake, "SELECT count(*) FROM cluster_assignments") == 3
+
+
+def test_compaction_bounds_the_files_and_vacuum_removes_the_replaced_ones(lake, capsys) -> None:
+    for i in range(6):
+        lake.append("images", images(10, start=10 * i))
+    assert len(lake.table_files("images")) == 6
+    assert compact_fragmented(lake, ["images"], max_files=8) == []  # few enough: left alone
+    [c] = compact_fragmented(lake, ["images"], max_files=4)
+    assert (c.files_before, c.files_after) == (6, 1) and count(lake) == 60
+    data = lambda: [p for p in lake.list("tables/images") if p.endswith(".parquet") and "/_" not in p]  # noqa: E731
+    assert len(data()) == 7  # the replaced files stay for time travel ...
+    assert vacuum_tables(lake, retain_hours=24).files_removed["images"] == 0  # ... while they are young
+    code, out, err = run(capsys, "--lake", lake.uri, "--json", "lake", "vacuum", "--retain", "0")
+    assert code == 0, err
+    assert json.loads(out)["table_files_removed"]["images"] == 6 and len(data()) == 1 and count(lake) == 60
+    assert all(c.files_after <= 1 for c in optimize_lake(lake))
+
+
+def test_vacuum_removes_orphan_blobs_and_stale_caches(lake, capsys) -> None:
+    orphan, _ = lake.put_blob(b"\xff\xd8 orphan \xff\xd9")
+    lake.write_bytes("cache/vectors/0000stale.f32", b"\0" * 16)
+    code, out, err = run(capsys, "--lake", lake.uri, "--json", "lake", "vacuum", "--retain", "0")
+    assert code == 0, err
+    assert (json.loads(out)["orphan_blobs_removed"], json.loads(out)["caches_removed"]) == (1, 1)
+    assert not lake.exists(orphan) and not lake.exists("cache/vectors/0000stale.f32")
+    code, _, err = run(capsys, "--lake", lake.uri, "lake", "vacuum", "--retain", "-1")
+    assert code == 1 and "--retain" in err
+
+
+def test_a_table_written_with_fewer_columns_still_reads_and_gains_them(tmp_path) -> None:
+    root = tmp_path / "lake"
+    lake = open_lake(str(root))
+    shutil.rmtree(lake.path("tables/images"))  # an older svcluster's images table: fewer columns
+    older = pa.schema([f for f in TABLES["images"].schema if f.name not in ("copyright", "official", "pano_lat")])
+    old_spec = TableSpec("images", TABLES["images"].key, older)
+    lake.delta.insert(old_spec, images(2).append_column("written_at", pa.array([datetime.now(timezone.utc)] * 2,
+                                                                             pa.timestamp("us", tz="UTC"))).cast(
+        pa.schema([older.field(n) for n in ("location_id", "heading", "status", "written_at")])))
+    reader = open_lake(str(root), mode="read")
+    assert reader.query("SELECT count(*) n, count(copyright) c FROM images").to_pylist() == [{"n": 2, "c": 0}]
+    reader.append("images", pa.table({"location_id": ["l9"], "heading": [0], "status": ["ok"], "copyright": ["© Google"]}))
+    assert reader.query("SELECT location_id, copyright FROM images ORDER BY 1").to_pylist() == [
+        {"location_id": "l0", "copyright": None}, {"location_id": "l1", "copyright": None},
+        {"location_id": "l9", "copyright": "© Google"}]
+
+
+def test_an_unknown_lake_version_is_refused(lake) -> None:
+    with pytest.raises(LakeError, match="no lake version"):
+        lake.connect(as_of=10_000)
