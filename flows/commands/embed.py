@@ -9,6 +9,7 @@ import typer
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
 from svcluster.flows.commands.progress import RichBar
 from svcluster.flows.options import with_options
+from svcluster.tasks.embed.precision_auto import decision_lines
 from svcluster.tasks.embed.step import EmbedOptions, EmbedResult, embed_map
 from svcluster.tasks.errors import SvclusterError
 
@@ -42,6 +43,7 @@ def embed(
     r = embed_map(inv.lake, map_name, options, RichBar(unit="img", enabled=not inv.json))
     runtime = f", {r.runtime}" if r.runtime else ""
     lines = [f"{r.map}: {r.locations_embedded} locations embedded with {r.model} ({r.pooling}, {r.precision}, {r.device}{runtime})"]
+    lines += decision_lines(r.precision_decision)
     if r.views_embedded:
         lines.append(f"{r.views_embedded} images in {r.seconds:.1f} s ({r.images_per_second:.1f} img/s)")
     if r.views_reused:
