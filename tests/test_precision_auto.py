@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +99,8 @@ def test_a_new_model_revision_measures_again(viewed_map, tiny_clip, timings, tmp
 def test_a_corrupt_cached_decision_is_ignored_and_rewritten(viewed_map, tiny_clip, timings):
     lake, map_name, _ = viewed_map
     first = embed_map(lake, map_name, auto(tiny_clip)).precision_decision
-    path = decisions_dir() / first.cache_file.rsplit("/", 1)[-1]
+    path = Path(first.cache_file)
+    assert path.parent == decisions_dir()
     for garbage in ("{not json", json.dumps({"key": json.loads(path.read_text())["key"], "decision": {"precision": 1}})):
         path.write_text(garbage)
         timings.clear()
@@ -137,6 +139,13 @@ def test_the_summary_shows_the_decision_and_json_records_it(viewed_map, tiny_cli
     d = doc["precision_decision"]
     assert d["how"] == "cached" and d["precision"] == doc["precision"]
     assert {(p["precision"], p["runtime"]) for p in d["paths"]} == set(cpu_paths())
+    # --check-precision with auto checks the path auto decided on, from the cache.
+    timings.clear()
+    code = cli_main(["--json", "--lake", lake.uri, "embed", "--map", map_name, "--model", str(tiny_clip), "--device", "cpu",
+                     "--check-precision", "--check-sample", "16"])  # fmt: skip
+    check = json.loads(capsys.readouterr().out)
+    assert timings == [] and check["precision"] == d["precision"] and check["runtime"] == d["runtime"]
+    assert code == (0 if check["passed"] else 1)
 
 
 def test_pick_path_takes_the_fastest_path_that_passes_the_gate():

@@ -106,7 +106,9 @@ def nothing_embeddable(r: EmbedResult) -> str | None:
 
 def _check(inv, map_name: str, options: EmbedOptions, sample: int) -> None:
     from svcluster.tasks.embed.precision_check import check_precision
+    from svcluster.tasks.embed.step import with_decided_precision
 
+    options, _ = with_decided_precision(inv.lake, map_name, options)  # auto: the path embed would run
     c = check_precision(inv.lake, map_name, options, sample=sample)
     verdict = "PASS" if c.passed else "FAIL"
     text = (

@@ -180,7 +180,7 @@ def check_precision(lake: Lake, map_name: str, options: EmbedOptions, sample: in
         raise SvclusterError("--check-precision compares model precisions; the baseline has only fp32")
     choice = choose_model(options.model, options.device, options.precision)
     reference = load_embedder(options.model, "cpu", "fp32", "torch")
-    candidate = load_embedder(options.model, options.device, options.precision)
+    candidate = load_embedder(options.model, options.device, options.precision, options.runtime)
     pixels = sample_pixels(lake, map_name, reference.prepare, sample, options.workers)
     if len(pixels) < 3:
         raise NotFoundError(f"map {map_name!r} has {len(pixels)} fetched views; the check needs at least 3")
