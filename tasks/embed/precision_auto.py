@@ -33,7 +33,7 @@ import numpy as np
 
 from svcluster.tasks.embed.models import ClipEmbedder, is_baseline, model_key, model_revision, resolve_device
 from svcluster.tasks.embed.precision import cache_dir, cpu_paths, resolve_precision, runtime_versions, speed_flags
-from svcluster.tasks.embed.precision_check import Agreement, compare_vectors, sample_pixels, timed_embed
+from svcluster.tasks.embed.precision_check import Agreement, compare_vectors, sample_pixels
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.store import Lake
 
@@ -169,8 +169,14 @@ def decide_precision(lake: Lake, map_name: str, options: "EmbedOptions") -> Prec
 
 
 def time_path(embedder: Any, pixels: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    """One path's vectors of the sample and its images/s (the model alone, after a warm-up)."""
-    return timed_embed(embedder, pixels, batch_size)
+    """One path's vectors of the sample and its images/s (the model alone), after a warm-up
+    batch of the size timed: kernels are set up per shape on first use (oneDNN's bf16 ones
+    take a while), which is not the path's speed."""
+    embedder.embed(pixels[:batch_size])
+    out, start = [], time.perf_counter()
+    for i in range(0, len(pixels), batch_size):
+        out.append(embedder.embed(pixels[i : i + batch_size]))
+    return np.concatenate(out), len(pixels) / (time.perf_counter() - start)
 
 
 def measure_decision(ref: str, reference: ClipEmbedder, pixels: np.ndarray, batch_size: int) -> PrecisionDecision:
