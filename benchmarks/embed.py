@@ -163,11 +163,19 @@ def ours(folder: Path, lake, batch_size: int, precision: str = "auto", onnx: boo
     include the probes, so it is used for the share only.
     """
     from svcluster.tasks.embed import models
-    from svcluster.tasks.embed.step import EmbedOptions, embed_map, get_embedder
+    from svcluster.tasks.embed.precision_auto import decision_lines
+    from svcluster.tasks.embed.step import EmbedOptions, embed_map, get_embedder, with_decided_precision
 
     os.environ["SVCLUSTER_ONNX"] = "1" if onnx else "0"
     models.load_embedder.cache_clear()
     options = EmbedOptions(model=str(folder), device="cpu", precision=precision, batch_size=batch_size)
+    t = time.perf_counter()
+    # auto's decision (measured on the first run, then cached) is not part of the rate either.
+    options, decision = with_decided_precision(lake, "bench", options)
+    for line in decision_lines(decision):
+        print(f"  {line}", flush=True)
+    if decision is not None:
+        print(f"  (auto decided in {time.perf_counter() - t:.1f} s)", flush=True)
     t = time.perf_counter()
     embedder = get_embedder(options)  # loading is not part of the rate (the loop's isn't either)
     print(f"  (model loaded on {embedder.runtime} in {time.perf_counter() - t:.1f} s, once)", flush=True)

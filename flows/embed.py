@@ -43,6 +43,7 @@ class EmbedFlowResult:
     batches: int
     totals: dict[str, float] = field(default_factory=dict)  # the step's counters, summed
     coverage: list[dict[str, Any]] = field(default_factory=list)
+    precision_decision: Any = None  # how auto was resolved (tasks/embed/precision_auto.py); None: forced
 
 
 @task(name="embed-plan", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error, timeout_seconds=600, cache_policy=NO_CACHE)
@@ -100,11 +101,16 @@ def embed_flow(
     options = params.to_options()
     from svcluster.tasks.embed.models import choose_model
 
-    from svcluster.tasks.embed.step import with_map_view_settings
+    from svcluster.tasks.embed.step import with_decided_precision, with_map_view_settings
 
+    # Every batch pools the views at one set of settings and runs one precision: the map's
+    # settings, and auto's decision (measured once per model and machine), resolved once here.
+    the_lake = open_lake(lake_uri)
+    options = with_map_view_settings(the_lake, map_name, options)
+    options, decision = with_decided_precision(the_lake, map_name, options)
+    if decision is not None:
+        logger.info("precision auto -> %s (%s, %s): %s", decision.precision, decision.runtime, decision.how, decision.reason)
     choice = choose_model(options.model, options.device, options.precision)
-    # Every batch pools the views at one set of settings: the map's, resolved once here.
-    options = with_map_view_settings(open_lake(lake_uri), map_name, options)
     batches = rebatch(plan_embed_task(lake_uri, map_name, options), params.batch_locations)
     totals: dict[str, float] = {}
     progress = FlowProgress(artifact_key("embed", map_name), unit="loc")
@@ -132,4 +138,5 @@ def embed_flow(
         batches=len(batches),
         totals=totals,
         coverage=coverage,
+        precision_decision=decision,
     )

@@ -9,6 +9,7 @@ import typer
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation
 from svcluster.flows.commands.progress import RichBar
 from svcluster.flows.options import with_options
+from svcluster.tasks.embed.precision_auto import decision_lines
 from svcluster.tasks.embed.step import EmbedOptions, EmbedResult, embed_map
 from svcluster.tasks.errors import SvclusterError
 
@@ -42,6 +43,7 @@ def embed(
     r = embed_map(inv.lake, map_name, options, RichBar(unit="img", enabled=not inv.json))
     runtime = f", {r.runtime}" if r.runtime else ""
     lines = [f"{r.map}: {r.locations_embedded} locations embedded with {r.model} ({r.pooling}, {r.precision}, {r.device}{runtime})"]
+    lines += decision_lines(r.precision_decision)
     if r.views_embedded:
         lines.append(f"{r.views_embedded} images in {r.seconds:.1f} s ({r.images_per_second:.1f} img/s)")
     if r.views_reused:
@@ -104,7 +106,9 @@ def nothing_embeddable(r: EmbedResult) -> str | None:
 
 def _check(inv, map_name: str, options: EmbedOptions, sample: int) -> None:
     from svcluster.tasks.embed.precision_check import check_precision
+    from svcluster.tasks.embed.step import with_decided_precision
 
+    options, _ = with_decided_precision(inv.lake, map_name, options)  # auto: the path embed would run
     c = check_precision(inv.lake, map_name, options, sample=sample)
     verdict = "PASS" if c.passed else "FAIL"
     text = (

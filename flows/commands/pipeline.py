@@ -22,6 +22,7 @@ import typer
 from svcluster.flows.cli import JsonOption, LakeOption, emit, invocation, stdout
 from svcluster.flows.options import with_options
 from svcluster.tasks.cluster.step import ClusterOptions
+from svcluster.tasks.embed.precision_auto import decision_lines
 from svcluster.tasks.embed.step import EmbedOptions
 from svcluster.tasks.fetch.step import FetchOptions
 from svcluster.tasks.errors import SvclusterError
@@ -268,6 +269,9 @@ def _step_lines(r: Any) -> list[str]:
         f"  [{s.get('embed', 0):.1f} s]",
         f"  cluster  {run.name}: k={run.k}, silhouette {run.silhouette:.3f}" if run.silhouette is not None else f"  cluster  {run.name}: k={run.k}",
     ]
+    decision = getattr(e, "precision_decision", None)
+    if decision is not None:  # how auto was resolved (the figures: `svcluster embed` or --json)
+        lines.insert(-1, f"           {decision_lines(decision)[0]}")
     failed_views = int((getattr(e, "totals", None) or {}).get("views_failed", 0))
     if failed_views:  # blob missing or unreadable: left out, marked failed
         lines.insert(-1, f"           {failed_views} views failed (blob missing or unreadable): not embedded; "

@@ -6,7 +6,7 @@ written, never stored as ``auto``:
 
 | requested | cuda                    | cpu                                                        | mps   |
 |-----------|-------------------------|------------------------------------------------------------|-------|
-| auto      | bf16 if supported, fp16 | bf16 if the CPU has native bf16 *and* it is faster, else fp32 | fp32 |
+| auto      | bf16 if supported, fp16 | measured once per model (``precision_auto``); this rule else | fp32 |
 | fp32      | torch                   | ONNX Runtime (fused graph), torch if unavailable           | torch |
 | bf16      | torch autocast          | torch, the whole image tower in bf16                       | error |
 | fp16      | torch autocast          | error                                                      | error |
@@ -14,7 +14,9 @@ written, never stored as ``auto``:
 
 "Native bf16" is read from the CPU flags (``avx512_bf16``, ``amx_bf16``); a CPU can have the
 instruction and still run bf16 matmuls slower than fp32 (a VM that hides AMX does), so a
-one-off probe times both and is cached per machine in the cache folder.
+one-off probe times both and is cached per machine in the cache folder. That rule is what
+``resolve_precision`` says without a lake; the embed step asks ``precision_auto`` instead,
+which times every path of ``cpu_paths`` on the map's own views once per model and machine.
 
 ONNX exports (fp32, and int8 quantised from it) are cached on disk under
 ``$SVCLUSTER_CACHE`` (default ``~/.cache/svcluster``) in ``onnx/<model revision>/<HxW>/``, so only
@@ -135,6 +137,43 @@ def bf16_speedup() -> float:
 def cpu_prefers_bf16() -> bool:
     """auto's choice on a CPU: native bf16 that is measurably faster than fp32 here."""
     return cpu_has_native_bf16() and bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+# The CPU flags that change which path is fastest: they key auto's measured decision.
+SPEED_FLAGS = frozenset({
+    "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_fp16", "amx_int8", "amx_tile",
+})
+
+
+def speed_flags() -> tuple[str, ...]:
+    """This CPU's flags among ``SPEED_FLAGS``, sorted."""
+    return tuple(sorted(cpu_flags() & SPEED_FLAGS))
+
+
+def cpu_paths() -> list[tuple[str, str]]:
+    """The (precision, runtime) paths this CPU offers, fp32 in torch (the reference) first:
+    fp32 and int8 through ONNX Runtime when it is available, bf16 when the CPU has it natively."""
+    onnx = onnx_available()
+    paths = [("fp32", "torch")]
+    if onnx:
+        paths.append(("fp32", "onnxruntime"))
+    if cpu_has_native_bf16():
+        paths.append(("bf16", "torch"))
+    if onnx:
+        paths.append(("int8", "onnxruntime"))
+    return paths
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """torch's and ONNX Runtime's versions (None: not available or switched off)."""
+    import torch
+
+    ort = None
+    if onnx_available():
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    return {"torch": torch.__version__, "onnxruntime": ort}
 
 
 def onnx_available() -> bool:

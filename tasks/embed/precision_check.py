@@ -19,18 +19,23 @@ Both speeds are reported too. Nothing is written to the lake.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from svcluster.sql import load_sql
-from svcluster.tasks.embed.step import EmbedOptions
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.embed.models import Embedder, choose_model, is_baseline, load_embedder
 from svcluster.tasks.embed.preprocess import decode_image
+
+if TYPE_CHECKING:  # the step runs auto's measurement (precision_auto), which uses this gate
+    from svcluster.tasks.embed.step import EmbedOptions
 
 MEDIAN_COSINE_TARGET = 0.995
 NEIGHBOUR_TARGET = 0.90
@@ -156,21 +161,29 @@ def timed_embed(embedder: Embedder, pixels: np.ndarray, batch_size: int) -> tupl
     return np.concatenate(out), len(pixels) / (time.perf_counter() - start)
 
 
+def sample_pixels(lake: Lake, map_name: str, prepare: Callable[[Image.Image], np.ndarray], sample: int, workers: int) -> np.ndarray:
+    """Model inputs of up to ``sample`` 'ok' views of ``map_name`` (a deterministic sample,
+    ``sql/embed/sample_views.sql``), stacked; ``(0,)`` when the map has none."""
+    rows = lake.query(load_sql("embed/sample_views"), {"map": map_name, "n": sample})
+    if rows.num_rows == 0:
+        return np.zeros((0,), np.float32)
+    paths = rows.column("path").to_pylist()
+    what = [f"location {loc} heading {h} ({p})" for loc, h, p in zip(*(rows.column(c).to_pylist() for c in ("location_id", "heading", "path")))]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return np.stack(list(pool.map(lambda i: prepare(decode_image(lake.read_bytes(paths[i]), what[i])), range(len(paths)))))
+
+
 def check_precision(lake: Lake, map_name: str, options: EmbedOptions, sample: int = 256, k: int = 10) -> PrecisionCheck:
     """Run the quality gate for ``options.precision`` on up to ``sample`` views of ``map_name``."""
     options.validate()
     if is_baseline(options.model):
         raise SvclusterError("--check-precision compares model precisions; the baseline has only fp32")
     choice = choose_model(options.model, options.device, options.precision)
-    rows = lake.query(load_sql("embed/sample_views"), {"map": map_name, "n": sample})
-    if rows.num_rows < 3:
-        raise NotFoundError(f"map {map_name!r} has {rows.num_rows} fetched views; the check needs at least 3")
     reference = load_embedder(options.model, "cpu", "fp32", "torch")
-    candidate = load_embedder(options.model, options.device, options.precision)
-    paths = rows.column("path").to_pylist()
-    what = [f"location {loc} heading {h} ({p})" for loc, h, p in zip(*(rows.column(c).to_pylist() for c in ("location_id", "heading", "path")))]
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        pixels = np.stack(list(pool.map(lambda i: reference.prepare(decode_image(lake.read_bytes(paths[i]), what[i])), range(len(paths)))))
+    candidate = load_embedder(options.model, options.device, options.precision, options.runtime)
+    pixels = sample_pixels(lake, map_name, reference.prepare, sample, options.workers)
+    if len(pixels) < 3:
+        raise NotFoundError(f"map {map_name!r} has {len(pixels)} fetched views; the check needs at least 3")
     ref_vecs, ref_rate = timed_embed(reference, pixels, options.batch_size)
     cand_vecs, cand_rate = timed_embed(candidate, pixels, options.batch_size)
     agreement = compare_vectors(ref_vecs, cand_vecs, k)

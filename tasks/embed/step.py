@@ -50,6 +50,7 @@ from svcluster.tasks.lake.maintenance import compact_fragmented
 from svcluster.tasks.lake.store import Connection, Lake, open_lake
 from svcluster.tasks.batches import chunked
 from svcluster.tasks.embed.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
+from svcluster.tasks.embed.precision_auto import PrecisionDecision, decide_precision
 from svcluster.tasks.embed.preprocess import ImageDecodeError, decode_image, stitch_views
 from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
@@ -90,6 +91,9 @@ class EmbedOptions:
     # The headings pooled: the map's latest fetch's (``map_views``), set with ``view_settings``;
     # None pools every heading at those settings (a map fetched before headings were recorded).
     headings: tuple[int, ...] | None = None
+    # What runs the model: auto (``precision.runtime_for``), torch or onnxruntime; set with the
+    # precision by ``with_decided_precision`` when ``auto`` was measured (the faster fp32 runtime).
+    runtime: str = "auto"
 
     def checked(self) -> "EmbedOptions":
         """These options, or SvclusterError naming the bad option."""
@@ -101,6 +105,8 @@ class EmbedOptions:
             raise SvclusterError(f"--pooling must be mean or stitched, not {self.pooling!r}")
         if self.batch_size < 1:
             raise SvclusterError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.runtime not in ("auto", "torch", "onnxruntime"):
+            raise SvclusterError(f"runtime must be auto, torch or onnxruntime, not {self.runtime!r}")
         if self.workers < 1 or self.locations_per_batch < 1:
             raise SvclusterError("workers and locations_per_batch must be at least 1")
         if self.view_settings is not None:
@@ -243,6 +249,18 @@ class EmbedResult:
     locations_not_fetched: int = 0  # nothing fetched yet: a fetch gets it
     views_failed: int = 0  # views whose blob was missing or unreadable: marked failed, not embedded
     failure_reasons: dict[str, int] = field(default_factory=dict)  # their kinds ("blob missing", ...)
+    # How --precision auto was resolved, with the speeds and gate figures (None: forced, baseline).
+    precision_decision: PrecisionDecision | None = None
+
+
+def with_decided_precision(lake: Lake, map_name: str, options: EmbedOptions) -> tuple[EmbedOptions, PrecisionDecision | None]:
+    """``options`` with ``auto`` replaced by the precision (and runtime) decided for this model
+    and machine (``precision_auto``: measured on the map's views once, then cached), and the
+    decision; unchanged with None when the precision is forced or the model is the baseline."""
+    decision = decide_precision(lake, map_name, options)
+    if decision is None:
+        return options, None
+    return replace(options, precision=decision.precision, runtime=decision.runtime), decision
 
 
 @dataclass(frozen=True)
@@ -320,7 +338,7 @@ _load_lock = threading.Lock()
 def get_embedder(options: EmbedOptions) -> Embedder:
     """The options' model, loaded once per process (thread-safe)."""
     with _load_lock:
-        return load_embedder(options.model, options.device, options.precision)
+        return load_embedder(options.model, options.device, options.precision, options.runtime)
 
 
 def embed_batch(
@@ -351,6 +369,7 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
     n_locations, with_views = summary["locations"] or 0, summary["with_views"] or 0
     if n_locations == 0:
         raise NotFoundError(f"map {map_name!r} is not in the lake at {lake.uri}; run `svcluster ingest` first")
+    options, decision = with_decided_precision(lake, map_name, options)
     choice = choose_model(options.model, options.device, options.precision)
     todo = _todo(lake, map_name, options)
     started = time.perf_counter()
@@ -391,6 +410,7 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
         failure_reasons=dict(sorted(stats.failure_reasons.items(), key=lambda kv: -kv[1])),
         seconds=round(seconds, 3),
         images_per_second=round(images / seconds, 2) if seconds > 0 and images else 0.0,
+        precision_decision=decision,
     )
 
 
