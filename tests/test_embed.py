@@ -48,12 +48,6 @@ def embeddings(lake, pooling: str = "mean") -> dict[str, dict]:
 
 
 COUNT_SQL = {"embeddings": "SELECT count(*) FROM embeddings", "embedding_views": "SELECT count(*) FROM embedding_views"}
-RAW_ROWS_SQL = {  # every row of the tables' current files (lake_<table>), not the views
-    "embeddings": "SELECT count(*) FROM lake_embeddings",
-    "embedding_views": "SELECT count(*) FROM lake_embedding_views",
-}
-
-
 def rows_written(lake, table: str) -> int:
     """Rows every commit of ``table`` wrote (inserted or replacing a row), from its Delta history."""
     return sum((c.rows_added or 0) + (c.rows_updated or 0) for c in lake.history(table) if c.operation == "MERGE")

@@ -124,3 +124,12 @@ def test_a_table_written_with_fewer_columns_still_reads_and_gains_them(tmp_path)
 def test_an_unknown_lake_version_is_refused(lake) -> None:
     with pytest.raises(LakeError, match="no lake version"):
         lake.connect(as_of=10_000)
+
+
+def test_versions_and_maintenance_on_s3(s3_lake) -> None:
+    s3_lake.append("images", images(3))
+    version = len(s3_lake.history())
+    s3_lake.append("images", images(2, start=3))
+    assert count(s3_lake) == 5 and count(s3_lake, as_of=version) == 3
+    assert optimize_lake(s3_lake, ["images"])[0].files_after == 1
+    assert vacuum_tables(s3_lake, retain_hours=0).files_removed["images"] == 2 and count(s3_lake) == 5

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -238,14 +238,19 @@ class DeltaTables:
                               commit_properties=_commit_properties()))
 
     # ---- history ------------------------------------------------------------------------------
-    def commits(self, tables: Sequence[str]) -> list[Commit]:
-        """Every commit of these tables, oldest first, numbered as lake versions."""
+    def commits(self, tables: Sequence[str], read_log: Callable[[str], list[dict[str, Any]] | None] | None = None) -> list[Commit]:
+        """Every commit of these tables, oldest first, numbered as lake versions. ``read_log``:
+        a table's commit infos read from its log files (None when they are not all there), else
+        ``DeltaTable.history()``."""
         raw: list[tuple[int, str, int, dict[str, Any]]] = []
         for table in tables:
-            dt = self.open(table)
-            if dt is None:
-                continue
-            for h in dt.history():
+            infos = read_log(table) if read_log is not None else None
+            if infos is None:
+                dt = self.open(table)
+                if dt is None:
+                    continue
+                infos = dt.history()
+            for h in infos:
                 raw.append((int(h.get("timestamp", 0)), table, int(h["version"]), h))
         raw.sort(key=lambda r: (r[0], r[2], r[1]))
         out = []

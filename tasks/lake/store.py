@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import threading
 import time
@@ -414,13 +415,33 @@ class Lake:
 
     def history(self, table: str | None = None) -> list[Commit]:
         """Every commit of the lake (or of one table), oldest first, with its lake version."""
-        commits = self.delta.commits(list(TABLES))
+        commits = self.delta.commits(list(TABLES), self._commit_infos)
         return [c for c in commits if table is None or c.table == spec(table).name]
+
+    def _commit_infos(self, table: str) -> list[dict[str, Any]] | None:
+        """The ``commitInfo`` of every commit of ``table``, read from its ``_delta_log/*.json``
+        files (svcluster keeps them all), with its version; [] when the table does not exist,
+        None when the log lacks its first commits (then deltalake reads the history)."""
+        logs = sorted(p for p in self.list(f"tables/{table}/_delta_log") if p.endswith(".json") and p.count("/") == 3)
+        if not logs:
+            return []
+        versions = [int(p.rsplit("/", 1)[-1].removesuffix(".json")) for p in logs]
+        if versions[0] != 0:
+            return None
+        out = []
+        for version, rel in zip(versions, logs):
+            for line in self.read_bytes(rel).splitlines():
+                if line.startswith(b'{"commitInfo"'):
+                    out.append({**json.loads(line)["commitInfo"], "version": version})
+                    break
+            else:
+                out.append({"version": version})
+        return out
 
     def versions_as_of(self, as_of: str | int | datetime) -> dict[str, int | None]:
         """Each table's version in the lake as it was at a lake version or a time."""
         when = parse_as_of(as_of) if isinstance(as_of, str) else as_of
-        return versions_at(self.delta.commits(list(TABLES)), list(TABLES), when)
+        return versions_at(self.delta.commits(list(TABLES), self._commit_infos), list(TABLES), when)
 
     def states(self, versions: Mapping[str, int | None] | None = None) -> dict[str, TableState]:
         """Every table's files, now or at the given versions (None: the table did not exist)."""
