@@ -184,3 +184,34 @@ def test_25_clusters_render_with_shapes_and_thumbnails_link_to_street_view(chrom
     links = re.findall(r'<a class="streetview" href="([^"]+)"[^>]*><img', dom)
     assert result.thumbnails > 0 and len(links) == dom.count('<img src="data:image/jpeg') >= result.thumbnails  # look-alikes show some twice
     assert all("map_action=pano" in u and "&amp;pano=pano" in u and "&amp;heading=" in u for u in links)
+
+
+def test_atlas_renders_and_its_selection_downloads_a_map(chromium, report, tmp_path):
+    """The atlas (issue 19.1): one canvas point per place, coloured by cluster; a box selection
+    (the same code as a drag, driven by the link ``#atlas-box=``) lists the places inside and
+    its download link holds them as a map-making.app map (customCoordinates with pano ids)."""
+    import json
+    from urllib.parse import unquote
+
+    html, facts = report
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.DOTALL).group(1))
+    atlas = data["atlas"]
+    x, y = np.asarray(atlas["x"]), np.asarray(atlas["y"])
+    inside = (x >= -1) & (x <= 0.1) & (y >= -1) & (y <= 1)
+    assert 0 < inside.sum() < len(x)
+    done = run_chromium(chromium, tmp_path / "profile", f"{html.as_uri()}#atlas-box=-1,-1,0.1,1", "--dump-dom")
+    dom, attrs = done.stdout, html_attrs(done.stdout)
+    assert attrs.get("data-rendered") == "1" and console_errors(done.stderr) == []
+    assert re.search(r'<pre id="js-errors"></pre>', dom)
+    assert int(attrs["data-atlas-points"]) == len(x) == 400
+    assert int(attrs["data-atlas-painted"]) > 200, "the atlas canvas has coloured points on it"
+    link = re.search(r'<a id="atlas-download" class="button" href="data:application/json;charset=utf-8,([^"]+)" download="([^"]+)" data-count="(\d+)"', dom)
+    assert link, "the selection has a download link"
+    assert link.group(2) == "chile-atlas-selection.json" and int(link.group(3)) == int(inside.sum())
+    doc = json.loads(unquote(link.group(1)).replace("&amp;", "&"))
+    coords = doc["customCoordinates"]
+    assert len(coords) == int(inside.sum())
+    want = {(round(a, 5), round(b, 5)) for a, b, keep in zip(data["points"]["lat"], data["points"]["lng"], inside) if keep}
+    assert {(c["lat"], c["lng"]) for c in coords} == want
+    assert all(c["panoId"] and isinstance(c["heading"], (int, float)) and c["extra"]["tags"][0].startswith("k5-c") for c in coords)
+    assert dom.count("<tr data-point=") == min(200, int(inside.sum()))

@@ -94,3 +94,10 @@ CREATE OR REPLACE VIEW searches AS
 SELECT * EXCLUDE (written_at)
 FROM read_parquet(getvariable('lake_root') || '/tables/searches/*.parquet', union_by_name = true)
 QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY written_at DESC) = 1;
+
+-- The report's atlas: 2-D coordinates of each place of a vector set (tasks/report/atlas.py), the
+-- latest write per (vector set, place).
+CREATE OR REPLACE VIEW projections AS
+SELECT * EXCLUDE (written_at), written_at AS projected_at
+FROM read_parquet(getvariable('lake_root') || '/tables/projections/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY vector_set, location_id ORDER BY written_at DESC) = 1;
