@@ -1,17 +1,24 @@
 """The report's atlas: every place of a run as a point of a 2-D map of the embedding space.
 
 The coordinates are a projection of the run's (L2-normalised) embeddings: PCA to 50 dimensions
-(sklearn, randomized SVD, seeded), then t-SNE with openTSNE (FFT-accelerated gradients, PCA
-initialisation, ``random_state=seed``, one thread), so the same vectors and seed always give the
-same coordinates. Why this method, and the figures it was chosen by, are in docs/report.md
-("Atlas"): PCA straight to 2-D is instant but keeps few of a place's nearest neighbours and lets
-clusters overlap; t-SNE keeps local neighbourhoods (what the atlas is read for: which places look
-alike) at a cost that is paid once per vector set, because the result is stored.
+(sklearn, randomized SVD, seeded), then t-SNE with openTSNE: its "auto" gradients (Barnes-Hut
+below 10,000 points, where the fixed cost of FFT's grid dominates; FFT interpolation above), PCA
+initialisation, 125 early-exaggeration + 250 iterations, ``random_state=seed`` and one thread (the
+configuration tests/test_atlas.py checks: the same vectors and seed give the very same
+coordinates; openTSNE does not promise that of its threaded gradients).
 
-Past ``FIT_LIMIT`` places (5,000) t-SNE is fitted on a seeded sample of that size and every other place is
-put where openTSNE's ``prepare_partial`` puts it: at the median of its nearest sampled neighbours
-in the fitted map (no further optimisation), which keeps the cost of a 100,000-place run close to
-that of a 5,000-place one plus a nearest-neighbour query per place.
+Why this method (docs/report.md, "Atlas", has the figures it was chosen by): PCA straight to 2-D is
+instant but overlaps clusters that differ in directions other than the top two, so a place's
+neighbours on the atlas are often of another cluster; t-SNE keeps local neighbourhoods (what the
+atlas is read for: which places look alike) at a cost of tens of seconds, paid once per vector set
+because the result is stored. umap-learn (similar quality) would add numba and pynndescent.
+
+Past ``FIT_LIMIT`` places (5,000) t-SNE is fitted on a seeded sample of that size and every other
+place is put where openTSNE's ``prepare_partial(initialization="median")`` would start it: at the
+median position of its 10 nearest sampled neighbours (in the PCA space) in the fitted map, found
+by exact brute force without openTSNE's affinities (no further optimisation). Past 20,000 places
+the PCA too is fitted on a seeded sample. So a 100,000-place run costs the fit of 5,000 plus one
+nearest-neighbour query per other place.
 
 A projection is stored in the lake's ``projections`` table keyed by (vector set, location_id):
 the vector set is the fingerprint of the embeddings the run clustered (``cluster_runs.fingerprint``,
@@ -37,7 +44,11 @@ METHOD = "pca50-opentsne"
 SEED = 42
 PCA_DIMS = 50
 FIT_LIMIT = 5_000
+PCA_FIT_LIMIT = 20_000  # the PCA is fitted on a seeded sample of this many and applied to all
+PLACE_NEIGHBOURS = 10
 PERPLEXITY = 30.0
+EXAGGERATION_ITER = 125  # half openTSNE's defaults (250 + 500): the same separation, half the time
+ITERATIONS = 250
 
 
 @dataclass
@@ -72,25 +83,45 @@ def project_vectors(vectors: np.ndarray, seed: int = SEED, fit_limit: int = FIT_
         return np.zeros((0, 2), np.float32)
     if n < 8:  # too few for t-SNE's neighbourhoods: a plain PCA
         return _scaled(np.nan_to_num(_pca(x, 2, seed)))
-    reduced = _pca(x, min(PCA_DIMS, x.shape[1], n), seed)
+    rng = np.random.default_rng(seed)
+    pca_rows = np.sort(rng.choice(n, PCA_FIT_LIMIT, replace=False)) if n > PCA_FIT_LIMIT else None
+    reduced = _pca(x, min(PCA_DIMS, x.shape[1], n), seed, pca_rows)
     if not float(reduced[:, 0].std()) > 1e-9:  # all vectors (nearly) the same: one spot
         return np.zeros((n, 2), np.float32)
-    rng = np.random.default_rng(seed)
     fit = np.sort(rng.choice(n, fit_limit, replace=False)) if n > fit_limit else np.arange(n)
     embedding = _tsne(reduced[fit], seed)
     xy = np.empty((n, 2), np.float64)
     xy[fit] = np.asarray(embedding)
     if len(fit) < n:
         rest = np.setdiff1d(np.arange(n), fit)
-        xy[rest] = np.asarray(embedding.prepare_partial(reduced[rest], initialization="median", k=10))
+        xy[rest] = place_by_neighbours(reduced[rest], reduced[fit], xy[fit])
     return _scaled(xy)
 
 
-def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+def place_by_neighbours(rest: np.ndarray, fitted: np.ndarray, fitted_xy: np.ndarray, k: int = PLACE_NEIGHBOURS,
+                        chunk: int = 4096) -> np.ndarray:
+    """Each row of ``rest`` at the median 2-D position of its ``k`` nearest rows of ``fitted``
+    (Euclidean, in the PCA space): openTSNE's "median" initialisation of new points, computed
+    here by exact brute force in chunks (no affinities: the points are not optimised further)."""
+    k = min(k, len(fitted))
+    f = fitted.astype(np.float32)
+    f2 = (f * f).sum(axis=1)
+    out = np.empty((len(rest), 2), np.float64)
+    for a in range(0, len(rest), chunk):
+        q = rest[a : a + chunk].astype(np.float32)
+        d = f2[None, :] - 2.0 * (q @ f.T)  # + |q|^2, the same for every candidate of a row
+        near = np.argpartition(d, k - 1, axis=1)[:, :k] if k < len(f) else np.broadcast_to(np.arange(len(f)), (len(q), len(f)))
+        out[a : a + chunk] = np.median(fitted_xy[near], axis=1)
+    return out
+
+
+def _pca(x: np.ndarray, dims: int, seed: int, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    """``x`` reduced to ``dims`` principal components (fitted on ``fit_rows`` when given)."""
     from sklearn.decomposition import PCA
 
     dims = max(1, min(dims, x.shape[1], len(x)))
-    out = PCA(n_components=dims, svd_solver="randomized" if dims < min(x.shape) else "full", random_state=seed).fit_transform(x)
+    pca = PCA(n_components=dims, svd_solver="randomized" if dims < min(x.shape) else "full", random_state=seed)
+    out = pca.fit(x[fit_rows]).transform(x) if fit_rows is not None else pca.fit_transform(x)
     if out.shape[1] < 2:
         out = np.c_[out, np.zeros((len(out), 2 - out.shape[1]))]
     return out.astype(np.float32)
@@ -101,6 +132,7 @@ def _tsne(x: np.ndarray, seed: int):
 
     perplexity = min(PERPLEXITY, max(1.0, (len(x) - 1) / 3.0))
     return TSNE(n_components=2, perplexity=perplexity, initialization="pca", metric="euclidean", n_jobs=1,
+                early_exaggeration_iter=EXAGGERATION_ITER, n_iter=ITERATIONS,
                 random_state=seed, verbose=False).fit(x)
 
 
