@@ -127,13 +127,15 @@ def test_report_renders_in_chromium_without_errors(chromium, which, request, tmp
 def test_pinned_location_shows_its_views(chromium, report, tmp_path):
     html, _ = report
     data = re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.DOTALL).group(1)
-    sample = re.search(r'"id":"([^"]+)","p":\d+,[^{]*?"views":\[\{"h":0', data).group(1)
+    found = re.search(r'"id":"([^"]+)","p":(\d+),[^{]*?"views":\[\{"h":0', data)
+    sample, point = found.group(1), found.group(2)
     done = run_chromium(chromium, tmp_path / "profile", f"{html.as_uri()}#pin={sample}&cluster=1", "--dump-dom")
     dom = done.stdout
     pinned = re.search(r'<div id="pinned">(.*?)</div>\s*</aside>', dom, re.DOTALL).group(1)
     assert "Cluster" in pinned and re.search(r"-?\d+\.\d{5}, -?\d+\.\d{5}", pinned)
     assert pinned.count("<img") == 4 and "data:image/jpeg;base64," in pinned
     assert re.search(r'<li data-cluster="1"[^>]*class="on"', dom)
+    assert html_attrs(dom)["data-atlas-pinned"] == point, "the pinned place is ringed on the atlas too (linked views)"
     assert console_errors(done.stderr) == []
 
 
@@ -197,9 +199,12 @@ def test_atlas_renders_and_its_selection_downloads_a_map(chromium, report, tmp_p
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.DOTALL).group(1))
     atlas = data["atlas"]
     x, y = np.asarray(atlas["x"]), np.asarray(atlas["y"])
-    inside = (x >= -1) & (x <= 0.1) & (y >= -1) & (y <= 1)
+    xs = np.sort(x)
+    gap = int(np.argmax(np.diff(xs)[len(xs) // 4: 3 * len(xs) // 4])) + len(xs) // 4
+    cut = round(float(xs[gap] + xs[gap + 1]) / 2, 4)  # a box edge away from every point
+    inside = x < cut
     assert 0 < inside.sum() < len(x)
-    done = run_chromium(chromium, tmp_path / "profile", f"{html.as_uri()}#atlas-box=-1,-1,0.1,1", "--dump-dom")
+    done = run_chromium(chromium, tmp_path / "profile", f"{html.as_uri()}#atlas-box=-1.2,-1.2,{cut},1.2", "--dump-dom")
     dom, attrs = done.stdout, html_attrs(done.stdout)
     assert attrs.get("data-rendered") == "1" and console_errors(done.stderr) == []
     assert re.search(r'<pre id="js-errors"></pre>', dom)

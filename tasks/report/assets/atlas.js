@@ -149,7 +149,7 @@
 
   // ---- linked with the geographic map ----------------------------------------------------
   function pinBoth(j) { pinned = j; requestDraw(); if (R) R.pin(j); }
-  if (R) R.onPin.push(function (j) { if (pinned !== j) { pinned = j; requestDraw(); } });
+  if (R) R.onPin.push(function (j) { if (pinned !== j) { pinned = j; root.setAttribute("data-atlas-pinned", String(j)); requestDraw(); } });
 
   // ---- mouse ----------------------------------------------------------------------------
   var tip = document.getElementById("atlas-tooltip"), drag = null;
@@ -198,6 +198,7 @@
   // ([-1, 1], y up) through the same code as a drag (a link to a selection; the browser test).
   var hash = {};
   location.hash.replace(/^#/, "").split("&").forEach(function (kv) { var q = kv.split("="); if (q[0]) hash[q[0]] = decodeURIComponent(q[1] || ""); });
+  if (hash.pin) D.samples.forEach(function (s) { if (s.id === hash.pin) pinned = s.p; });  // pinned by page.js before us
   showSelection([]);
   draw();
   if (hash["atlas-box"]) {
@@ -209,6 +210,7 @@
   for (var q = 0; q < img.length; q += 4 * 7) if (Math.max(img[q], img[q + 1], img[q + 2]) - Math.min(img[q], img[q + 1], img[q + 2]) > 40) painted++;
   root.setAttribute("data-atlas-points", String(N));
   root.setAttribute("data-atlas-painted", String(painted));
+  root.setAttribute("data-atlas-pinned", String(pinned));
   if (hash.bench) {  // full redraws of the atlas (zoom / pan / selection cost)
     var tb = performance.now();
     for (var rep = 0; rep < 6; rep++) { view = rep % 2 ? { s: 2, tx: -W / 2, ty: -H / 2 } : { s: 1, tx: 0, ty: 0 }; draw(); }
