@@ -34,7 +34,11 @@ def test_projection_is_seeded_and_deterministic():
     assert same_label_share(a, bands) > 0.95, "planted clusters stay apart in 2-D"
 
 
-def test_sampled_fit_places_the_rest_deterministically():
+def test_sampled_fit_places_the_rest_deterministically(monkeypatch):
+    """A large run's path, scaled down: the PCA fitted on a sample, t-SNE on another, the rest placed."""
+    from svcluster.tasks.report import atlas
+
+    monkeypatch.setattr(atlas, "PCA_FIT_LIMIT", 250)
     v, bands = planted(400)
     a, b = project_vectors(v, seed=1, fit_limit=150), project_vectors(v, seed=1, fit_limit=150)
     assert np.array_equal(a, b) and np.isfinite(a).all()
