@@ -129,13 +129,15 @@ def test_report_renders_in_chromium_without_errors(chromium, which, request, tmp
 def test_pinned_location_shows_its_views(chromium, report, tmp_path):
     html, _ = report
     data = re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.DOTALL).group(1)
-    sample = re.search(r'"id":"([^"]+)","p":\d+,[^{]*?"views":\[\{"h":0', data).group(1)
+    found = re.search(r'"id":"([^"]+)","p":(\d+),[^{]*?"views":\[\{"h":0', data)
+    sample, point = found.group(1), found.group(2)
     done = run_chromium(chromium, tmp_path / "profile", f"{html.as_uri()}#pin={sample}&cluster=1", "--dump-dom")
     dom = done.stdout
     pinned = re.search(r'<div id="pinned">(.*?)</div>\s*</aside>', dom, re.DOTALL).group(1)
     assert "Cluster" in pinned and re.search(r"-?\d+\.\d{5}, -?\d+\.\d{5}", pinned)
     assert pinned.count("<img") == 4 and "data:image/jpeg;base64," in pinned
     assert re.search(r'<li data-cluster="1"[^>]*class="on"', dom)
+    assert html_attrs(dom)["data-atlas-pinned"] == point, "the pinned place is ringed on the atlas too (linked views)"
     assert console_errors(done.stderr) == []
 
 
@@ -186,3 +188,37 @@ def test_25_clusters_render_with_shapes_and_thumbnails_link_to_street_view(chrom
     links = re.findall(r'<a class="streetview" href="([^"]+)"[^>]*><img', dom)
     assert result.thumbnails > 0 and len(links) == dom.count('<img src="data:image/jpeg') >= result.thumbnails  # look-alikes show some twice
     assert all("map_action=pano" in u and "&amp;pano=pano" in u and "&amp;heading=" in u for u in links)
+
+
+def test_atlas_renders_and_its_selection_downloads_a_map(chromium, report, tmp_path):
+    """The atlas (issue 19.1): one canvas point per place, coloured by cluster; a box selection
+    (the same code as a drag, driven by the link ``#atlas-box=``) lists the places inside and
+    its download link holds them as a map-making.app map (customCoordinates with pano ids)."""
+    import json
+    from urllib.parse import unquote
+
+    html, facts = report
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.DOTALL).group(1))
+    atlas = data["atlas"]
+    x, y = np.asarray(atlas["x"]), np.asarray(atlas["y"])
+    xs = np.sort(x)
+    gap = int(np.argmax(np.diff(xs)[len(xs) // 4: 3 * len(xs) // 4])) + len(xs) // 4
+    cut = round(float(xs[gap] + xs[gap + 1]) / 2, 4)  # a box edge away from every point
+    inside = x < cut
+    assert 0 < inside.sum() < len(x)
+    done = run_chromium(chromium, tmp_path / "profile", f"{html.as_uri()}#atlas-box=-1.2,-1.2,{cut},1.2", "--dump-dom")
+    dom, attrs = done.stdout, html_attrs(done.stdout)
+    assert attrs.get("data-rendered") == "1" and console_errors(done.stderr) == []
+    assert re.search(r'<pre id="js-errors"></pre>', dom)
+    assert int(attrs["data-atlas-points"]) == len(x) == 400
+    assert int(attrs["data-atlas-painted"]) > 200, "the atlas canvas has coloured points on it"
+    link = re.search(r'<a id="atlas-download" class="button" href="data:application/json;charset=utf-8,([^"]+)" download="([^"]+)" data-count="(\d+)"', dom)
+    assert link, "the selection has a download link"
+    assert link.group(2) == "chile-atlas-selection.json" and int(link.group(3)) == int(inside.sum())
+    doc = json.loads(unquote(link.group(1)).replace("&amp;", "&"))
+    coords = doc["customCoordinates"]
+    assert len(coords) == int(inside.sum())
+    want = {(round(a, 5), round(b, 5)) for a, b, keep in zip(data["points"]["lat"], data["points"]["lng"], inside) if keep}
+    assert {(c["lat"], c["lng"]) for c in coords} == want
+    assert all(c["panoId"] and isinstance(c["heading"], (int, float)) and c["extra"]["tags"][0].startswith("k5-c") for c in coords)
+    assert dom.count("<tr data-point=") == min(200, int(inside.sum()))

@@ -90,3 +90,8 @@ SELECT DISTINCT tag FROM exported_tags;
 CREATE OR REPLACE VIEW searches AS
 SELECT * EXCLUDE (written_at)
 FROM lake_searches;
+
+-- The report's atlas: 2-D coordinates of each place of a vector set (tasks/report/atlas.py).
+CREATE OR REPLACE VIEW projections AS
+SELECT * EXCLUDE (written_at), written_at AS projected_at
+FROM lake_projections;

@@ -294,7 +294,26 @@ SEARCHES = TableSpec(
     ),
 )
 
+# The report's atlas (tasks/report/atlas.py): 2-D coordinates of each place of a vector set (the
+# embeddings a run clustered, named by their fingerprint, model, pooling and precision), shared by
+# every run and report of those embeddings. A rewrite with the same key wins.
+PROJECTIONS = TableSpec(
+    "projections",
+    ("vector_set", "location_id"),
+    pa.schema(
+        [
+            ("vector_set", pa.string()),
+            ("location_id", pa.string()),
+            ("x", pa.float32()),  # scaled into [-1, 1]
+            ("y", pa.float32()),
+            ("method", pa.string()),  # e.g. pca50-opentsne
+            ("seed", pa.int64()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_DUPLICATES, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES, MAP_VIEWS)
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_DUPLICATES, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES, MAP_VIEWS, PROJECTIONS)
 }

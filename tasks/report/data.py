@@ -25,6 +25,7 @@ from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.links import street_view_url
 from svcluster.tasks.report.geo import cluster_color, cluster_marker, geographic_centroid, haversine_km
 from svcluster.tasks.cluster.runs import RunRef, previous_version
+from svcluster.tasks.report.atlas import AtlasData, gather_atlas
 
 THUMB_PX = 160
 THUMB_QUALITY = 72
@@ -178,6 +179,8 @@ class ReportData:
     views: dict[str, list[View]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     shape: Shape = field(default_factory=Shape)
+    atlas: AtlasData | None = None  # the 2-D map of the embedding space (tasks/report/atlas.py)
+    atlas_note: str = ""
 
 
 # ---- points ------------------------------------------------------------------------------
@@ -449,6 +452,10 @@ def gather_report(lake: Lake, ref: RunRef, progress: Progress | None = None) -> 
     timings["lookalikes"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    atlas, atlas_note = gather_atlas(lake, run, points.location_ids, vectors.location_ids, vectors.vectors, vrows)
+    timings["atlas"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     comparisons = []
     previous = previous_version(lake, ref.map, ref.run_id)
     if previous:
@@ -474,6 +481,7 @@ def gather_report(lake: Lake, ref: RunRef, progress: Progress | None = None) -> 
     return ReportData(
         ref=ref, run=run, params=params, points=points, clusters=clusters, lookalikes=lookalikes,
         lookalike_note=note, comparisons=comparisons, sweep=sweep, naming_note="", views=views, timings=timings, shape=shape,
+        atlas=atlas, atlas_note=atlas_note,
     )
 
 

@@ -26,6 +26,7 @@ from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.cluster.naming import NO_TEXT_TOWER, name_clusters
 from svcluster.tasks.progress import NullProgress, Progress
+from svcluster.tasks.report.atlas import atlas_page_data
 from svcluster.tasks.report.data import ReportData, SweepPoint, gather_report
 from svcluster.tasks.report.geo import fitted_bounds, graticule_step, map_size
 from svcluster.tasks.report.lineage_svg import lineage_svg
@@ -263,6 +264,8 @@ def page_data(data: ReportData) -> dict[str, Any]:
         "duplicates_total": data.shape.duplicates_total,
         "lineage": data.shape.lineage,
         "lineage_svg": lineage_svg(data.shape.lineage, int(data.run.get("k") or 0)),
+        "atlas": atlas_page_data(data.atlas, data.ref.map, int(data.run.get("k") or data.ref.k)),
+        "atlas_note": data.atlas_note,
     }
 
 
@@ -276,7 +279,7 @@ def render_page(data: ReportData) -> str:
     page = page.replace("__TITLE__", _html_escape(title))
     page = page.replace("/*__CSS__*/", _asset("page.css"))
     head, tail = page.split("/*__JS__*/", 1)
-    page = head + _asset("page.js") + tail
+    page = head + _asset("page.js") + "\n" + _asset("atlas.js") + tail
     head, tail = page.split("__DATA__", 1)
     return head + payload + tail
 

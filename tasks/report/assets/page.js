@@ -204,6 +204,7 @@
 
   function pin(j) {
     pinned = j; requestDraw();
+    window.svcReport.onPin.forEach(function (f) { f(j); });  // linked views (the atlas)
     var box = document.getElementById("pinned"); box.textContent = "";
     if (j < 0) { box.appendChild(el("p", { class: "muted", text: "Click a point on the map." })); return; }
     var lines = pointInfo(j);
@@ -214,6 +215,8 @@
     if (si != null) box.appendChild(viewsOf(D.samples[si], 120));
     else box.appendChild(el("p", { class: "muted", text: "No views embedded for this location: the report keeps thumbnails of the sampled locations only." }));
   }
+
+  window.svcReport = { pin: pin, onPin: [] };  // what other views of the page (atlas.js) link to
 
   // ---- legend -------------------------------------------------------------------------
   var legend = document.getElementById("legend");
