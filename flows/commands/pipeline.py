@@ -314,7 +314,7 @@ def print_demo(d: Any, target: str) -> None:
             if "://" not in d.lake and (Path(d.lake) / "reports" / r.cluster.run.run_id / "report.html").exists()
             else [f"  Report (map, clusters, look-alikes):       svcluster --lake {d.lake} report {r.cluster.run.name} --out report/"]
         ),
-        f"  SQL lake (Parquet tables + DuckDB views):  {d.lake}",
+        f"  SQL lake (Delta tables + DuckDB views):    {d.lake}",
         f"      svcluster --lake {d.lake} sql \"SELECT cluster, count(*) AS n FROM cluster_assignments GROUP BY ALL ORDER BY 1\"",
     ]
     if local:
