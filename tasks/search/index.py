@@ -6,7 +6,7 @@ the ``nprobe`` nearest lists and ranks exactly (cosine against the full float32 
 those lists hold. Nothing is quantised, so a row that is found has its exact score; a true
 neighbour is missed only when it sits in a list that was not probed. On clustered data
 (embeddings of street scenes are: a map is a few landscapes, many times over)
-``benchmarks/search.py`` measures recall@10 >= 0.95 against brute force at 1,000,000 x 768.
+``benchmarks/search.py`` measures its recall@10 against brute force at 1,000,000 x 768.
 
 Stored in the lake under ``cache/search_index/<key>.npz`` (centroids, the rows grouped by list,
 the list offsets: about 10 MB for a million rows; the vectors themselves stay in the vector cache
@@ -16,9 +16,9 @@ places give a new fingerprint, hence a new key and a rebuilt index, so a stored 
 stale and deleting ``cache/`` only costs one rebuild.
 
 Why numpy and not faiss, hnswlib or usearch: the issue suggests a maintained library, and those
-are the usual choices; but an IVF with exact re-ranking meets the targets here (median under
-50 ms and recall@10 >= 0.95 at a million x 768 on clustered vectors, ``benchmarks/search.py``;
-docs/search.md has the figures) in some 200 lines of numpy, with
+are the usual choices; but an IVF with exact re-ranking meets the issue's targets at a million
+x 768 on clustered vectors (``benchmarks/search.py``; docs/search.md has the figures) in a
+couple of hundred lines of numpy, with
 
 - no new dependency and no native wheel per platform (faiss-cpu and torch each ship their own
   OpenMP runtime, a known source of aborts when both load in one process, as on macOS; the embed
@@ -53,10 +53,9 @@ from svcluster.tasks.lake.store import Lake
 log = logging.getLogger("svcluster.search")
 
 INDEX_VERSION = 1
-# Up to this many rows the search is exact (one matrix-vector product: about 45 ms at 50,000 x 768
-# on the busy 2-core machine of benchmarks/search.py, a few ms on an idle laptop), and building an
-# index (about 4 s at 50,000, 8 s at 100,000) pays only after a hundred searches or so. Above it
-# the index is built once per vector set, stored and reused.
+# Up to this many rows the search is exact (one matrix-vector product), and building an index
+# would pay only after many searches (docs/search.md, 'Speed: exact, or the approximate index').
+# Above it the index is built once per vector set, stored and reused.
 EXACT_MAX_ROWS = 100_000
 TRAIN_ROWS_PER_LIST = 64  # k-means is fitted on at most nlist * 64 sampled rows
 TRAIN_ITERATIONS = 10
@@ -133,7 +132,7 @@ class SearchIndex:
             spans = [(lo, hi) for lo, hi in spans if hi > lo]
             rows = np.concatenate([self.order[lo:hi] for lo, hi in spans]) if spans else np.zeros(0, np.int64)
             # numpy's own loop (einsum), not BLAS: a threaded gemv per small block costs more in
-            # thread wake-ups than the product (10x slower on a busy machine)
+            # thread wake-ups than the product itself
             if self.grouped is not None:
                 parts = [np.einsum("ij,j->i", self.grouped[lo:hi], query) for lo, hi in spans]
                 scores = np.concatenate(parts) if parts else np.zeros(0, np.float32)
