@@ -87,6 +87,7 @@ def pipeline(
     summary_out: str | None = None,
     tag_format: str = DEFAULT_TAG_FORMAT,
     refresh_panos: bool = False,
+    tag_outliers: bool = False,
     runner: RunnerOptions = RunnerOptions(),
 ) -> PipelineResult:
     """Cluster a map's Street View locations end to end and export it tagged.
@@ -124,7 +125,8 @@ def pipeline(
     default_export, default_summary = default_outputs(name)
     t = time.perf_counter()
     exported = export_flow(
-        export_out or default_export, clustered.run.run_id, None, tag_format, refresh_panos=refresh_panos, lake=lake_uri
+        export_out or default_export, clustered.run.run_id, None, tag_format, refresh_panos=refresh_panos,
+        tag_outliers=tag_outliers, lake=lake_uri,
     )
     timed("export", t)
     summary_path = Path(summary_out or default_summary)

@@ -118,6 +118,16 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):
     assert (out / "tagged.json").read_bytes() == exported
     assert task_run_counts(second.flow_run_id)["fetch-batch"] == 0
 
+    # The pipeline's export takes --tag-outliers too (svcluster run): the run's outliers, and only
+    # they, carry `outlier`.
+    pipeline(**pipeline_kwargs(demo_world, lake_uri, out / "outliers", tag_outliers=True))
+    marked = json.loads((out / "outliers" / "tagged.json").read_text())["customCoordinates"]
+    outlier_places = {r["location_id"] for r in open_lake(lake_uri).query(
+        "SELECT location_id FROM cluster_outliers WHERE run_id = $r", {"r": run_id}).to_pylist()}  # fmt: skip
+    placed = open_lake(lake_uri).query("SELECT position, location_id FROM locations WHERE map = $m", {"m": DEMO_MAP}).to_pylist()
+    expected = sorted(r["position"] for r in placed if r["location_id"] in outlier_places)
+    assert expected and [i for i, c in enumerate(marked) if "outlier" in c.get("extra", {}).get("tags", [])] == expected
+
     # A new version of the map's clustering is compared with the previous one.
     from svcluster.flows.cluster import cluster_flow
 

@@ -154,6 +154,9 @@ def run(
     refresh_panos: Annotated[
         bool, typer.Option("--refresh-panos", help="Export: write refreshed pano ids in place of stale ones (see `export --help`).")
     ] = False,
+    tag_outliers: Annotated[
+        bool, typer.Option("--tag-outliers", help="Export: also tag the run's outliers `outlier` (see `export --help`).")
+    ] = False,
     runner: RunnerOpt = "thread",
     dask_address: DaskAddressOpt = None,
     dask_workers: DaskWorkersOpt = 2,
@@ -200,6 +203,7 @@ def run(
             summary_out=str(summary_out),
             tag_format=tag_format,
             refresh_panos=refresh_panos,
+            tag_outliers=tag_outliers,
             runner=runner_opts,
             **params,
         )
