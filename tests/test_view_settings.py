@@ -4,7 +4,12 @@ consistent set per map — the map's own fetch settings, or those named — neve
 or of another map's fetch of a shared place (issue 15, item 8).
 
 Over real HTTP to the local Street View server, counting billed image requests, and with the
-``baseline`` model (no weights)."""
+``baseline`` model (no weights). The settings used are the Static API's own, as Google's
+request reference documents them (developers.google.com/maps/documentation/streetview/
+request-streetview): ``size`` WIDTHxHEIGHT with no side over 640, ``fov`` up to 120 (default 90),
+``pitch`` -90..90 (default 0); the server bills each image request as the API does. The maps
+are the sample generator's customCoordinates objects (tests/fixtures/streetview.py); rows
+"written before settings were kept" are what `lake migrate` brings from an older lake."""
 
 from __future__ import annotations
 

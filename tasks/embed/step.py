@@ -49,6 +49,7 @@ from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
 from svcluster.tasks.lake.maintenance import compact_fragmented
 from svcluster.tasks.lake.store import Connection, Lake, open_lake
 from svcluster.tasks.batches import chunked
+from svcluster.tasks.fetch.step import check_angles, parse_size
 from svcluster.tasks.embed.models import DEFAULT_MODEL, Embedder, choose_model, l2_normalise, load_embedder, model_revision
 from svcluster.tasks.embed.precision_auto import PrecisionDecision, decide_precision
 from svcluster.tasks.embed.preprocess import ImageDecodeError, decode_image, stitch_views
@@ -112,21 +113,10 @@ class EmbedOptions:
         if self.view_settings is not None:
             parse_view_settings(self.view_settings)
         if self.size is not None:
-            _parse_size(self.size)
-        if self.fov is not None and not 10 <= self.fov <= 120:
-            raise SvclusterError(f"--fov must be from 10 to 120 degrees, not {self.fov:g}")
-        if self.pitch is not None and not -90 <= self.pitch <= 90:
-            raise SvclusterError(f"--pitch must be from -90 to 90 degrees, not {self.pitch:g}")
+            parse_size(self.size)
+        check_angles(self.fov, self.pitch)
 
 
-def _parse_size(size: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", str(size).strip().lower())
-    if not match or not all(1 <= int(v) <= 640 for v in match.groups()):
-        raise SvclusterError(f"--size must be WIDTHxHEIGHT with sides from 1 to 640, not {size!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-DEFAULT_VIEW_SETTINGS = "640x640/fov90/pitch0"
 _VIEW_SETTINGS = re.compile(r"(\d+)x(\d+)/fov(-?[0-9.]+)/pitch(-?[0-9.]+)")
 
 
@@ -143,6 +133,9 @@ def parse_view_settings(text: str) -> tuple[int, int, float, float]:
     return int(match.group(1)), int(match.group(2)), float(match.group(3)), float(match.group(4))
 
 
+DEFAULT_VIEW_SETTINGS = format_view_settings(*DEFAULT_SETTINGS)  # '640x640/fov90/pitch0'
+
+
 def _settings_params(view_settings: str | None) -> dict[str, object]:
     text = view_settings or DEFAULT_VIEW_SETTINGS
     width, height, fov, pitch = parse_view_settings(text)
@@ -155,38 +148,37 @@ def _size_fov_pitch(view_settings: str | None) -> dict[str, object]:
     return params
 
 
-def map_view_settings(lake: Lake, map_name: str) -> tuple[str, tuple[int, ...] | None]:
-    """The view settings and headings of a map's views that embed pools: what the map's latest
-    fetch asked for (``map_views``), else (a lake fetched before that was recorded) the settings
-    covering most of its places, the latest of equals, with every heading
-    (``sql/embed/map_settings.sql``); the default when the map has no 'ok' view."""
+def map_view_settings(lake: Lake, map_name: str) -> str:
+    """The view settings of a map's views that embed pools: what the map's latest fetch asked
+    for (``map_views``), else (a lake fetched before that was recorded) the settings covering most
+    of its places, the latest of equals (``sql/embed/map_settings.sql``); the default when the
+    map has no 'ok' view."""
     rows = lake.query(load_sql("embed/map_settings"), {"map": map_name}).to_pylist()
     if not rows:
-        return DEFAULT_VIEW_SETTINGS, None
+        return DEFAULT_VIEW_SETTINGS
     r = rows[0]
-    width, height = (r["width"], r["height"]) if r["width"] is not None else parse_view_settings(DEFAULT_VIEW_SETTINGS)[:2]
-    headings = tuple(sorted(r["headings"])) if r["headings"] else None
-    return format_view_settings(width, height, r["fov"], r["pitch"]), headings
+    width, height = (r["width"], r["height"]) if r["width"] is not None else DEFAULT_SETTINGS[:2]
+    return format_view_settings(width, height, r["fov"], r["pitch"])
 
 
 def with_map_view_settings(lake: Lake, map_name: str, options: "EmbedOptions") -> "EmbedOptions":
     """``options`` with ``view_settings`` and ``headings`` set: as given, else ``size``/``fov``/
     ``pitch`` where named and the map's own (``map_view_settings``) for the rest; the headings
-    those of the map's latest fetch at the settings chosen (``sql/embed/map_headings.sql``)."""
-    own_settings, own_headings = map_view_settings(lake, map_name)
+    those of the map's latest fetch at the settings chosen (``sql/embed/map_headings.sql``).
+    Settings already resolved are not looked up again."""
     if options.view_settings is not None:
         chosen = format_view_settings(*parse_view_settings(options.view_settings))
     else:
         named = (options.size, options.fov, options.pitch)
-        width, height, fov, pitch = parse_view_settings(DEFAULT_VIEW_SETTINGS if all(v is not None for v in named) else own_settings)
+        width, height, fov, pitch = parse_view_settings(
+            DEFAULT_VIEW_SETTINGS if all(v is not None for v in named) else map_view_settings(lake, map_name)
+        )
         if options.size is not None:
-            width, height = _parse_size(options.size)
+            width, height = parse_size(options.size)
         fov = fov if options.fov is None else float(options.fov)
         pitch = pitch if options.pitch is None else float(options.pitch)
         chosen = format_view_settings(width, height, fov, pitch)
-    headings = options.headings
-    if headings is None:
-        headings = own_headings if chosen == own_settings else map_headings(lake, map_name, chosen)
+    headings = options.headings if options.headings is not None else map_headings(lake, map_name, chosen)
     return replace(options, view_settings=chosen, headings=headings)
 
 

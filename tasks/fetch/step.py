@@ -91,7 +91,9 @@ __all__ = [
     "ImageRowWriter",
     "SharedViews",
     "checked_source",
+    "check_angles",
     "parse_headings",
+    "parse_size",
     "fetch_batch",
     "fetch_map",
     "gc_blobs",
@@ -150,13 +152,8 @@ class FetchOptions:
                 headings.append(int(value))
         if not headings:
             raise SvclusterError("--headings: give at least one heading")
-        match = re.fullmatch(r"(\d+)x(\d+)", str(self.size).strip().lower())
-        if not match or not all(1 <= int(s) <= MAX_SIDE for s in match.groups()):
-            raise SvclusterError(f"--size must be WIDTHxHEIGHT with sides from 1 to {MAX_SIDE}, not {self.size!r}")
-        if not 10 <= self.fov <= 120:
-            raise SvclusterError(f"--fov must be from 10 to 120 degrees, not {self.fov:g}")
-        if not -90 <= self.pitch <= 90:
-            raise SvclusterError(f"--pitch must be from -90 to 90 degrees, not {self.pitch:g}")
+        width, height = parse_size(self.size)
+        check_angles(self.fov, self.pitch)
         if not 1 <= self.concurrency <= 512:
             raise SvclusterError(f"--concurrency must be from 1 to 512, not {self.concurrency}")
         if self.qps < 0:
@@ -166,7 +163,7 @@ class FetchOptions:
         if self.chunk_rows < 1 or self.flush_seconds <= 0:
             raise SvclusterError("--chunk-rows must be at least 1 and flush_seconds positive")
         source = checked_source(self.source)
-        size = f"{int(match.group(1))}x{int(match.group(2))}"
+        size = f"{width}x{height}"
         return replace(
             self, headings=tuple(headings), size=size, fov=float(self.fov), pitch=float(self.pitch),
             official_only=bool(self.official_only), source=source,
@@ -177,6 +174,23 @@ class FetchOptions:
         """(width, height) of ``size`` (options already checked)."""
         width, height = self.size.split("x")
         return int(width), int(height)
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"640x640"`` -> (640, 640): the Static API's ``size`` (each side at most 640), or
+    SvclusterError naming ``--size``."""
+    match = re.fullmatch(r"(\d+)x(\d+)", str(size).strip().lower())
+    if not match or not all(1 <= int(v) <= MAX_SIDE for v in match.groups()):
+        raise SvclusterError(f"--size must be WIDTHxHEIGHT with sides from 1 to {MAX_SIDE}, not {size!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_angles(fov: float | None, pitch: float | None) -> None:
+    """The Static API's ``fov`` (10-120) and ``pitch`` (-90..90), where given; SvclusterError otherwise."""
+    if fov is not None and not 10 <= fov <= 120:
+        raise SvclusterError(f"--fov must be from 10 to 120 degrees, not {fov:g}")
+    if pitch is not None and not -90 <= pitch <= 90:
+        raise SvclusterError(f"--pitch must be from -90 to 90 degrees, not {pitch:g}")
 
 
 def parse_headings(text: str) -> tuple[int, ...]:
