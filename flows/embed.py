@@ -23,7 +23,6 @@ from svcluster.flows.retries import retry_unless_user_error
 from svcluster.flows.runner import run_windowed
 from svcluster.sql import load_sql
 from svcluster.tasks.batches import chunked
-from svcluster.flows.fetch import compact_task
 from svcluster.tasks.lake.store import open_lake
 from svcluster.tasks.progress import NullProgress
 from svcluster.tasks.settings import load_settings
@@ -124,8 +123,6 @@ def embed_flow(
         run_windowed(lambda batch: embed_batch_task.submit(lake_uri, batch, options), batches, parallelism or 1, done)
     finally:
         progress.finish()
-    if batches:
-        compact_task(lake_uri, ["embeddings", "embedding_views"])
     coverage = embedding_status_task(lake_uri, map_name)
     table_artifact(artifact_key("embed-status", map_name), coverage, f"embeddings of {map_name}'s locations")
     logger.info("embedded %d locations of %s in %d batches", sum(len(b) for b in batches), map_name, len(batches))

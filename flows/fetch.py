@@ -28,7 +28,6 @@ from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import check_map_blobs
 from svcluster.tasks.fetch.step import FetchItem, FetchOptions, FetchStats, fetch_batch, gc_blobs, plan_fetch, record_map_views, replan_batch
 from svcluster.tasks.batches import chunked
-from svcluster.tasks.lake.maintenance import compact_fragmented
 from svcluster.tasks.lake.store import open_lake
 from svcluster.tasks.progress import NullProgress
 from svcluster.tasks.settings import Settings, load_settings
@@ -142,13 +141,6 @@ def gc_blobs_task(lake_uri: str) -> int:
     return gc_blobs(open_lake(lake_uri)).removed
 
 
-@task(name="lake-compact", retries=1, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
-def compact_task(lake_uri: str, tables: list[str]) -> int:
-    """Compact the tables a step's batches wrote when they hold many small files (each batch
-    commits its own); returns the tables compacted."""
-    return len(compact_fragmented(open_lake(lake_uri), tables))
-
-
 @task(name="image-status", retries=1, retry_delay_seconds=5, timeout_seconds=600, cache_policy=NO_CACHE)
 def image_status_task(lake_uri: str, map_name: str) -> list[dict[str, Any]]:
     """The map's view counts per status (ok / no_imagery / skipped / failed)."""
@@ -192,8 +184,6 @@ def fetch_flow(
     finally:
         progress.finish()
     removed = gc_blobs_task(lake_uri) if batches else 0
-    if batches:
-        compact_task(lake_uri, ["images"])
     counts = image_status_task(lake_uri, map_name)
     table_artifact(artifact_key("fetch-status", map_name), counts, f"Street View views of {map_name} by status")
     logger.info("fetched %d views of %s in %d batches (%d ok, %d no imagery, %d skipped as third-party, %d failed)",

@@ -49,8 +49,8 @@ def embeddings(lake, pooling: str = "mean") -> dict[str, dict]:
 
 COUNT_SQL = {"embeddings": "SELECT count(*) FROM embeddings", "embedding_views": "SELECT count(*) FROM embedding_views"}
 def rows_written(lake, table: str) -> int:
-    """Rows every commit of ``table`` wrote (inserted or replacing a row), from its Delta history."""
-    return sum((c.rows_added or 0) + (c.rows_updated or 0) for c in lake.history(table) if c.operation == "MERGE")
+    """Rows every write of ``table`` added or replaced (appends and merges), from its Delta history."""
+    return sum((c.rows_added or 0) + (c.rows_updated or 0) for c in lake.history(table) if c.operation in ("WRITE", "MERGE"))
 
 
 def raw_count(lake, table: str) -> int:

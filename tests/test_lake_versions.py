@@ -13,9 +13,9 @@ import pytest
 
 from svcluster.flows.cli import main
 from svcluster.tasks.errors import LakeError
-from svcluster.tasks.lake.maintenance import compact_fragmented, optimize_lake, vacuum_tables
+from svcluster.tasks.lake.maintenance import optimize_lake, vacuum_tables
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
-from svcluster.tasks.lake.store import open_lake
+from svcluster.tasks.lake.store import MAX_FILES_PER_TABLE, open_lake
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -54,9 +54,11 @@ def test_sql_as_of_a_version_or_a_time_and_history(lake, capsys) -> None:
     assert code == 1 and "--as-of" in err
     code, out, err = run(capsys, "--lake", lake.uri, "--json", "lake", "history", "images")
     assert code == 0, err
-    merges = [c for c in json.loads(out) if c["operation"] == "MERGE"]
-    assert [(c["rows_added"], c["rows_updated"]) for c in merges] == [(3, 0), (2, 0), (0, 5)]
-    assert [c["lake_version"] for c in merges] == sorted(c["lake_version"] for c in merges)
+    writes = [c for c in json.loads(out) if c["operation"] in ("WRITE", "MERGE")]
+    # new keys are appended; rows replacing keys already there are a merge
+    assert [(c["operation"], c["rows_added"], c["rows_updated"]) for c in writes] == [
+        ("WRITE", 3, None), ("WRITE", 2, None), ("MERGE", 0, 5)]
+    assert [c["lake_version"] for c in writes] == sorted(c["lake_version"] for c in writes)
 
 
 def test_writing_the_same_rows_twice_adds_nothing_and_immutable_runs_keep_their_first_row(lake) -> None:
@@ -78,19 +80,20 @@ def test_assignments_are_seen_with_their_run_or_not_at_all(lake) -> None:
 
 
 def test_compaction_bounds_the_files_and_vacuum_removes_the_replaced_ones(lake, capsys) -> None:
-    for i in range(6):
+    for i in range(MAX_FILES_PER_TABLE):
         lake.append("images", images(10, start=10 * i))
-    assert len(lake.table_files("images")) == 6
-    assert compact_fragmented(lake, ["images"], max_files=8) == []  # few enough: left alone
-    [c] = compact_fragmented(lake, ["images"], max_files=4)
-    assert (c.files_before, c.files_after) == (6, 1) and count(lake) == 60
+    assert len(lake.table_files("images")) == MAX_FILES_PER_TABLE  # a file per batch, up to the bound
+    lake.append("images", images(10, start=10 * MAX_FILES_PER_TABLE))  # one more: the table is compacted
+    assert len(lake.table_files("images")) == 1 and count(lake) == 10 * (MAX_FILES_PER_TABLE + 1)
     data = lambda: [p for p in lake.list("tables/images") if p.endswith(".parquet") and "/_" not in p]  # noqa: E731
-    assert len(data()) == 7  # the replaced files stay for time travel ...
+    assert len(data()) == MAX_FILES_PER_TABLE + 2  # the replaced files stay for time travel ...
     assert vacuum_tables(lake, retain_hours=24).files_removed["images"] == 0  # ... while they are young
     code, out, err = run(capsys, "--lake", lake.uri, "--json", "lake", "vacuum", "--retain", "0")
     assert code == 0, err
-    assert json.loads(out)["table_files_removed"]["images"] == 6 and len(data()) == 1 and count(lake) == 60
-    assert all(c.files_after <= 1 for c in optimize_lake(lake))
+    assert json.loads(out)["table_files_removed"]["images"] == MAX_FILES_PER_TABLE + 1
+    assert len(data()) == 1 and count(lake) == 10 * (MAX_FILES_PER_TABLE + 1)
+    lake.append("images", images(10, start=1000))
+    assert [(c.files_before, c.files_after) for c in optimize_lake(lake, ["images"])] == [(2, 1)]
 
 
 def test_vacuum_removes_orphan_blobs_and_stale_caches(lake, capsys) -> None:

@@ -46,7 +46,6 @@ import pyarrow as pa
 from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import DEFAULT_SETTINGS, BadView, mark_failed, missing_reason, unreadable_reason
 from svcluster.tasks.errors import LakeError, NotFoundError, SvclusterError
-from svcluster.tasks.lake.maintenance import compact_fragmented
 from svcluster.tasks.lake.store import Connection, Lake, open_lake
 from svcluster.tasks.batches import chunked
 from svcluster.tasks.fetch.step import check_angles, parse_size
@@ -376,7 +375,6 @@ def embed_map(lake: Lake, map_name: str, options: EmbedOptions, progress: Progre
                 stats.add(s)
         finally:
             progress.finish()
-        compact_fragmented(lake, ["embeddings", "embedding_views"])  # one file per batch: keep the tables' few
     seconds = time.perf_counter() - started
     images = stats.views_embedded
     return EmbedResult(

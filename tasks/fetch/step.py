@@ -53,7 +53,6 @@ import pyarrow as pa
 from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import BlobCheck, check_map_blobs
 from svcluster.tasks.errors import NotFoundError, SvclusterError
-from svcluster.tasks.lake.maintenance import compact_fragmented
 from svcluster.tasks.lake.store import Lake, open_lake
 from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
@@ -775,8 +774,6 @@ def fetch_map(
     stats = fetch_batch(lake.uri, plan.items, settings, options, progress) if plan.items else FetchStats()
     stats.skipped = plan.skipped
     removed = gc_blobs(lake).removed if plan.items else 0
-    if plan.items:
-        compact_fragmented(lake, ["images"])  # every batch committed its own files: keep the table's few
     return with_blob_check(result_of(map_name, "api", plan, stats, removed), check)
 
 

@@ -2,10 +2,13 @@
 
 Each table is a Delta table at ``tables/<name>/`` under the lake root: Parquet data files and a
 ``_delta_log/`` of JSON commits. Every write is one commit, so readers see all of it or nothing.
-Keyed writes are merges on the table's key (``TableSpec.key``): a row with a key already there
+Keyed writes are upserts on the table's key (``TableSpec.key``): a row with a key already there
 replaces it (an immutable table keeps the first), so writing the same rows twice adds nothing.
-Two writers of one table both commit: a commit that conflicts with one made meanwhile is run
-again on the new version (``COMMIT_ATTEMPTS``).
+Rows whose keys the table surely lacks (``KeyIndex``) are appended, so a batch of new rows costs the
+same however large the table is; the others take a merge. Two writers of one table both commit: a
+merge that conflicts with a commit made meanwhile is run again on the new version
+(``COMMIT_ATTEMPTS``), and an append checks the commits made since it looked, replacing in one
+commit the rows another writer added with the same keys meanwhile.
 
 A *lake version* counts every commit of every table: version N is the lake after its Nth commit
 (in commit-time order), which fixes each table's version (``lake_versions``).
@@ -21,18 +24,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from svcluster.tasks.errors import LakeError
+from svcluster.tasks.lake.key_index import KeyHasher, KeyIndex, key_columns, read_data_file
 from svcluster.tasks.lake.schemas import TableSpec
 
 COMMIT_ATTEMPTS = 30  # a conflicting commit is retried on the newer version this many times
-# Keep every commit file: the duckdb CLI's init file and `lake history` read them (a checkpoint
-# is still written every 100 commits for delta-rs, Spark, Polars ...).
-TABLE_CONFIGURATION = {"delta.enableExpiredLogCleanup": "false"}
+# Keep every commit file: the duckdb CLI's init file and `lake history` read them. A checkpoint
+# every 10 commits bounds what opening a table reads (delta-rs reads every commit since the last
+# checkpoint: a request each on S3).
+TABLE_CONFIGURATION = {"delta.enableExpiredLogCleanup": "false", "delta.checkpointInterval": "10"}
 
 _STEP = {"name": "svcluster"}  # what the process is doing, recorded in each commit (lake history)
 
@@ -110,14 +116,38 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return sql_string(value)
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return repr(value)
+    raise TypeError(f"no SQL literal for a key value of type {type(value).__name__}")
+
+
+def _key_predicate(columns: Sequence[str], values: Sequence[Any]) -> str:
+    """One key as a delta-rs predicate (null-safe)."""
+    parts = [f"{_quote(c)} IS NULL" if v is None else f"{_quote(c)} = {_literal(v)}" for c, v in zip(columns, values)]
+    return "(" + " AND ".join(parts) + ")"
+
+
 class DeltaTables:
     """The Delta tables of one lake: opening, creating, writing and reading their states."""
 
-    def __init__(self, root_uri: str, storage_options: Mapping[str, str]):
+    def __init__(self, root_uri: str, storage_options: Mapping[str, str], filesystem: Any = None):
         self.root_uri = root_uri
         self.options = dict(storage_options)
+        self.filesystem = filesystem  # an fsspec filesystem for reading data files (None: local)
         self._handles: dict[str, DeltaTable] = {}
         self._lock = threading.Lock()
+        self._hasher = KeyHasher()
+        self._indexes: dict[str, KeyIndex] = {}
+        self._table_locks: dict[str, threading.RLock] = {}  # a table's handle: its updates and writes
+
+    def _table_lock(self, table: str) -> threading.RLock:
+        with self._lock:
+            return self._table_locks.setdefault(table, threading.RLock())
 
     def uri(self, table: str) -> str:
         return f"{self.root_uri}/tables/{table}"
@@ -149,7 +179,7 @@ class DeltaTables:
 
     def latest(self, table: str) -> DeltaTable | None:
         """A cached handle brought up to the table's latest version."""
-        with self._lock:
+        with self._table_lock(table):
             dt = self._handles.get(table)
             if dt is None:
                 dt = self.open(table)
@@ -162,19 +192,84 @@ class DeltaTables:
 
     def state(self, table: str, version: int | None = None) -> TableState:
         """The files holding ``table``'s rows, now or at ``version``."""
-        if version is None:
-            dt = self.latest(table)
-        else:
+        if version is not None:
             dt = self.open(table, version)
-        if dt is None:
-            return TableState(table, None, ())
-        return TableState(table, dt.version(), tuple(dt.file_uris()))
+            return TableState(table, None, ()) if dt is None else TableState(table, dt.version(), tuple(dt.file_uris()))
+        with self._table_lock(table):
+            dt = self.latest(table)
+            return TableState(table, None, ()) if dt is None else TableState(table, dt.version(), tuple(dt.file_uris()))
 
     # ---- writes -------------------------------------------------------------------------------
+    def upsert(self, spec: TableSpec, rows: pa.Table) -> int:
+        """Write ``rows`` on the table's key as one commit: appended when the table surely lacks
+        every key (``KeyIndex``), else merged. Returns the table's version."""
+        with self._table_lock(spec.name):
+            dt = self.latest(spec.name)
+            if dt is None:
+                self.create(spec)
+                dt = self.latest(spec.name)
+            index = self._indexes.get(spec.name)
+            if index is None:
+                index = self._indexes[spec.name] = KeyIndex(spec, self.filesystem, self._hasher)
+            hashes = self._hasher(key_columns(spec, rows))
+            before = set(dt.file_uris())
+            index.sync(before)
+            if index.may_hold(hashes):
+                return self.merge(spec, rows)
+            read_version = dt.version()
+            write_deltalake(
+                dt, for_delta(rows), mode="append", schema_mode="merge",
+                commit_properties=_commit_properties(rows=rows.num_rows),
+            )
+            dt.update_incremental()
+            version = dt.version()
+            if version > read_version + 1:  # others committed since we looked: did they add our keys?
+                theirs = set(self.open(spec.name, version - 1).file_uris()) - before
+                index.sync(before | theirs)
+                if index.may_hold(hashes, sorted(theirs)):
+                    return self._replace_raced(spec, rows, sorted(theirs), index)
+            return version
+
+    def _replace_raced(self, spec: TableSpec, rows: pa.Table, theirs: Sequence[str], index: KeyIndex) -> int:
+        """Another writer added some of ``rows``' keys between our look and our append: the
+        table holds those keys twice. Replace both copies by one (ours, the later write; theirs
+        on an immutable table) in one commit."""
+        ours = key_columns(spec, rows)
+        mine = {tuple(r.values()): i for i, r in enumerate(ours.to_pylist())}
+        raced: set[tuple] = set()
+        kept = []
+        for f in theirs:
+            keys = index.read_keys(f).to_pylist()
+            hits = [i for i, r in enumerate(keys) if tuple(r.values()) in mine]
+            if hits:
+                raced.update(tuple(keys[i].values()) for i in hits)
+                if spec.immutable:
+                    kept.append(read_data_file(f, self.filesystem).take(hits))
+        if not raced:
+            return self.latest(spec.name).version()  # a hash collision: no key is there twice
+        if spec.immutable:
+            winners = pa.concat_tables([for_delta(t) for t in kept], promote_options="permissive")
+        else:
+            winners = for_delta(rows).take(sorted(mine[k] for k in raced))
+        predicate = " OR ".join(_key_predicate(spec.key, k) for k in sorted(raced, key=repr))
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                write_deltalake(
+                    self.uri(spec.name), winners, mode="overwrite", predicate=predicate, schema_mode="merge",
+                    storage_options=self.options, commit_properties=_commit_properties(rows=winners.num_rows, raced=len(raced)),
+                )
+                return self.latest(spec.name).version()
+            except CommitFailedError:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+        raise AssertionError("unreachable")
+
     def merge(self, spec: TableSpec, rows: pa.Table, delete_missing_of: str | None = None) -> int:
-        """Upsert ``rows`` on the table's key as one commit (retried on a conflict). An immutable
-        table only inserts new keys. ``delete_missing_of``: also delete the rows whose first key
-        column has this value and that ``rows`` lacks (a map replaced whole). Returns the version."""
+        """Upsert ``rows`` on the table's key as one merge commit (retried on a conflict). An
+        immutable table only inserts new keys. ``delete_missing_of``: also delete the rows whose
+        first key column has this value and that ``rows`` lacks (a map replaced whole). Returns
+        the version."""
         rows = for_delta(rows)
         # Null-safe on every key column: a key part may be null (a folder import's map_views row
         # has no size; rows migrated from the previous format may lack a view's settings).

@@ -17,11 +17,8 @@ import pyarrow.compute as pc
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.legacy import read_legacy_table
 from svcluster.tasks.lake.schemas import TABLES
-from svcluster.tasks.lake.store import Lake, conform
+from svcluster.tasks.lake.store import TARGET_FILE_BYTES, Lake, conform
 
-# A table with more data files than this after a step is compacted (pipeline and steps).
-MAX_FILES_BEFORE_COMPACTION = 32
-TARGET_FILE_BYTES = 128 * 1024 * 1024  # optimize's target size of a data file
 DEFAULT_RETAIN_HOURS = 168.0  # vacuum keeps a week of versions to time-travel to
 LEGACY_FOLDER = "legacy"  # where migrate moves the previous format's table folders
 
@@ -64,18 +61,6 @@ def optimize_lake(lake: Lake, tables: list[str] | None = None, target_size: int 
         if before > 1:
             lake.compact(name, target_size)
         out.append(TableCompaction(name, before, len(lake.table_files(name))))
-    return out
-
-
-def compact_fragmented(lake: Lake, tables: list[str], max_files: int = MAX_FILES_BEFORE_COMPACTION) -> list[TableCompaction]:
-    """Compact the tables a step wrote when they hold more than ``max_files`` data files, so a
-    lake keeps a bounded number of files per table however many batches wrote it."""
-    out = []
-    for name in tables:
-        before = len(lake.table_files(name))
-        if before > max_files:
-            lake.compact(name, TARGET_FILE_BYTES)
-            out.append(TableCompaction(name, before, len(lake.table_files(name))))
     return out
 
 

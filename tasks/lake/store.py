@@ -40,7 +40,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -55,9 +56,15 @@ from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.delta import Commit, DeltaTables, TableState, for_delta, latest_per_key, parse_as_of, versions_at
+from svcluster.tasks.lake.s3_reads import table_reader_fs
+from svcluster.tasks.lake.table_needs import tables_read
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
 TMP_DIR = "_tmp"
+# A keyed write that leaves a table with more data files than this compacts it, so every table
+# keeps a bounded number of files however many batches wrote it.
+MAX_FILES_PER_TABLE = 32
+TARGET_FILE_BYTES = 128 * 1024 * 1024  # a compaction's target size of a data file
 INIT_FILE = "svcluster.sql"  # the views for the plain duckdb CLI, at a local lake's root
 LakeMode = Literal["create", "write", "read"]
 
@@ -125,9 +132,10 @@ class Lake:
         if self.uri.startswith(("s3://", "s3a://")):
             # Other processes add files to the lake: never answer a listing from a stale cache.
             options.setdefault("use_listings_cache", False)
+        self.fs_options = options
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
-        self.delta = DeltaTables(self.root_url, delta_storage_options(self.uri, options))
+        self.delta = DeltaTables(self.root_url, delta_storage_options(self.uri, options), None if self.is_local else self.fs)
 
     # ---- paths -----------------------------------------------------------------------------
     def path(self, relpath: str) -> str:
@@ -364,13 +372,17 @@ class Lake:
 
     # ---- tables ----------------------------------------------------------------------------
     def append(self, table: str, rows: pa.Table) -> int | None:
-        """Write rows to a table as one commit, merged on the table's key (a row whose key is
+        """Write rows to a table as one commit, upserted on the table's key (a row whose key is
         there replaces it; an immutable table keeps its first). Returns the table's version."""
         if rows.num_rows == 0:
             return None
         table_spec = spec(table)
         rows = latest_per_key(conform(table_spec, rows), table_spec.key)
-        return self._write(lambda: self.delta.merge(table_spec, rows), table_spec.name)
+        version = self._write(lambda: self.delta.upsert(table_spec, rows), table_spec.name)
+        if len(self.delta.state(table_spec.name).files) > MAX_FILES_PER_TABLE:
+            self.compact(table_spec.name, TARGET_FILE_BYTES)  # files left by earlier batches: a few now
+            version = self.table_version(table_spec.name)
+        return version
 
     def replace(self, table: str, name: str, rows: pa.Table) -> int:
         """Make ``rows`` all the rows of ``table`` whose first key column is ``name`` (a map
@@ -443,20 +455,24 @@ class Lake:
         when = parse_as_of(as_of) if isinstance(as_of, str) else as_of
         return versions_at(self.delta.commits(list(TABLES), self._commit_infos), list(TABLES), when)
 
-    def states(self, versions: Mapping[str, int | None] | None = None) -> dict[str, TableState]:
-        """Every table's files, now or at the given versions (None: the table did not exist)."""
-        out = {}
-        for name in TABLES:
+    def states(self, versions: Mapping[str, int | None] | None = None, names: Sequence[str] | None = None) -> dict[str, TableState]:
+        """Every table's files (or those ``names``), now or at the given versions (None: the
+        table did not exist)."""
+        names = list(TABLES) if names is None else list(names)
+        def one(name: str) -> TableState:
             if versions is None:
-                out[name] = self.delta.state(name)
-            elif versions.get(name) is None:
-                out[name] = TableState(name, None, ())
-            else:
-                out[name] = self.delta.state(name, versions[name])
-        return out
+                return self.delta.state(name)
+            if versions.get(name) is None:
+                return TableState(name, None, ())
+            return self.delta.state(name, versions[name])
+
+        if self.is_local or len(names) < 2:
+            return {name: one(name) for name in names}
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="lake-state") as pool:
+            return dict(zip(names, pool.map(one, names)))  # on S3 each table's log is requests: at once
 
     # ---- DuckDB ----------------------------------------------------------------------------
-    def connect(self, as_of: str | int | datetime | None = None) -> duckdb.DuckDBPyConnection:
+    def connect(self, as_of: str | int | datetime | None = None, reads: Collection[str] | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with the lake's views (``sql/lake/views.sql``); close it when done.
 
         The views read ``lake_<table>``: a view over the Parquet files of the table's current
@@ -464,6 +480,8 @@ class Lake:
         defined once per lake and process in an in-memory database, each call returns a new
         cursor on it, and the file lists are brought up to the tables' latest versions first (a
         cheap check of each table's log): a connection sees every commit made before it opened.
+        ``reads``: the only tables the connection's queries read (``tables_read`` of their SQL;
+        default every table): only those are brought up to date (on S3, requests per table).
         ``as_of`` (a lake version or a time): a private database over the tables as they were.
         """
         if as_of is not None:
@@ -472,20 +490,21 @@ class Lake:
             con.execute("SET VARIABLE lake_root = ?", [self.root_url])
             return con
         try:
-            states = self.states()
+            states = self.states(names=None if reads is None else [t for t in TABLES if t in reads])
         except (OSError, DeltaError) as exc:
             raise LakeError(f"cannot read the lake at {self.uri}: {_reason(exc)}") from None
         key = self._database_key()
         with _DATABASES_LOCK:
             entry = _DATABASES.get(key)
-            if entry is None:
+            if entry is None:  # [database, the states of the tables bound (the others read as empty)]
                 entry = _DATABASES[key] = [self._open_database(states), states]
                 while len(_DATABASES) > _DATABASES_KEPT:
                     _DATABASES.popitem(last=False)
-            elif entry[1] != states:
+            else:
                 changed = [s for name, s in states.items() if entry[1].get(name) != s]
-                _bind_tables(entry[0], changed)
-                entry[1] = states
+                if changed:
+                    _bind_tables(entry[0], changed)
+                    entry[1] = {**entry[1], **states}
             _DATABASES.move_to_end(key)
             con = entry[0].cursor()
         con.execute("SET VARIABLE lake_root = ?", [self.root_url])
@@ -500,8 +519,8 @@ class Lake:
         key = self._database_key()
         with _DATABASES_LOCK:
             entry = _DATABASES.get(key)
-            if entry is None:
-                return
+            if entry is None or table not in entry[1]:
+                return  # not bound here yet: bound when a query reads it
             state = self.delta.state(table)
             if entry[1].get(table) != state:
                 _bind_tables(entry[0], [state])
@@ -509,13 +528,13 @@ class Lake:
 
     def _open_database(self, states: Mapping[str, TableState]) -> duckdb.DuckDBPyConnection:
         db = duckdb.connect()
-        db.execute("SET enable_external_file_cache = false")
+        db.execute("SET parquet_metadata_cache = true")  # a data file never changes: plan its footer once
         if not self.is_local:
-            db.register_filesystem(self.fs)
+            db.register_filesystem(table_reader_fs(self.fs_options))
         db.execute("SET VARIABLE lake_root = ?", [self.root_url])
         try:
             db.execute("CREATE TABLE lake_files (table_name VARCHAR, uri VARCHAR)")
-            _bind_tables(db, list(states.values()))
+            _bind_tables(db, [states.get(name) or TableState(name, None, ()) for name in TABLES])
             db.execute(catalog_sql())
         except duckdb.Error as exc:
             db.close()
@@ -524,7 +543,7 @@ class Lake:
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
         """Run one SQL statement against the lake's views; the result as an Arrow table."""
-        with self.connect() as con:
+        with self.connect(reads=tables_read(sql, TABLES)) as con:
             return con.sql(sql, params=params).to_arrow_table()
 
     def query_script(self, script: str, as_of: str | int | datetime | None = None) -> tuple[pa.Table | None, int]:
@@ -533,7 +552,7 @@ class Lake:
         return the last statement's result (None if it has none) and how many statements
         ran: 0 when the script holds nothing but blanks, comments and semicolons.
         ``as_of``: against the lake as it was at that lake version or time."""
-        with self.connect(as_of) as con:
+        with self.connect(as_of, reads=tables_read(script, TABLES)) as con:
             statements = con.extract_statements(script)
             if not statements:
                 return None, 0
@@ -547,7 +566,7 @@ class Lake:
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None, batch_rows: int = 100_000
     ) -> Iterator[pa.RecordBatch]:
         """Stream a query's result in Arrow record batches (memory stays flat)."""
-        with self.connect() as con:
+        with self.connect(reads=tables_read(sql, TABLES)) as con:
             reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
             yield from reader
 
