@@ -204,6 +204,7 @@
 
   function pin(j) {
     pinned = j; requestDraw();
+    document.documentElement.setAttribute("data-map-pinned", String(j));
     window.svcReport.onPin.forEach(function (f) { f(j); });  // linked views (the atlas)
     var box = document.getElementById("pinned"); box.textContent = "";
     if (j < 0) { box.appendChild(el("p", { class: "muted", text: "Click a point on the map." })); return; }
