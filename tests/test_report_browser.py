@@ -1,7 +1,8 @@
 """The report in a real headless Chromium (Debian's ``chromium``): it renders the map and every
 cluster section without console errors, pins a location with its views, a screenshot is not
-blank, and the atlas answers real mouse events (hover, click, lasso, box, download; tests/cdp.py). Chromium is installed here when missing and we are root; otherwise the test fails
-with a clear message (never skipped)."""
+blank, and the atlas answers real mouse events (hover, click, lasso, box, download; tests/cdp.py).
+Chromium is installed here when missing and we are root; otherwise the test fails with a clear
+message (never skipped)."""
 
 from __future__ import annotations
 
