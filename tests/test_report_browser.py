@@ -1,7 +1,8 @@
 """The report in a real headless Chromium (Debian's ``chromium``): it renders the map and every
-cluster section without console errors, pins a location with its views, and a screenshot is
-not blank. Chromium is installed here when missing and we are root; otherwise the test fails
-with a clear message (never skipped)."""
+cluster section without console errors, pins a location with its views, a screenshot is not
+blank, and the atlas answers real mouse events (hover, click, lasso, box, download; tests/cdp.py).
+Chromium is installed here when missing and we are root; otherwise the test fails with a clear
+message (never skipped)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,9 @@ from PIL import Image
 
 from svcluster.flows.cli import main
 from svcluster.tasks.report.page import build_report
+from tests.cdp import CHROMIUM_FLAGS, Browser
 from tests.report_helpers import synthetic_map, write_sweep
 
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-)
 
 
 def ensure_chromium() -> str:
@@ -73,7 +72,8 @@ def report(tmp_path_factory) -> tuple[Path, dict]:
     m = synthetic_map(lake, folder, 400, dim=32, views=300)
     runs = write_sweep(lake, m)
     result = build_report(lake, runs[5], folder / "report")
-    return Path(result.html), {"clusters": result.clusters, "lookalikes": result.lookalikes, "png": result.png}
+    return Path(result.html), {"clusters": result.clusters, "lookalikes": result.lookalikes, "png": result.png,
+                               "lake": lake, "run": runs[5]}
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +222,184 @@ def test_atlas_renders_and_its_selection_downloads_a_map(chromium, report, tmp_p
     assert {(c["lat"], c["lng"]) for c in coords} == want
     assert all(c["panoId"] and isinstance(c["heading"], (int, float)) and c["extra"]["tags"][0].startswith("k5-c") for c in coords)
     assert dom.count("<tr data-point=") == min(200, int(inside.sum()))
+
+
+# ---- the atlas with a real mouse (issue 19.1) ------------------------------------------------
+# Pixel positions come from the page's own data: a point's atlas coordinates (x, y in [-1, 1], y
+# up) scaled into the canvas as atlas.js lays it out (a square of the canvas' shorter side less
+# ATLAS_PAD on each side, centred), and a place's map position from the map's bounds through the
+# report's equirectangular projection (geo.Projection, which the PNG uses too).
+ATLAS_PAD = 10
+SHIFT = 8  # CDP's modifier bit for the shift key
+
+
+def page_json(html: Path) -> dict:
+    import json
+
+    return json.loads(re.search(r'id="report-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.DOTALL).group(1))
+
+
+def atlas_on_screen(b: Browser, data: dict) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
+    """Every point's viewport position on the atlas canvas (scrolled into view), and the canvas rect."""
+    rect = b.evaluate("(() => { const c = document.getElementById('atlas'); c.scrollIntoView({block: 'center'});"
+                      " const r = c.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()")
+    left, top, w, h = rect
+    half = (min(w, h) - 2 * ATLAS_PAD) / 2
+    x = left + w / 2 + np.asarray(data["atlas"]["x"]) * half
+    y = top + h / 2 - np.asarray(data["atlas"]["y"]) * half
+    return x, y, tuple(rect)
+
+
+def next_frames(b: Browser) -> None:
+    b.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def test_atlas_hover_shows_views_and_click_pins_the_place_on_the_map(chromium, report, tmp_path):
+    """Hover a sampled place's pixel: the atlas panel shows that place's views; click it: the
+    place is pinned (its views beside the map) and ringed on the geographic map and the atlas."""
+    from svcluster.tasks.report.geo import Projection
+
+    html, _ = report
+    data = page_json(html)
+    with Browser(chromium, tmp_path / "profile", html.as_uri()) as b:
+        b.wait_for("document.documentElement.getAttribute('data-rendered') === '1'")
+        x, y, _ = atlas_on_screen(b, data)
+        # a sampled place with views that no other point sits within 3 px of
+        d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+        np.fill_diagonal(d, np.inf)
+        sample = next(s for s in data["samples"] if len(s["views"]) == 4 and d[s["p"]].min() > 3)
+        j = sample["p"]
+        b.mouse("mouseMoved", x[j] - 40, y[j] - 40)
+        b.mouse("mouseMoved", x[j], y[j])
+        tip = b.evaluate("(() => { const t = document.getElementById('atlas-tooltip');"
+                         " return {hidden: t.hidden, text: t.textContent, src: [...t.querySelectorAll('img')].map(i => i.getAttribute('src'))}; })()")
+        assert not tip["hidden"]
+        assert tip["src"] == [v["src"] for v in sample["views"]], "the hover panel shows this place's four views"
+        assert f"{sample['lat']:.5f}, {sample['lng']:.5f}" in tip["text"]
+        assert f"Cluster {data['clusters'][sample['c']]['id']}" in tip["text"]
+
+        b.click(x[j], y[j])
+        next_frames(b)
+        state = b.evaluate("(() => { const p = document.getElementById('pinned'); return {text: p.textContent,"
+                           " src: [...p.querySelectorAll('img')].map(i => i.getAttribute('src')),"
+                           " map: document.documentElement.getAttribute('data-map-pinned'),"
+                           " atlas: document.documentElement.getAttribute('data-atlas-pinned')}; })()")
+        assert f"{sample['lat']:.5f}, {sample['lng']:.5f}" in state["text"] and f"Cluster {data['clusters'][sample['c']]['id']}" in state["text"]
+        assert state["src"] == [v["src"] for v in sample["views"]]
+        assert state["map"] == str(j) and state["atlas"] == str(j), "pinned on the map and ringed on the atlas (linked views)"
+        # the map draws a black ring around the place: read the map canvas' pixels on that ring
+        m = data["map"]
+        px, py = Projection(*m["bounds"], width=m["width"], height=m["height"], pad=m["pad"]).project(
+            np.array([data["points"]["lat"][j]]), np.array([data["points"]["lng"][j]]))
+        ring = b.evaluate(f"""(() => {{ const c = document.getElementById('map'), k = c.width / {m['width']},
+            g = c.getContext('2d'), out = [];
+            for (let a = 0; a < 16; a++) {{ const t = a * Math.PI / 8;
+              for (const r of [7, 7.5, 8]) {{ const d = g.getImageData(Math.round(({px[0]} + r * Math.cos(t)) * k), Math.round(({py[0]} + r * Math.sin(t)) * k), 1, 1).data;
+                if (d[0] + d[1] + d[2] < 150) {{ out.push(a); break; }} }} }}
+            return out.length; }})()""")
+        assert ring >= 12, f"the pinned place is ringed on the map ({ring} of 16 directions dark)"
+        assert [line for line in b.log if ":CONSOLE" in line and "ERROR" in line] == []
+        assert b.evaluate("document.getElementById('js-errors').textContent") == ""
+
+
+def polygon_contains(poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Even-odd rule: which of the points (x, y) lie inside the polygon (rows of (x, y))."""
+    inside = np.zeros(len(x), dtype=bool)
+    for (xa, ya), (xb, yb) in zip(poly, np.roll(poly, 1, axis=0)):
+        crosses = (ya > y) != (yb > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inside ^= crosses & (x < (xb - xa) * (y - ya) / (yb - ya) + xa)
+    return inside
+
+
+def edge_distance(poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each point's distance to the polygon's outline."""
+    best = np.full(len(x), np.inf)
+    for a, b in zip(poly, np.roll(poly, 1, axis=0)):
+        ab = b - a
+        t = np.clip(((x - a[0]) * ab[0] + (y - a[1]) * ab[1]) / max(float(ab @ ab), 1e-12), 0, 1)
+        best = np.minimum(best, np.hypot(x - a[0] - t * ab[0], y - a[1] - t * ab[1]))
+    return best
+
+
+def test_atlas_lasso_and_box_select_a_planted_group_and_download_it(chromium, report, tmp_path):
+    """A lasso dragged around one planted group (a band of the synthetic map, one cluster of the
+    k=5 run) lists exactly its places; the download button, clicked, saves a map-making.app file
+    holding exactly those locations as the lake has them; a shift+drag box does the same."""
+    import json
+
+    html, facts = report
+    data = page_json(html)
+    clusters = data["clusters"]
+    lake = facts["lake"]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with Browser(chromium, tmp_path / "profile", html.as_uri()) as b:
+        b.wait_for("document.documentElement.getAttribute('data-rendered') === '1'")
+        b.allow_downloads(downloads)
+        x, y, (left, top, w, h) = atlas_on_screen(b, data)
+        c = np.asarray(data["points"]["c"])
+        lassos = []
+        lassos = []  # a group whose ellipse holds it alone, clear of every point
+        for ci in range(len(clusters)):
+            own = c == ci
+            cx, cy = (x[own].min() + x[own].max()) / 2, (y[own].min() + y[own].max()) / 2
+            rx, ry = (x[own].max() - x[own].min()) / 2 * 1.42 + 6, (y[own].max() - y[own].min()) / 2 * 1.42 + 6
+            t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+            poly = np.c_[cx + rx * np.cos(t), cy + ry * np.sin(t)]
+            on_canvas = (poly[:, 0] > left + 1).all() and (poly[:, 0] < left + w - 1).all() and (poly[:, 1] > top + 1).all() and (poly[:, 1] < top + h - 1).all()
+            if on_canvas and np.array_equal(polygon_contains(poly, x, y), own) and edge_distance(poly, x, y).min() > 2:
+                lassos.append((ci, poly))
+        assert lassos, "some planted group can be lassoed alone"
+        ci, poly = lassos[0]
+        b.drag([tuple(p) for p in poly] + [tuple(poly[0])])
+        rows = b.evaluate("[...document.querySelectorAll('#atlas-selection tr[data-point]')].map(t => +t.getAttribute('data-point'))")
+        want = np.flatnonzero(c == ci)
+        assert sorted(rows) == want.tolist()[:200], "the selection lists exactly the lassoed group"
+        count = b.evaluate("document.getElementById('atlas-download').getAttribute('data-count')")
+        assert int(count) == len(want)
+
+        b.evaluate("document.getElementById('atlas-download').scrollIntoView({block: 'center'})")
+        r = b.evaluate("(() => { const r = document.getElementById('atlas-download').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        b.click(*r)
+        name = f"{data['atlas']['map_name']}-atlas-selection.json"
+        for _ in range(200):  # Chromium writes NAME.crdownload, then renames it
+            if (downloads / name).is_file():
+                break
+            time.sleep(0.05)
+        doc = json.loads((downloads / name).read_text(encoding="utf-8"))
+        coords = doc["customCoordinates"]
+        lake_rows = lake.query(
+            "SELECT l.lat, l.lng, arg_min(l.pano_id, l.position) AS pano_id FROM cluster_assignments a"
+            " JOIN locations l ON l.location_id = a.location_id AND l.map = $map"
+            " WHERE a.run_id = $run AND a.cluster = $cluster GROUP BY l.location_id, l.lat, l.lng",
+            {"run": facts["run"], "cluster": clusters[ci]["id"], "map": data["atlas"]["map_name"]},
+        ).to_pylist()
+        assert len(coords) == len(lake_rows) == len(want)
+        assert sorted((c["lat"], c["lng"], c["panoId"]) for c in coords) == sorted(
+            (round(r["lat"], 5), round(r["lng"], 5), r["pano_id"]) for r in lake_rows), "exactly the group's locations, as the lake has them"
+        assert {c["extra"]["tags"][0] for c in coords} == {f"k5-c{clusters[ci]['id']}"}
+
+        # shift+drag: a box around the same group's bounding box
+        own = c == ci
+        x0, x1, y0, y1 = x[own].min() - 3, x[own].max() + 3, y[own].min() - 3, y[own].max() + 3
+        expect = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+        b.evaluate("document.getElementById('atlas').scrollIntoView({block: 'center'})")
+        b.drag([(x0, y0), ((x0 + x1) / 2, (y0 + y1) / 2), (x1, y1)], modifiers=SHIFT)
+        rows = b.evaluate("[...document.querySelectorAll('#atlas-selection tr[data-point]')].map(t => +t.getAttribute('data-point'))")
+        assert sorted(rows) == np.flatnonzero(expect).tolist()[:200] and expect[own].all()
+        # a triangle whose long side cuts through a group: the lasso's shape decides, not its box
+        for gi, shift in ((gi, shift) for gi, _ in lassos for shift in np.linspace(-0.3, 0.3, 41)):
+            g = np.flatnonzero(c == gi)
+            x0, x1, y0, y1 = x[g].min() - 4, x[g].max() + 4, y[g].min() - 4, y[g].max() + 4
+            tri = np.round([(x0, y0), (x1 + shift * (x1 - x0), y0), (x0, y1 + shift * (y1 - y0))])  # whole pixels
+            expect = polygon_contains(tri, x, y)
+            in_box = (x >= tri[:, 0].min()) & (x <= tri[:, 0].max()) & (y >= tri[:, 1].min()) & (y <= tri[:, 1].max())
+            if edge_distance(tri, x, y).min() > 1 and 0 < expect.sum() < in_box.sum():
+                break
+        else:
+            pytest.fail("no triangle clear of every point")
+        b.drag([tuple(tri[k] + (tri[(k + 1) % 3] - tri[k]) * f) for k in range(3) for f in (0.0, 0.5)] + [tuple(tri[0])])
+        rows = b.evaluate("[...document.querySelectorAll('#atlas-selection tr[data-point]')].map(t => +t.getAttribute('data-point'))")
+        assert sorted(rows) == np.flatnonzero(expect).tolist()[:200]
+        assert b.evaluate("document.getElementById('js-errors').textContent") == ""

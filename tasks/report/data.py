@@ -26,6 +26,7 @@ from svcluster.tasks.links import street_view_url
 from svcluster.tasks.report.geo import cluster_color, cluster_marker, geographic_centroid, haversine_km
 from svcluster.tasks.cluster.runs import RunRef, previous_version
 from svcluster.tasks.report.atlas import AtlasData, gather_atlas
+from svcluster.tasks.report.regions import region_countries
 
 THUMB_PX = 160
 THUMB_QUALITY = 72
@@ -53,6 +54,7 @@ class Points:
     lng: np.ndarray
     region: list[str]  # region code, else country code, else "unknown"
     tags: list[list[str]]
+    region_countries: set[str] = field(default_factory=set)  # where the map has 2+ region codes (regions.py)
 
     def __len__(self) -> int:
         return len(self.location_ids)
@@ -186,7 +188,8 @@ class ReportData:
 # ---- points ------------------------------------------------------------------------------
 def load_points(lake: Lake, run_id: str) -> Points:
     t = lake.query(load_sql("report/points"), {"run": run_id})
-    region = [r or c or "unknown" for r, c in zip(t.column("region_code").to_pylist(), t.column("country_code").to_pylist())]
+    region_codes, country_codes = t.column("region_code").to_pylist(), t.column("country_code").to_pylist()
+    region = [r or c or "unknown" for r, c in zip(region_codes, country_codes)]
     dist = t.column("distance").to_numpy(zero_copy_only=False)
     return Points(
         location_ids=t.column("location_id").to_pylist(),
@@ -196,6 +199,7 @@ def load_points(lake: Lake, run_id: str) -> Points:
         lng=t.column("lng").to_numpy(zero_copy_only=False).astype(np.float64),
         region=region,
         tags=[list(x) if x else [] for x in t.column("tags").to_pylist()],
+        region_countries=region_countries(country_codes, region_codes),
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from svcluster.tasks.report.outlines import outlines_in
+from svcluster.tasks.report.regions import region_lines_in
 from svcluster.tasks.report.geo import (
     MARKERS,
     Projection,
@@ -28,6 +29,7 @@ MUTED = (102, 112, 122)
 GRID = (205, 214, 222)
 COAST = (127, 147, 163)  # the page's coastline colour (page.js drawOutlines)
 BORDER = (167, 182, 194)
+REGION = (196, 176, 206)  # region borders, as on the page (page.js drawOutlines)
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,10 @@ def render_cluster_map(
     *,
     max_width: int = 900,
     max_height: int = 1000,
+    region_countries: set[str] | frozenset[str] = frozenset(),
 ) -> bytes:
-    """PNG bytes of the map. ``color_index[i]`` is point i's position in ``legend``."""
+    """PNG bytes of the map. ``color_index[i]`` is point i's position in ``legend``; the region
+    borders of ``region_countries`` (``regions.region_countries``) are drawn under the coast."""
     bounds = fitted_bounds(lat, lng)
     w, h = map_size(bounds, max_width, max_height, min_side=360)
     proj = Projection(*bounds, width=w, height=h, pad=14)
@@ -87,8 +91,9 @@ def render_cluster_map(
         if float(x[0]) < w - 40:
             mdraw.text((float(x[0]) + 2, h - 14), _deg(lng0, "E", "W"), font=small, fill=MUTED)
         lng0 += step
-    for kind, color, width in (("coast", COAST, 2), ("border", BORDER, 1)):
-        for line in outlines_in(bounds)[kind]:
+    lines = {**outlines_in(bounds), "region": region_lines_in(bounds, region_countries)}
+    for kind, color, width in (("region", REGION, 1), ("coast", COAST, 2), ("border", BORDER, 1)):
+        for line in lines[kind]:
             pts = np.asarray(line).reshape(-1, 2)
             lx, ly = proj.project(pts[:, 0], pts[:, 1])
             mdraw.line(list(zip(lx.tolist(), ly.tolist())), fill=color, width=width)

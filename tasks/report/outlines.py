@@ -10,8 +10,7 @@ kilometre), a few hundred KB — and the report reads that file, never the netwo
     python -m svcluster.tasks.report.outlines package/countries-50m.json
 
 ``outlines_in(bounds)`` gives the lines that cross a map's bounds, as [lat, lng] points.
-Region borders (stateCode / subdivisionCode) are not drawn: Natural Earth's admin-1 layer is not
-in that package (docs/report.md, 'Coastlines and borders').
+Region borders (admin-1) come from another package: ``tasks/report/regions.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ TOLERANCE = 0.02  # degrees: what Douglas-Peucker may move a point (about 2 km)
 DECIMALS = 2
 
 
-def _decode_arcs(topo: dict) -> list[np.ndarray]:
+def decode_arcs(topo: dict) -> list[np.ndarray]:
     """TopoJSON's quantised, delta-encoded arcs as arrays of (lng, lat)."""
     (sx, sy), (tx, ty) = topo["transform"]["scale"], topo["transform"]["translate"]
     out = []
@@ -76,19 +75,28 @@ def simplify(points: np.ndarray, tolerance: float) -> np.ndarray:
     return points[keep]
 
 
+def encode_line(arc: np.ndarray, tolerance: float) -> list[int]:
+    """An arc of (lng, lat) simplified and rounded, as the assets store it: lat, lng in hundredths
+    of a degree, each point as the step from the last (empty when fewer than 2 points remain)."""
+    pts = np.round(simplify(arc, tolerance), DECIMALS)
+    pts = pts[np.r_[True, np.any(np.diff(pts, axis=0) != 0, axis=1)]]
+    if len(pts) < 2:
+        return []
+    q = np.rint(pts[:, ::-1] * 10**DECIMALS).astype(np.int64)
+    return np.vstack([q[:1], np.diff(q, axis=0)]).reshape(-1).tolist()
+
+
 def build(countries_json: str | Path, out: str | Path | None = None) -> Path:
     """Write the outlines asset from world-atlas' ``countries-50m.json`` (see the module doc)."""
     topo = json.loads(Path(countries_json).read_text(encoding="utf-8"))
-    arcs, uses = _decode_arcs(topo), _arc_uses(topo)
+    arcs, uses = decode_arcs(topo), _arc_uses(topo)
     lines: dict[str, list[list[float]]] = {"coast": [], "border": []}
     for arc, n in zip(arcs, uses):
         if n == 0:
             continue
-        pts = np.round(simplify(arc, TOLERANCE), DECIMALS)
-        pts = pts[np.r_[True, np.any(np.diff(pts, axis=0) != 0, axis=1)]]
-        if len(pts) >= 2:  # lat, lng in hundredths of a degree, each point as the step from the last
-            q = np.rint(pts[:, ::-1] * 10**DECIMALS).astype(np.int64)
-            lines["coast" if n == 1 else "border"].append(np.vstack([q[:1], np.diff(q, axis=0)]).reshape(-1).tolist())
+        line = encode_line(arc, TOLERANCE)
+        if line:
+            lines["coast" if n == 1 else "border"].append(line)
     doc = {"source": "Natural Earth 1:50m (public domain), from the npm package world-atlas 2",
            "encoding": f"per line: lat, lng in 1e-{DECIMALS} degree, delta-encoded", **lines}  # fmt: skip
     target = Path(out) if out is not None else Path(__file__).with_name("assets") / ASSET
@@ -107,15 +115,17 @@ def _outlines() -> dict[str, list[np.ndarray]]:
 def outlines_in(bounds: tuple[float, float, float, float], margin: float = 0.5) -> dict[str, list[list[float]]]:
     """The coast and border lines that cross ``bounds`` (south, north, west, east) widened by
     ``margin`` degrees, each as a flat [lat, lng, lat, lng, ...] list."""
+    return {kind: lines_crossing(lines, bounds, margin) for kind, lines in _outlines().items()}
+
+
+def lines_crossing(lines: list[np.ndarray], bounds: tuple[float, float, float, float], margin: float) -> list[list[float]]:
+    """The lines (arrays of lat, lng) whose extent meets ``bounds`` widened by ``margin``, flattened."""
     s, n, w, e = bounds[0] - margin, bounds[1] + margin, bounds[2] - margin, bounds[3] + margin
-    out: dict[str, list[list[float]]] = {}
-    for kind, lines in _outlines().items():
-        out[kind] = [
-            np.round(line, DECIMALS).reshape(-1).tolist()
-            for line in lines
-            if line[:, 0].max() >= s and line[:, 0].min() <= n and line[:, 1].max() >= w and line[:, 1].min() <= e
-        ]
-    return out
+    return [
+        np.round(line, DECIMALS).reshape(-1).tolist()
+        for line in lines
+        if line[:, 0].max() >= s and line[:, 0].min() <= n and line[:, 1].max() >= w and line[:, 1].min() <= e
+    ]
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from svcluster.tasks.report.data import ReportData, SweepPoint, gather_report
 from svcluster.tasks.report.geo import fitted_bounds, graticule_step, map_size
 from svcluster.tasks.report.lineage_svg import lineage_svg
 from svcluster.tasks.report.outlines import outlines_in
+from svcluster.tasks.report.regions import region_lines_in
 from svcluster.tasks.cluster.runs import RunRef, resolve_run
 
 HTML_NAME = "report.html"
@@ -213,7 +214,7 @@ def page_data(data: ReportData) -> dict[str, Any]:
         "subtitle": f"map {data.ref.map} · model {data.run.get('model')} · run {data.ref.run_id}",
         "notices": notices(data),
         "map": {"bounds": bounds, "width": width, "height": height, "pad": 12, "graticule": graticule_step(bounds)},
-        "outlines": outlines_in(bounds),
+        "outlines": {**outlines_in(bounds), "region": region_lines_in(bounds, pts.region_countries)},
         "points": {
             "lat": np.round(pts.lat, 5).tolist(),
             "lng": np.round(pts.lng, 5).tolist(),
@@ -336,7 +337,7 @@ def render_png(data: ReportData) -> bytes:
     ]
     index = np.asarray([pos[int(c)] for c in data.points.cluster.tolist()], np.int64)
     title = f"{data.ref.name}: {k_and_clusters(data)} · model {data.run.get('model')}" + (" · earlier map version" if data.ref.stale else "")
-    return render_cluster_map(data.points.lat, data.points.lng, index, legend, title)
+    return render_cluster_map(data.points.lat, data.points.lng, index, legend, title, region_countries=data.points.region_countries)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -148,8 +148,9 @@
   }
 
   // ---- linked with the geographic map ----------------------------------------------------
-  function pinBoth(j) { pinned = j; requestDraw(); if (R) R.pin(j); }
-  if (R) R.onPin.push(function (j) { if (pinned !== j) { pinned = j; root.setAttribute("data-atlas-pinned", String(j)); requestDraw(); } });
+  function setPinned(j) { pinned = j; root.setAttribute("data-atlas-pinned", String(j)); requestDraw(); }
+  function pinBoth(j) { setPinned(j); if (R) R.pin(j); }
+  if (R) R.onPin.push(function (j) { if (pinned !== j) setPinned(j); });
 
   // ---- mouse ----------------------------------------------------------------------------
   var tip = document.getElementById("atlas-tooltip"), drag = null;

@@ -88,8 +88,9 @@
   function degLabel(v, pos, neg) { var r = Math.round(Math.abs(v) * 10) / 10; return r + "°" + (v >= 0 ? pos : neg); }
   function invView(x, y) { return [(x - view.tx) / view.s, (y - view.ty) / view.s]; }
 
-  // coastlines and country borders (Natural Earth, tasks/report/outlines.py), projected once
-  var outlines = ["coast", "border"].map(function (kind) {
+  // coastlines and country borders (Natural Earth, tasks/report/outlines.py) and, where the
+  // map's places carry region codes, region borders (tasks/report/regions.py), projected once
+  var outlines = ["coast", "border", "region"].map(function (kind) {
     return ((D.outlines || {})[kind] || []).map(function (line) {
       var xy = new Float32Array(line.length);
       for (var i = 0; i < line.length; i += 2) { var p = project(line[i], line[i + 1]); xy[i] = p[0]; xy[i + 1] = p[1]; }
@@ -97,7 +98,7 @@
     });
   });
   function drawOutlines() {
-    [["#7f93a3", 1.1, []], ["#a7b6c2", 0.9, [4, 3]]].forEach(function (style, k) {
+    [["#7f93a3", 1.1, []], ["#a7b6c2", 0.9, [4, 3]], ["#c4b0ce", 0.8, [2, 2]]].forEach(function (style, k) {
       ctx.strokeStyle = style[0]; ctx.lineWidth = style[1]; ctx.setLineDash(style[2]); ctx.beginPath();
       outlines[k].forEach(function (xy) {
         ctx.moveTo(sx(xy[0]), sy(xy[1]));
@@ -204,6 +205,7 @@
 
   function pin(j) {
     pinned = j; requestDraw();
+    document.documentElement.setAttribute("data-map-pinned", String(j));
     window.svcReport.onPin.forEach(function (f) { f(j); });  // linked views (the atlas)
     var box = document.getElementById("pinned"); box.textContent = "";
     if (j < 0) { box.appendChild(el("p", { class: "muted", text: "Click a point on the map." })); return; }
@@ -364,6 +366,7 @@
   var root = document.documentElement;
   root.setAttribute("data-painted", String(painted));
   root.setAttribute("data-outlines", String(outlines[0].length + outlines[1].length));
+  root.setAttribute("data-region-lines", String(outlines[2].length));
   root.setAttribute("data-render-ms", (performance.now() - t0).toFixed(1));
   root.setAttribute("data-points", String(N));
   if (hash.bench) {  // report.html#bench: time full redraws of the map (zoom/pan/highlight cost)
