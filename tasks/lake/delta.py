@@ -16,6 +16,7 @@ A *lake version* counts every commit of every table: version N is the lake after
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -32,7 +33,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.key_index import KeyHasher, KeyIndex, key_columns, read_data_file
-from svcluster.tasks.lake.schemas import TableSpec
+from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
 COMMIT_ATTEMPTS = 30  # a conflicting commit is retried on the newer version this many times
 # Keep every commit file: the duckdb CLI's init file and `lake history` read them. A checkpoint
@@ -93,18 +94,33 @@ def for_delta(rows: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields)) if changed else rows
 
 
-def latest_per_key(rows: pa.Table, key: Sequence[str]) -> pa.Table:
-    """One row per key: the one with the latest ``written_at`` (the last given on a tie)."""
+def latest_per_key(rows: pa.Table, key: Sequence[str], earliest: bool = False) -> pa.Table:
+    """One row per key: the one with the latest ``written_at`` (the last given on a tie), or
+    with ``earliest`` the earliest (the first given)."""
     if rows.num_rows < 2:
         return rows
     order = pa.array(range(rows.num_rows), pa.int64())
     ranked = rows.append_column("__order", order)
-    ranked = ranked.take(pc.sort_indices(ranked, [("written_at", "descending"), ("__order", "descending")]))
+    way = "ascending" if earliest else "descending"
+    ranked = ranked.take(pc.sort_indices(ranked, [("written_at", way), ("__order", way)]))
     ranked = ranked.append_column("__rank", pa.array(range(ranked.num_rows), pa.int64()))
     first = ranked.group_by(list(key), use_threads=False).aggregate([("__rank", "min")])
     kept = ranked.take(first.column("__rank_min"))
     kept = kept.take(pc.sort_indices(kept, [("__order", "ascending")]))
     return kept.drop_columns(["__order", "__rank"])
+
+
+_COMPACTIONS: dict[str, threading.Lock] = {}  # per table URI: one compaction at a time in this process
+_COMPACTIONS_LOCK = threading.Lock()
+
+
+def _compaction_lock(table_uri: str) -> threading.Lock:
+    with _COMPACTIONS_LOCK:
+        return _COMPACTIONS.setdefault(table_uri, threading.Lock())
+
+
+def _file_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def sql_string(value: str) -> str:
@@ -202,7 +218,18 @@ class DeltaTables:
     # ---- writes -------------------------------------------------------------------------------
     def upsert(self, spec: TableSpec, rows: pa.Table) -> int:
         """Write ``rows`` on the table's key as one commit: appended when the table surely lacks
-        every key (``KeyIndex``), else merged. Returns the table's version."""
+        every key (``KeyIndex``), else merged. Returns the table's version. An append that loses
+        to a concurrent commit (a compaction that removed files it read) is tried again."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                return self._upsert_once(spec, rows)
+            except CommitFailedError:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+        raise AssertionError("unreachable")
+
+    def _upsert_once(self, spec: TableSpec, rows: pa.Table) -> int:
         with self._table_lock(spec.name):
             dt = self.latest(spec.name)
             if dt is None:
@@ -309,15 +336,82 @@ class DeltaTables:
         )
         return self.open(spec.name).version()
 
-    def compact(self, table: str, target_size: int | None = None) -> int:
-        """Rewrite the table's small files into files of ``target_size`` bytes; files removed."""
+    def compact(self, table: str, target_size: int | None = None, more_than: int | None = None) -> int:
+        """Rewrite the table's small files into files of ``target_size`` bytes (only when it has
+        more than ``more_than`` files, if given); returns the files removed. One compaction of a
+        table at a time in this process; one that raced another process's is mended."""
+        with _compaction_lock(self.uri(table)):
+            for attempt in range(COMMIT_ATTEMPTS):
+                dt = self.open(table)
+                if dt is None:
+                    return 0
+                if more_than is not None and len(dt.file_uris()) <= more_than:
+                    return 0  # another compaction got here first
+                try:
+                    metrics = dt.optimize.compact(target_size=target_size, commit_properties=_commit_properties())
+                except CommitFailedError:
+                    if attempt == COMMIT_ATTEMPTS - 1:
+                        raise
+                    time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+                    continue
+                removed = int(metrics.get("numFilesRemoved", 0))
+                if removed:
+                    self._mend_double_compaction(table, dt.version())
+                return removed
+        return 0
+
+    def _mend_double_compaction(self, table: str, version: int) -> None:
+        """delta-rs lets two compactions that read one version both commit (a remove of data it
+        only moved is not checked against another's: delta-io/delta-rs#3982), and the rows of
+        the files both removed are then in the table twice. When a file this compaction (commit
+        ``version``) removed was already gone before it, keep one row per key of what it added."""
+        actions = self._commit_actions(table, version)
+        removed = {_file_name(a["remove"]["path"]) for a in actions if "remove" in a}
+        before = {_file_name(u) for u in self.open(table, version - 1).file_uris()}
+        if removed <= before:
+            return
+        spec = TABLES[table]
+        first = spec.key[0]
+        values = pa.concat_arrays([
+            read_data_file(f"{self.uri(table)}/{a['add']['path']}", self.filesystem, [first]).column(first).combine_chunks()
+            for a in actions if "add" in a
+        ])
+        self.dedupe(spec, pc.unique(values))
+
+    def _commit_actions(self, table: str, version: int) -> list[dict[str, Any]]:
+        path = f"{self.uri(table)}/_delta_log/{version:020d}.json".removeprefix("file://")
+        with (self.filesystem.open(path, "rb") if self.filesystem is not None else open(path, "rb")) as f:
+            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+
+    def dedupe(self, spec: TableSpec, first_values: pa.Array) -> int:
+        """Keep one row per key among the rows whose first key column is in ``first_values``
+        (the latest written; the first on an immutable table), in one commit. Returns the rows
+        removed."""
+        first = spec.key[0]
         for attempt in range(COMMIT_ATTEMPTS):
-            dt = self.open(table)
-            if dt is None:
+            dt = self.open(spec.name)
+            parts = []
+            for uri in dt.file_uris():
+                rows = read_data_file(uri, self.filesystem)
+                hit = pc.is_in(rows.column(first), value_set=first_values)
+                if pc.any(hit).as_py():
+                    parts.append(rows.filter(hit))
+            if not parts:
                 return 0
+            rows = pa.concat_tables(parts, promote_options="permissive")
+            kept = latest_per_key(rows, spec.key, earliest=spec.immutable)
+            if kept.num_rows == rows.num_rows:
+                return 0
+            listed = ", ".join(_literal(v) for v in first_values.to_pylist() if v is not None)
+            predicate = f"{_quote(first)} IN ({listed})" if listed else "false"
+            if None in first_values.to_pylist():
+                predicate += f" OR {_quote(first)} IS NULL"
             try:
-                metrics = dt.optimize.compact(target_size=target_size, commit_properties=_commit_properties())
-                return int(metrics.get("numFilesRemoved", 0))
+                write_deltalake(
+                    self.uri(spec.name), kept, mode="overwrite", predicate=predicate, schema_mode="merge",
+                    storage_options=self.options, commit_properties=_commit_properties(deduplicated=rows.num_rows - kept.num_rows),
+                )
+                return rows.num_rows - kept.num_rows
             except CommitFailedError:
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise

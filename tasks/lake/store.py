@@ -379,8 +379,8 @@ class Lake:
         table_spec = spec(table)
         rows = latest_per_key(conform(table_spec, rows), table_spec.key)
         version = self._write(lambda: self.delta.upsert(table_spec, rows), table_spec.name)
-        if len(self.delta.state(table_spec.name).files) > MAX_FILES_PER_TABLE:
-            self.compact(table_spec.name, TARGET_FILE_BYTES)  # files left by earlier batches: a few now
+        if len(self.delta.state(table_spec.name).files) > MAX_FILES_PER_TABLE:  # files left by earlier batches: a few now
+            self._write(lambda: self.delta.compact(table_spec.name, TARGET_FILE_BYTES, more_than=MAX_FILES_PER_TABLE), table_spec.name)
             version = self.table_version(table_spec.name)
         return version
 
