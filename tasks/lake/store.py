@@ -38,7 +38,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Collection, Iterator, Mapping, Sequence

