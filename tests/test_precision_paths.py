@@ -83,3 +83,19 @@ def test_int8_static_needs_views_to_calibrate(tiny_clip, fresh_cache):
         onnx_export.exported_model(model, "rev-a", "int8-static", (32, 32))
     with pytest.raises(SvclusterError, match="no ONNX path"):
         onnx_export.exported_model(model, "rev-a", "bf16", (32, 32))
+
+
+def test_check_precision_calibrates_int8_static_on_the_maps_own_views(small_lake_map, tiny_clip, fresh_cache):
+    from svcluster.tasks.embed.precision_check import check_precision
+    from svcluster.tasks.embed.step import EmbedOptions
+    from tests.fixtures.models import add_views
+
+    lake, map_name, ids = small_lake_map
+    add_views(lake, ids[:6], kinds={loc: ("desert" if i % 2 else "forest") for i, loc in enumerate(ids[:6])})
+    made = onnx_export.made.copy()
+    options = EmbedOptions(model=str(tiny_clip), device="cpu", precision="int8-static", batch_size=8, workers=2)
+    c = check_precision(lake, map_name, options, sample=16, k=3)
+    assert onnx_export.made - made == {"fp32": 1, "int8-static": 1}  # calibrated here, on the map's views
+    assert c.precision == "int8-static" and c.runtime == "onnxruntime" and c.views == 16
+    assert c.cosine_median > 0.99 and c.passed == (c.cosine_median >= 0.995 and c.neighbour_agreement >= 0.9 and c.ari >= c.ari_seed_noise)
+    assert list(fresh_cache.rglob("vision-int8-static.onnx"))
