@@ -12,7 +12,7 @@ from svcluster.tasks.search.step import DEFAULT_TOP_SEARCH, DEFAULT_TOP_SIMILAR,
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="Embedding model [default: as `cluster` picks].")]
 PoolingOption = Annotated[Optional[str], typer.Option("--pooling", help="mean | stitched [default: mean when there].")]
-PrecisionOption = Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16 | int8 [default: the only one there].")]
+PrecisionOption = Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16 | int8 | int8-static [default: the only one there].")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", help="Write the matched objects as a map file (a study set for map-making.app).")]
 TagOption = Annotated[Optional[str], typer.Option("--tag", help="Tag added to every exported object [default: the query].")]
 

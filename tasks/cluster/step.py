@@ -60,7 +60,7 @@ class ClusterOptions:
 
     model: str | None = option(None, "--model", f"Embedding model [default: the map's only one, else {DEFAULT_MODEL}].", run=False)
     pooling: str | None = option(None, "--pooling", "mean | stitched [default: mean when there].", run=False)
-    precision: str | None = option(None, "--precision", "fp32 | bf16 | fp16 | int8 [default: the only one there].", run=False)
+    precision: str | None = option(None, "--precision", "fp32 | bf16 | fp16 | int8 | int8-static [default: the only one there].", run=False)
     k: int = option(
         DEFAULT_K, "--k", "Number of clusters: 5, a sweep 2..20, or a list 4,8,16.", text=str, parse=lambda text: k_fields(parse_k(text)), shown=str
     )

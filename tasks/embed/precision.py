@@ -1,7 +1,7 @@
 """Numeric precision of the image model: what ``auto`` means on this machine, and how each runs.
 
 The precision is part of what makes a vector set distinct (it is in the ``embeddings`` key),
-so it is resolved to a concrete name (``fp32``, ``bf16``, ``fp16``, ``int8``) before anything is
+so it is resolved to a concrete name (``fp32``, ``bf16``, ``fp16``, ``int8``, ``int8-static``) before anything is
 written, never stored as ``auto``:
 
 | requested | cuda                    | cpu                                                        | mps   |
@@ -11,6 +11,7 @@ written, never stored as ``auto``:
 | bf16      | torch autocast          | torch, the whole image tower in bf16                       | error |
 | fp16      | torch autocast          | error                                                      | error |
 | int8      | error                   | ONNX Runtime dynamic int8 quantisation (weights int8)      | error |
+| int8-static | error                 | ONNX Runtime static QDQ int8, calibrated on the map's views | error |
 
 "Native bf16" is read from the CPU flags (``avx512_bf16``, ``amx_bf16``); a CPU can have the
 instruction and still run bf16 matmuls slower than fp32 (a VM that hides AMX does), so a
@@ -18,9 +19,10 @@ one-off probe times both and is cached per machine in the cache folder. That rul
 ``resolve_precision`` says without a lake; the embed step asks ``precision_auto`` instead,
 which times every path of ``cpu_paths`` on the map's own views once per model and machine.
 
-ONNX exports (fp32, and int8 quantised from it) are cached on disk under
-``$SVCLUSTER_CACHE`` (default ``~/.cache/svcluster``) in ``onnx/<model revision>/<HxW>/``, so only
-the first run pays for the export. Set ``SVCLUSTER_ONNX=0`` to run everything in torch.
+ONNX exports (fp32, and both int8s quantised from it) are cached on disk under
+``$SVCLUSTER_CACHE`` (default ``~/.cache/svcluster``) in ``onnx/<model revision>/<HxW>/``
+(``onnx_export``), so only the first run pays for the export and the calibration. Set
+``SVCLUSTER_ONNX=0`` to run everything in torch.
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ import json
 import logging
 import os
 import re
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,9 +46,9 @@ from svcluster.tasks.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "int8-static")
+INT8 = ("int8", "int8-static")  # ONNX Runtime on the CPU only (``onnx_export``)
 BF16_MIN_SPEEDUP = 1.3  # auto picks bf16 on a CPU only if its matmuls are at least this much faster
-ONNX_INPUT = "pixel_values"
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -152,7 +152,7 @@ def speed_flags() -> tuple[str, ...]:
 
 def cpu_paths() -> list[tuple[str, str]]:
     """The (precision, runtime) paths this CPU offers, fp32 in torch (the reference) first:
-    fp32 and int8 through ONNX Runtime when it is available, bf16 when the CPU has it natively."""
+    fp32 and both int8s through ONNX Runtime when it is available, bf16 when the CPU has it natively."""
     onnx = onnx_available()
     paths = [("fp32", "torch")]
     if onnx:
@@ -160,7 +160,7 @@ def cpu_paths() -> list[tuple[str, str]]:
     if cpu_has_native_bf16():
         paths.append(("bf16", "torch"))
     if onnx:
-        paths.append(("int8", "onnxruntime"))
+        paths += [("int8", "onnxruntime"), ("int8-static", "onnxruntime")]
     return paths
 
 
@@ -210,12 +210,12 @@ def resolve_precision(requested: str, device: str, baseline: bool = False) -> st
         raise SvclusterError("fp16 is for GPUs; on a CPU use --precision bf16 or int8")
     if requested in ("bf16", "fp16") and device == "mps":
         raise SvclusterError("reduced precision on mps is not supported; use --precision fp32")
-    if requested == "int8":
+    if requested in INT8:
         if device != "cpu":
-            raise SvclusterError("--precision int8 runs on the CPU only; use --device cpu")
+            raise SvclusterError(f"--precision {requested} runs on the CPU only; use --device cpu")
         if not onnx_available():
             raise SvclusterError(
-                "--precision int8 runs through ONNX Runtime: pip install onnxruntime onnx onnxscript "
+                f"--precision {requested} runs through ONNX Runtime: pip install onnxruntime onnx onnxscript "
                 "(and leave SVCLUSTER_ONNX unset)"
             )
     return requested
@@ -225,7 +225,7 @@ def runtime_for(precision: str, device: str, runtime: str = "auto") -> str:
     """Which engine runs the model: ``onnxruntime`` (CPU fp32/int8 when available) or ``torch``."""
     if runtime in ("torch", "onnxruntime"):
         return runtime
-    if device == "cpu" and precision in ("fp32", "int8") and onnx_available():
+    if device == "cpu" and precision in ("fp32", *INT8) and onnx_available():
         return "onnxruntime"
     return "torch"
 
@@ -237,9 +237,11 @@ def make_runner(model: Any, revision: str, precision: str, device: str, image_hw
     ``model`` is a ``CLIPModel`` in fp32 on ``device``; ``runtime`` comes from ``runtime_for``.
     """
     if runtime == "onnxruntime":
+        from svcluster.tasks.embed.onnx_export import OnnxVision
+
         return OnnxVision(model, revision, precision, image_hw)
-    if precision == "int8":
-        raise SvclusterError("--precision int8 needs ONNX Runtime")
+    if precision in INT8:
+        raise SvclusterError(f"--precision {precision} needs ONNX Runtime")
     return torch_runner(model, precision, device)
 
 
@@ -323,107 +325,3 @@ def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=device, dtype=dtype)
     return contextlib.nullcontext()
-
-
-class OnnxVision:
-    """The image tower exported to ONNX (cached on disk) and run by ONNX Runtime on the CPU."""
-
-    def __init__(self, model: Any, revision: str, precision: str, image_hw: tuple[int, int]):
-        import onnxruntime as ort
-        import torch
-
-        self.path = exported_model(model, revision, precision, image_hw)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle runtime threads sleep instead of spinning: the decode/preprocess threads need the cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(pixels, dtype=np.float32)
-        return np.asarray(self.session.run(None, {ONNX_INPUT: x})[0], dtype=np.float32)
-
-
-def exported_model(model: Any, revision: str, precision: str, image_hw: tuple[int, int]) -> Path:
-    """The ONNX file of ``model``'s image tower at ``precision`` (fp32 or int8), exported once.
-
-    Cached as ``<cache>/onnx/<revision>/<H>x<W>/vision-<precision>.onnx``; a model without a
-    known revision is exported to a temporary folder instead (never reused by mistake).
-    """
-    if revision and revision != "unknown":
-        folder = cache_dir() / "onnx" / re.sub(r"[^A-Za-z0-9._-]", "_", revision) / f"{image_hw[0]}x{image_hw[1]}"
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="svcluster-onnx-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    fp32 = folder / "vision-fp32.onnx"
-    if not fp32.exists():
-        _export_fp32(model, fp32, image_hw)
-    if precision == "fp32":
-        return fp32
-    if precision != "int8":
-        raise SvclusterError(f"no ONNX path for precision {precision}")
-    int8 = folder / "vision-int8.onnx"
-    if not int8.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        log.info("quantising %s to int8 (once; cached in %s)", fp32.name, folder)
-        tmp = folder / f".int8-{os.getpid()}.onnx"
-        with contextlib.redirect_stdout(sys.stderr), _quiet_logs():
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
-        os.replace(tmp, int8)
-    return int8
-
-
-def _export_fp32(model: Any, target: Path, image_hw: tuple[int, int]) -> None:
-    import torch
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self, clip: Any):
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            out = self.clip.get_image_features(pixel_values=pixel_values)
-            return getattr(out, "pooler_output", out)
-
-    log.info("exporting the image tower to ONNX (once; cached as %s)", target)
-    tower = ImageTower(model.float().cpu()).eval()
-    example = torch.zeros(2, 3, *image_hw)
-    tmp = target.with_name(f".{target.stem}-{os.getpid()}.onnx")
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr), _quiet_logs(), torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(
-            tower,
-            (example,),
-            str(tmp),
-            input_names=[ONNX_INPUT],
-            output_names=["image_embeds"],
-            dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=4096)}},
-            dynamo=True,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
-    os.replace(tmp, target)
-    log.info("exported in %.1f s", time.perf_counter() - started)
-
-
-@contextlib.contextmanager
-def _quiet_logs():
-    """The exporter and quantiser log progress at INFO/WARNING; keep them out of the user's way."""
-    import warnings
-
-    noisy = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir", "root", "torch.export")]
-    levels = [lg.level for lg in noisy]
-    for lg in noisy:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(noisy, levels):
-            lg.setLevel(level)
-

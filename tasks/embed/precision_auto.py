@@ -2,7 +2,8 @@
 
 On a CPU, the first ``auto`` embed of a model times every path this CPU offers
 (``precision.cpu_paths``: fp32 in torch — the reference — and through ONNX Runtime, bf16 with
-native bf16, int8 through ONNX Runtime) on a small deterministic sample of the map's own views
+native bf16, int8 dynamic and int8-static through ONNX Runtime; int8-static is calibrated on
+the warm-up batch of the sample, the map's own views, once per model revision) on a small deterministic sample of the map's own views
 (``AUTO_SAMPLE``), runs the quality gate (``precision_check.compare_vectors``) against the
 reference's vectors on the fastest paths that beat it, from the fastest down, and picks the
 fastest that passes (fp32 in torch if none does). The decision, with each path's speed and
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTO_VERSION = 1  # bump when the paths or the rule change: decisions made before are measured again
+AUTO_VERSION = 2  # bump when the paths or the rule change: decisions made before are measured again
 AUTO_SAMPLE = 32  # views timed and gated: enough for neighbours@10 and K-means, minutes at most for ViT-L
 MIN_VIEWS = 12  # fewer fetched views than this: nothing worth measuring yet (the rule decides, uncached)
 GATED = 3  # at most this many of the fastest paths go through the gate

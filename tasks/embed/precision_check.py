@@ -154,7 +154,9 @@ def pairwise_spread(vectors: np.ndarray) -> float:
 
 def timed_embed(embedder: Embedder, pixels: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
     """Vectors of prepared inputs in batches, and images/s of the model alone."""
-    embedder.embed(pixels[: min(2, len(pixels))])  # warm-up (first-call allocations)
+    # Warm-up on a whole batch: first-call allocations, and int8-static's calibration when its
+    # cache has none (on these views, as many as one batch of the embed step would give it).
+    embedder.embed(pixels[:batch_size])
     out, start = [], time.perf_counter()
     for i in range(0, len(pixels), batch_size):
         out.append(embedder.embed(pixels[i : i + batch_size]))

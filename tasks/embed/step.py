@@ -75,7 +75,7 @@ class EmbedOptions:
     pooling: str = option("mean", "--pooling", "mean: each view embedded, vectors averaged; stitched: the notebook's strip.")
     batch_size: int = option(32, "--batch-size", "Images per forward pass.")
     device: str = option("auto", "--device", "auto | cpu | cuda | mps (auto: cuda, then mps, then cpu).")
-    precision: str = option("auto", "--precision", "auto | fp32 | bf16 | fp16 | int8 (recorded with the vectors).")
+    precision: str = option("auto", "--precision", "auto | fp32 | bf16 | fp16 | int8 | int8-static (recorded with the vectors).")
     workers: int = option(
         default_factory=default_workers, flag="--workers", help="Threads decoding and preprocessing images.", flow=False
     )

@@ -118,7 +118,7 @@ EMBEDDINGS = TableSpec(
             ("location_id", pa.string()),
             ("model", pa.string()),
             ("pooling", pa.string()),  # mean | stitched
-            ("precision", pa.string()),  # fp32 | bf16 | fp16 | int8
+            ("precision", pa.string()),  # fp32 | bf16 | fp16 | int8 | int8-static
             ("vector", pa.list_(pa.float32())),  # written as vector_type(dim)
             ("dim", pa.int32()),
             ("view_count", pa.int32()),
