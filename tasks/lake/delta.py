@@ -32,7 +32,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from svcluster.tasks.errors import LakeError
-from svcluster.tasks.lake.key_index import KeyHasher, KeyIndex, key_columns, read_data_file
+from svcluster.tasks.lake.key_index import KeyHasher, KeyIndex, key_columns, open_file, read_data_file
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
 COMMIT_ATTEMPTS = 30  # a conflicting commit is retried on the newer version this many times
@@ -121,6 +121,19 @@ def _compaction_lock(table_uri: str) -> threading.Lock:
 
 def _file_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+def retried(commit: Callable[[], Any]) -> Any:
+    """Run ``commit`` again (on the table's newer version) while it loses to a concurrent commit,
+    ``COMMIT_ATTEMPTS`` times at most, with a growing random pause."""
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            return commit()
+        except CommitFailedError:
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+    raise AssertionError("unreachable")
 
 
 def sql_string(value: str) -> str:
@@ -220,14 +233,7 @@ class DeltaTables:
         """Write ``rows`` on the table's key as one commit: appended when the table surely lacks
         every key (``KeyIndex``), else merged. Returns the table's version. An append that loses
         to a concurrent commit (a compaction that removed files it read) is tried again."""
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                return self._upsert_once(spec, rows)
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
-        raise AssertionError("unreachable")
+        return retried(lambda: self._upsert_once(spec, rows))
 
     def _upsert_once(self, spec: TableSpec, rows: pa.Table) -> int:
         with self._table_lock(spec.name):
@@ -279,18 +285,11 @@ class DeltaTables:
         else:
             winners = for_delta(rows).take(sorted(mine[k] for k in raced))
         predicate = " OR ".join(_key_predicate(spec.key, k) for k in sorted(raced, key=repr))
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                write_deltalake(
-                    self.uri(spec.name), winners, mode="overwrite", predicate=predicate, schema_mode="merge",
-                    storage_options=self.options, commit_properties=_commit_properties(rows=winners.num_rows, raced=len(raced)),
-                )
-                return self.latest(spec.name).version()
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
-        raise AssertionError("unreachable")
+        retried(lambda: write_deltalake(
+            self.uri(spec.name), winners, mode="overwrite", predicate=predicate, schema_mode="merge",
+            storage_options=self.options, commit_properties=_commit_properties(rows=winners.num_rows, raced=len(raced)),
+        ))
+        return self.latest(spec.name).version()
 
     def merge(self, spec: TableSpec, rows: pa.Table, delete_missing_of: str | None = None) -> int:
         """Upsert ``rows`` on the table's key as one merge commit (retried on a conflict). An
@@ -303,7 +302,8 @@ class DeltaTables:
         predicate = " AND ".join(
             f"(t.{_quote(k)} = s.{_quote(k)} OR (t.{_quote(k)} IS NULL AND s.{_quote(k)} IS NULL))" for k in spec.key
         )
-        for attempt in range(COMMIT_ATTEMPTS):
+
+        def once() -> int:  # on the table's latest version: again after a conflicting commit
             dt = self.open(spec.name)
             if dt is None:
                 self.create(spec)
@@ -317,14 +317,10 @@ class DeltaTables:
             merger = merger.when_not_matched_insert_all()
             if delete_missing_of is not None:
                 merger = merger.when_not_matched_by_source_delete(f"t.{_quote(spec.key[0])} = {sql_string(delete_missing_of)}")
-            try:
-                merger.execute()
-                return dt.version()
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))  # another writer committed: again on its version
-        raise AssertionError("unreachable")
+            merger.execute()
+            return dt.version()
+
+        return retried(once)
 
     def insert(self, spec: TableSpec, rows: pa.Table) -> int:
         """Append ``rows`` as they are, with no merge (one commit; a blind append never
@@ -340,25 +336,17 @@ class DeltaTables:
         """Rewrite the table's small files into files of ``target_size`` bytes (only when it has
         more than ``more_than`` files, if given); returns the files removed. One compaction of a
         table at a time in this process; one that raced another process's is mended."""
+        def once() -> int:
+            dt = self.open(table)
+            if dt is None or (more_than is not None and len(dt.file_uris()) <= more_than):
+                return 0  # (another compaction got here first)
+            removed = int(dt.optimize.compact(target_size=target_size, commit_properties=_commit_properties()).get("numFilesRemoved", 0))
+            if removed:
+                self._mend_double_compaction(table, dt.version())
+            return removed
+
         with _compaction_lock(self.uri(table)):
-            for attempt in range(COMMIT_ATTEMPTS):
-                dt = self.open(table)
-                if dt is None:
-                    return 0
-                if more_than is not None and len(dt.file_uris()) <= more_than:
-                    return 0  # another compaction got here first
-                try:
-                    metrics = dt.optimize.compact(target_size=target_size, commit_properties=_commit_properties())
-                except CommitFailedError:
-                    if attempt == COMMIT_ATTEMPTS - 1:
-                        raise
-                    time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
-                    continue
-                removed = int(metrics.get("numFilesRemoved", 0))
-                if removed:
-                    self._mend_double_compaction(table, dt.version())
-                return removed
-        return 0
+            return retried(once)
 
     def _mend_double_compaction(self, table: str, version: int) -> None:
         """delta-rs lets two compactions that read one version both commit (a remove of data it
@@ -379,8 +367,7 @@ class DeltaTables:
         self.dedupe(spec, pc.unique(values))
 
     def _commit_actions(self, table: str, version: int) -> list[dict[str, Any]]:
-        path = f"{self.uri(table)}/_delta_log/{version:020d}.json".removeprefix("file://")
-        with (self.filesystem.open(path, "rb") if self.filesystem is not None else open(path, "rb")) as f:
+        with open_file(f"{self.uri(table)}/_delta_log/{version:020d}.json", self.filesystem) as f:
             return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
     def dedupe(self, spec: TableSpec, first_values: pa.Array) -> int:
@@ -388,10 +375,10 @@ class DeltaTables:
         (the latest written; the first on an immutable table), in one commit. Returns the rows
         removed."""
         first = spec.key[0]
-        for attempt in range(COMMIT_ATTEMPTS):
-            dt = self.open(spec.name)
+
+        def once() -> int:
             parts = []
-            for uri in dt.file_uris():
+            for uri in self.open(spec.name).file_uris():
                 rows = read_data_file(uri, self.filesystem)
                 hit = pc.is_in(rows.column(first), value_set=first_values)
                 if pc.any(hit).as_py():
@@ -406,17 +393,13 @@ class DeltaTables:
             predicate = f"{_quote(first)} IN ({listed})" if listed else "false"
             if None in first_values.to_pylist():
                 predicate += f" OR {_quote(first)} IS NULL"
-            try:
-                write_deltalake(
-                    self.uri(spec.name), kept, mode="overwrite", predicate=predicate, schema_mode="merge",
-                    storage_options=self.options, commit_properties=_commit_properties(deduplicated=rows.num_rows - kept.num_rows),
-                )
-                return rows.num_rows - kept.num_rows
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
-        return 0
+            write_deltalake(
+                self.uri(spec.name), kept, mode="overwrite", predicate=predicate, schema_mode="merge",
+                storage_options=self.options, commit_properties=_commit_properties(deduplicated=rows.num_rows - kept.num_rows),
+            )
+            return rows.num_rows - kept.num_rows
+
+        return retried(once)
 
     def vacuum(self, table: str, retain_hours: float) -> list[str]:
         """Delete the files no version newer than ``retain_hours`` ago refers to; their URIs."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import BinaryIO
 
 import duckdb
 import numpy as np
@@ -33,11 +34,16 @@ def key_columns(spec: TableSpec, rows: pa.Table) -> pa.Table:
     return pa.table(cols, names=list(spec.key))
 
 
-def read_data_file(uri: str, filesystem, columns: Sequence[str] | None = None) -> pa.Table:
-    """A data file of a table (only the ``columns`` it has, when given); ``filesystem``: the
-    lake's fsspec filesystem, None for local paths."""
+def open_file(uri: str, filesystem) -> BinaryIO:
+    """A file of a table (data or log) for reading; ``filesystem``: the lake's fsspec filesystem,
+    None for local paths."""
     path = uri.removeprefix("file://")
-    with (filesystem.open(path, "rb") if filesystem is not None else open(path, "rb")) as f:
+    return filesystem.open(path, "rb") if filesystem is not None else open(path, "rb")
+
+
+def read_data_file(uri: str, filesystem, columns: Sequence[str] | None = None) -> pa.Table:
+    """A data file of a table (only the ``columns`` it has, when given)."""
+    with open_file(uri, filesystem) as f:
         pf = pq.ParquetFile(f)
         if columns is not None:
             columns = [c for c in columns if c in pf.schema_arrow.names]
@@ -49,7 +55,7 @@ class KeyHasher:
     hashes to a fixed value)."""
 
     def __init__(self) -> None:
-        self._db = duckdb.connect()
+        self._db: duckdb.DuckDBPyConnection | None = None  # made on the first write, not with every Lake
         self._lock = threading.Lock()
 
     def __call__(self, keys: pa.Table) -> np.ndarray:
@@ -57,6 +63,8 @@ class KeyHasher:
             return np.empty(0, np.uint64)
         args = ", ".join('"' + c.replace('"', '""') + '"' for c in keys.column_names)
         with self._lock:
+            if self._db is None:
+                self._db = duckdb.connect()
             self._db.register("keys_to_hash", keys)
             try:
                 out = self._db.sql(f"SELECT hash({args}) AS h FROM keys_to_hash").fetchnumpy()["h"]
