@@ -72,6 +72,8 @@ def _table_files_s3() -> type:
 
 
 def table_reader_fs(storage_options: dict[str, Any]):
-    """An s3fs filesystem for DuckDB's reads of the lake's table files (one per set of options
-    and process: fsspec reuses it)."""
-    return _table_files_s3()(**storage_options)
+    """A new s3fs filesystem for DuckDB's reads of the lake's table files, made with the lake
+    filesystem's options (never fsspec's cached instance: one made for an earlier endpoint in the
+    environment would be handed back); one per view database, so what it remembers lives as
+    long as the database."""
+    return _table_files_s3()(**{**storage_options, "skip_instance_cache": True})

@@ -131,7 +131,6 @@ class Lake:
         if self.uri.startswith(("s3://", "s3a://")):
             # Other processes add files to the lake: never answer a listing from a stale cache.
             options.setdefault("use_listings_cache", False)
-        self.fs_options = options
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
         self.delta = DeltaTables(self.root_url, delta_storage_options(self.uri, options), None if self.is_local else self.fs)
@@ -529,7 +528,7 @@ class Lake:
         db = duckdb.connect()
         db.execute("SET parquet_metadata_cache = true")  # a data file never changes: plan its footer once
         if not self.is_local:
-            db.register_filesystem(table_reader_fs(self.fs_options))
+            db.register_filesystem(table_reader_fs(self.fs.storage_options))
         db.execute("SET VARIABLE lake_root = ?", [self.root_url])
         try:
             db.execute("CREATE TABLE lake_files (table_name VARCHAR, uri VARCHAR)")
