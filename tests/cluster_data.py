@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.cluster.runs import commit_run
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.demo.sample import BANDS, band_of, generate_locations, to_format
 
@@ -70,34 +71,24 @@ def band_matrix(locations: list[dict], dim: int = 16, noise: float = 0.3, seed: 
 
 
 def write_labels(lake: Lake, map_name: str, run_id: str, location_ids: list[str], labels: list[int], k: int | None = None, minutes: int = 0) -> None:
-    """A committed run with exactly these labels (assignments, then the run row)."""
+    """A committed run with exactly these labels (its row and assignments, one commit)."""
     n = len(location_ids)
-    lake.append(
-        "cluster_assignments",
-        pa.table(
-            {
-                "run_id": [run_id] * n,
-                "location_id": location_ids,
-                "cluster": pa.array(labels, pa.int32()),
-                "distance": pa.array([0.5] * n, pa.float32()),
-            }
-        ),
+    assignments = pa.table(
+        {
+            "location_id": location_ids,
+            "cluster": pa.array(labels, pa.int32()),
+            "distance": pa.array([0.5] * n, pa.float32()),
+        }
     )
     created = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes)
-    lake.append(
-        "cluster_runs",
-        pa.Table.from_pylist(
-            [
-                {
-                    "run_id": run_id,
-                    "map": map_name,
-                    "model": "geolocal/StreetCLIP",
-                    "algorithm": "kmeans",
-                    "k": k or max(labels) + 1,
-                    "seed": 0,
-                    "n_locations": n,
-                    "created_at": created,
-                }
-            ]
-        ),
-    )
+    row = {
+        "run_id": run_id,
+        "map": map_name,
+        "model": "geolocal/StreetCLIP",
+        "algorithm": "kmeans",
+        "k": k or max(labels) + 1,
+        "seed": 0,
+        "n_locations": n,
+        "created_at": created,
+    }
+    commit_run(lake, row, assignments)

@@ -16,6 +16,7 @@ import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.cluster.runs import commit_run
 from svcluster.tasks.lake.store import Lake
 from svcluster.tasks.demo.sample import BANDS, band_of, generate_locations, to_format
 
@@ -119,7 +120,7 @@ def write_run(
     inertia: float | None = None,
     silhouette: float | None = None,
 ) -> str:
-    """A committed run: assignments (distance = 1 - cosine to the cluster centroid), then its row."""
+    """A committed run: its row and assignments (distance = 1 - cosine to the cluster centroid)."""
     run_id = uuid.uuid4().hex
     k = int(labels.max()) + 1
     dist = np.zeros(len(labels), np.float32)
@@ -129,14 +130,11 @@ def write_run(
             centre = vectors[idx].mean(axis=0)
             centre /= np.linalg.norm(centre)
             dist[idx] = 1 - vectors[idx] @ centre
-    lake.append(
-        "cluster_assignments",
-        pa.table({"run_id": [run_id] * len(labels), "location_id": location_ids,
-                  "cluster": pa.array(labels, pa.int32()), "distance": pa.array(dist, pa.float32())}),
-    )
+    assignments = pa.table({"location_id": location_ids, "cluster": pa.array(labels, pa.int32()),
+                            "distance": pa.array(dist, pa.float32())})
     created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=created_offset_s)
-    lake.append(
-        "cluster_runs",
+    commit_run(
+        lake,
         pa.table({
             "run_id": [run_id], "map": [map_name], "model": [model], "pooling": ["mean"], "precision": ["fp32"],
             "algorithm": ["kmeans"], "k": pa.array([k], pa.int32()), "pca_dims": pa.array([None], pa.int32()),
@@ -146,7 +144,8 @@ def write_run(
             "silhouette": pa.array([silhouette if silhouette is not None else 0.3], pa.float64()),
             "sweep_id": [sweep_id], "code_version": ["test"],
             "created_at": pa.array([created], pa.timestamp("us", tz="UTC")),
-        }),
+        }).to_pylist()[0],
+        assignments,
     )
     return run_id
 

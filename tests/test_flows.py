@@ -61,7 +61,7 @@ def latest_artifact(key: str):
 
 def lake_parts(lake_uri: str) -> list[str]:
     lake = open_lake(lake_uri)
-    return [p for t in ("images", "embeddings", "cluster_runs", "cluster_assignments") for p in lake.table_files(t)]
+    return [p for t in ("images", "embeddings", "cluster_runs") for p in lake.table_files(t)]
 
 
 def test_pipeline_end_to_end_then_rerun_does_nothing(demo_world, tmp_path):

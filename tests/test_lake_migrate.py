@@ -62,3 +62,37 @@ def test_migrate_converts_maps_images_blobs_and_the_rest(legacy, capsys) -> None
     assert code == 0 and "nothing to convert" in out
     writer = open_lake(str(legacy), mode="write")
     assert writer.table_version("maps") is not None
+
+
+DELTA_V1 = Path(__file__).parent / "fixtures" / "delta_v1_lake" / "lake"
+
+
+@pytest.fixture
+def delta_v1(tmp_path) -> Path:
+    root = tmp_path / "lake"
+    shutil.copytree(DELTA_V1, root)
+    return root
+
+
+def test_a_first_delta_layout_lake_has_its_runs_assignments_folded_into_their_rows(delta_v1, capsys) -> None:
+    # written by the code of that layout (tests/fixtures/delta_v1_lake/make.py): assignments and
+    # pairs in Delta tables of their own, one run committed, one killed before its row
+    with pytest.raises(LakeError, match="lake migrate"):
+        open_lake(str(delta_v1), mode="read")
+    code, out, err = run(capsys, "--lake", str(delta_v1), "--json", "lake", "migrate")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["migrated"] and result["converted"] == {"cluster_runs": 1, "cluster_assignments": 6, "cluster_duplicates": 2}
+    lake = open_lake(str(delta_v1), mode="read")
+    assert lake.query("SELECT run_id, name FROM cluster_runs").to_pylist() == [{"run_id": "run-committed", "name": "north@v1"}]
+    assert lake.query("SELECT run_id, location_id, cluster FROM cluster_assignments ORDER BY location_id").to_pylist() == [
+        {"run_id": "run-committed", "location_id": "n1", "cluster": 0},
+        {"run_id": "run-committed", "location_id": "n2", "cluster": 0},
+        {"run_id": "run-committed", "location_id": "n3", "cluster": 1}]  # the killed run's are gone
+    assert lake.query("SELECT run_id, location_a, location_b FROM cluster_duplicates").to_pylist() == [
+        {"run_id": "run-committed", "location_a": "n1", "location_b": "n2"}]
+    assert lake.query("SELECT count(*) n FROM locations").to_pylist() == [{"n": 3}]  # other tables untouched
+    assert not (delta_v1 / "tables" / "cluster_assignments").exists()
+    assert (delta_v1 / result["kept_at"] / "cluster_assignments" / "_delta_log").is_dir()  # kept aside
+    code, out, _ = run(capsys, "--lake", str(delta_v1), "lake", "migrate")
+    assert code == 0 and "nothing to convert" in out

@@ -9,9 +9,12 @@ import time
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from svcluster.flows.cli import main
+from svcluster.tasks.cluster.runs import commit_run
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.maintenance import optimize_lake, vacuum_tables
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
@@ -71,12 +74,34 @@ def test_writing_the_same_rows_twice_adds_nothing_and_immutable_runs_keep_their_
     assert lake.query("SELECT k FROM cluster_runs").to_pylist() == [{"k": 3}]
 
 
-def test_assignments_are_seen_with_their_run_or_not_at_all(lake) -> None:
-    assignments = pa.table({"run_id": ["r1"] * 3, "location_id": ["a", "b", "c"], "cluster": pa.array([0, 1, 1], pa.int32())})
-    lake.append("cluster_assignments", assignments)  # a process killed here leaves them invisible
-    assert count(lake, "SELECT count(*) FROM cluster_assignments") == 0
-    lake.append("cluster_runs", pa.Table.from_pylist([{"run_id": "r1", "map": "m", "created_at": datetime.now(timezone.utc)}]))
-    assert count(lake, "SELECT count(*) FROM cluster_assignments") == 3
+def test_a_run_with_its_assignments_and_pairs_is_one_commit_any_delta_reader_sees_whole(lake) -> None:
+    before = lake.table_version("cluster_runs")
+    assignments = pa.table({"location_id": ["a", "b", "c"], "cluster": pa.array([0, 1, 1], pa.int32()),
+                            "distance": pa.array([0.1, 0.2, 0.3], pa.float32())})
+    pairs = pa.table({"location_a": ["b"], "location_b": ["c"], "cosine": pa.array([0.999], pa.float32())})
+    commit_run(lake, {"run_id": "r1", "map": "m", "k": 2, "created_at": datetime.now(timezone.utc)}, assignments, pairs)
+    assert lake.table_version("cluster_runs") == before + 1  # one commit, no other table written
+    assert count(lake, "SELECT count(*) FROM cluster_assignments WHERE run_id = 'r1'") == 3
+    assert lake.query("SELECT location_a, location_b FROM cluster_duplicates").to_pylist() == [{"location_a": "b", "location_b": "c"}]
+    # another engine reading the Delta table (here delta-rs itself) sees the run whole or not at all
+    uri = lake.delta.uri("cluster_runs")
+    assert DeltaTable(uri, version=before).to_pyarrow_table().num_rows == 0
+    run = DeltaTable(uri, version=before + 1).to_pyarrow_table().to_pylist()[0]
+    assert [(a["location_id"], a["cluster"]) for a in run["assignments"]] == [("a", 0), ("b", 1), ("c", 1)]
+
+
+def test_each_run_is_its_own_row_group_also_after_compaction(lake) -> None:
+    for i in range(4):
+        ids = [f"l{j}" for j in range(50)]
+        commit_run(lake, {"run_id": f"r{i}", "map": "m", "k": 2, "created_at": datetime.now(timezone.utc)},
+                   pa.table({"location_id": ids, "cluster": pa.array([j % 2 for j in range(50)], pa.int32()),
+                             "distance": pa.array([0.5] * 50, pa.float32())}))
+    optimize_lake(lake, ["cluster_runs"])
+    (only,) = lake.table_files("cluster_runs")
+    with lake.fs.open(lake.path(only), "rb") as f:
+        meta = pq.read_metadata(f)
+    assert meta.num_row_groups == 4 and {meta.row_group(g).num_rows for g in range(4)} == {1}
+    assert count(lake, "SELECT count(*) FROM cluster_assignments WHERE run_id = 'r2'") == 50
 
 
 def test_compaction_bounds_the_files_and_vacuum_removes_the_replaced_ones(lake, capsys) -> None:

@@ -49,16 +49,15 @@ FROM lake_embedding_views;
 CREATE OR REPLACE VIEW cluster_runs AS
 SELECT run_id, map,
        map || '@v' || row_number() OVER (PARTITION BY map ORDER BY created_at, run_id) AS name,
-       * EXCLUDE (run_id, map, written_at)
+       * EXCLUDE (run_id, map, written_at, assignments, duplicates)
 FROM lake_cluster_runs;
 
--- A run's assignments are committed just before its run row (two tables: two commits); only
--- assignments of a committed run are shown, so readers see a run with all its assignments or neither.
+-- A run's assignments are a column of its row (one commit: readers see a run with all its
+-- assignments or not at all); each row of cluster_runs' files is its own row group, so a filter on
+-- run_id decodes only that run's list.
 CREATE OR REPLACE VIEW cluster_assignments AS
-SELECT a.* EXCLUDE (written_at)
-FROM lake_cluster_assignments a
-SEMI JOIN lake_cluster_runs r
-  ON r.run_id = a.run_id;
+SELECT run_id, unnest(assignments, recursive := true)
+FROM lake_cluster_runs;
 
 -- What each fetch (or folder import) of a map asked for, per view settings: the headings embed
 -- pools for the map at those settings; the map's latest row holds the settings it pools by default.
@@ -66,13 +65,11 @@ CREATE OR REPLACE VIEW map_views AS
 SELECT * EXCLUDE (written_at), written_at AS fetched_at
 FROM lake_map_views;
 
--- Near-identical pairs of places found within the clusters of a run (the cluster step writes
--- them before the run row; only committed runs' are shown). See duplicate_panoramas.
+-- Near-identical pairs of places found within the clusters of a run (written with the run, in
+-- its row). See duplicate_panoramas.
 CREATE OR REPLACE VIEW cluster_duplicates AS
-SELECT d.* EXCLUDE (written_at)
-FROM lake_cluster_duplicates d
-SEMI JOIN lake_cluster_runs r
-  ON r.run_id = d.run_id;
+SELECT run_id, unnest(duplicates, recursive := true)
+FROM lake_cluster_runs;
 
 -- Every tag an export wrote into a map (one row per map and tag): the tags that are
 -- svcluster's own. An export removes these and only these before adding its own.

@@ -23,7 +23,7 @@ from svcluster.tasks.cluster.step import code_version, map_checksum
 from svcluster.tasks.errors import NotFoundError, SvclusterError
 from svcluster.tasks.lake.store import Lake, now_utc
 from svcluster.tasks.cluster.naming import cluster_centroids, load_run_vectors, normalise_rows
-from svcluster.tasks.cluster.runs import resolve_run
+from svcluster.tasks.cluster.runs import commit_run, resolve_run
 from svcluster.tasks.lake.schemas import TABLES
 from svcluster.tasks.cluster.vectors import load_vectors
 
@@ -81,24 +81,20 @@ def assign_run(lake: Lake, run: str) -> AssignResult:
 
 
 def write_assign_run(lake, parent: dict, run_id: str, old: pa.Table, ids, labels, distances, fingerprint: str, sha) -> None:
-    """Assignments first (the parent's unchanged, then the new ones), then the run row."""
+    """The run's row with its assignments (the parent's unchanged, then the new ones), one commit."""
     n_new = len(ids)
-    lake.append(
-        "cluster_assignments",
-        pa.table(
-            {
-                "run_id": pa.array([run_id] * (old.num_rows + n_new), pa.string()),
-                "location_id": pa.concat_arrays([old.column("location_id").combine_chunks().cast(pa.string()), pa.array(list(ids), pa.string())]),
-                "cluster": pa.concat_arrays([old.column("cluster").combine_chunks().cast(pa.int32()), pa.array(labels, pa.int32())]),
-                "distance": pa.concat_arrays([old.column("distance").combine_chunks().cast(pa.float32()), pa.array(distances, pa.float32())]),
-            }
-        ),
+    assignments = pa.table(
+        {
+            "location_id": pa.concat_arrays([old.column("location_id").combine_chunks().cast(pa.string()), pa.array(list(ids), pa.string())]),
+            "cluster": pa.concat_arrays([old.column("cluster").combine_chunks().cast(pa.int32()), pa.array(labels, pa.int32())]),
+            "distance": pa.concat_arrays([old.column("distance").combine_chunks().cast(pa.float32()), pa.array(distances, pa.float32())]),
+        }
     )
     all_labels = np.concatenate([np.array(old.column("cluster").to_pylist(), np.int64), labels.astype(np.int64)])
     counts = np.bincount(all_labels[all_labels >= 0], minlength=int(parent["k"] or 0))
     params = json.loads(parent["params"]) if parent.get("params") else {}
     params.update({"method": METHOD, "parent_run_id": parent["run_id"], "fingerprint": fingerprint})
-    row = {name: parent.get(name) for name in TABLES["cluster_runs"].schema.names if name != "written_at"}
+    row = {name: parent.get(name) for name in TABLES["cluster_runs"].schema.names if name not in ("written_at", "assignments", "duplicates")}
     row.update(
         run_id=run_id,
         params=json.dumps(params, sort_keys=True),
@@ -117,4 +113,4 @@ def write_assign_run(lake, parent: dict, run_id: str, old: pa.Table, ids, labels
         parent_run_id=parent["run_id"],
         method=METHOD,
     )
-    lake.append("cluster_runs", pa.Table.from_pylist([row]))
+    commit_run(lake, row, assignments)

@@ -1,13 +1,33 @@
-"""Cluster runs by name: a run_id (or a unique prefix of one) or ``MAP@vN``; how a run stands
+"""Cluster runs: committing one (its row, assignments and near-duplicate pairs in one commit);
+finding one by name, a run_id (or a unique prefix of one) or ``MAP@vN``; how a run stands
 against its map's current version; and which run is its previous version."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 from svcluster.sql import load_sql
 from svcluster.tasks.errors import NotFoundError
+from svcluster.tasks.lake.schemas import ASSIGNMENT, DUPLICATE_PAIR
 from svcluster.tasks.lake.store import Lake
+
+
+def commit_run(lake: Lake, row: dict[str, Any], assignments: pa.Table, duplicates: pa.Table | None = None) -> None:
+    """Write a run as one commit of ``cluster_runs``: ``row`` (its columns) with ``assignments``
+    (location_id, cluster, distance) and ``duplicates`` (location_a < location_b, cosine) as the
+    lists of its ``assignments`` and ``duplicates`` columns. Readers see all of it or nothing."""
+    table = pa.Table.from_pylist([row])
+    for name, rows, kind in (("assignments", assignments, ASSIGNMENT), ("duplicates", duplicates, DUPLICATE_PAIR)):
+        if rows is None:
+            rows = pa.table({f.name: pa.array([], f.type) for f in kind})
+        items = pa.StructArray.from_arrays(
+            [rows.column(f.name).combine_chunks().cast(f.type) for f in kind], fields=list(kind)
+        )
+        table = table.append_column(name, pa.ListArray.from_arrays(pa.array([0, len(items)], pa.int32()), items))
+    lake.append("cluster_runs", table)
 
 
 @dataclass(frozen=True)

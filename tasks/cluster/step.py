@@ -5,8 +5,8 @@ leaves noise as cluster -1) over the latest embedding of every location of a map
 optionally after a PCA fitted on the same vectors. Its
 ``run_id`` is a hash of the input embeddings' fingerprint and every parameter, so asking for the
 same clustering twice finds the run already in the lake and reuses it. Each new run writes its
-``cluster_assignments`` first and then its ``cluster_runs`` row; the row commits the run (the
-views only show assignments of committed runs), so a crash in between leaves nothing visible.
+``cluster_runs`` row with its assignments and near-duplicate pairs in it, one commit, so a crash
+leaves the whole run or nothing.
 
 Cluster numbers are stable across versions: a new run of a map numbers its clusters to match
 the map's previous run (its latest with the same k, else its latest) as closely as possible
@@ -35,6 +35,7 @@ from svcluster.tasks.options import option
 from svcluster.tasks.progress import NullProgress, Progress
 from svcluster.tasks.embed.models import DEFAULT_MODEL
 from svcluster.tasks.cluster.duplicates import DuplicatePairs, near_duplicates
+from svcluster.tasks.cluster.runs import commit_run
 from svcluster.tasks.cluster.vectors import EmbeddingChoice, EmbeddingSet, Vectors, embedding_choices, embedding_set, load_selected
 
 DEFAULT_POOLING = "mean"
@@ -600,33 +601,26 @@ def write_run(
     request_id: str | None = None,
     duplicates: DuplicatePairs | None = None,
 ) -> None:
-    """Assignments and near-duplicate pairs first, then the run row that commits them."""
+    """The run's row with its assignments and near-duplicate pairs, as one commit."""
     n = len(vectors.location_ids)
+    pairs = None
     if duplicates is not None and len(duplicates):
         ids = np.asarray(vectors.location_ids, dtype=object)
         a, b = ids[duplicates.a], ids[duplicates.b]
         first = a < b
-        lake.append(
-            "cluster_duplicates",
-            pa.table(
-                {
-                    "run_id": pa.array([run_id] * len(a), pa.string()),
-                    "location_a": pa.array(np.where(first, a, b).tolist(), pa.string()),
-                    "location_b": pa.array(np.where(first, b, a).tolist(), pa.string()),
-                    "cosine": pa.array(duplicates.cosine, pa.float32()),
-                }
-            ),
-        )
-    lake.append(
-        "cluster_assignments",
-        pa.table(
+        pairs = pa.table(
             {
-                "run_id": pa.array([run_id] * n, pa.string()),
-                "location_id": pa.array(vectors.location_ids, pa.string()),
-                "cluster": pa.array(fit.labels, pa.int32()),
-                "distance": pa.array(fit.distances, pa.float32()),
+                "location_a": pa.array(np.where(first, a, b).tolist(), pa.string()),
+                "location_b": pa.array(np.where(first, b, a).tolist(), pa.string()),
+                "cosine": pa.array(duplicates.cosine, pa.float32()),
             }
-        ),
+        )
+    assignments = pa.table(
+        {
+            "location_id": pa.array(vectors.location_ids, pa.string()),
+            "cluster": pa.array(fit.labels, pa.int32()),
+            "distance": pa.array(fit.distances, pa.float32()),
+        }
     )
     row = {
         "run_id": run_id,
@@ -655,7 +649,7 @@ def write_run(
         "code_version": code_version(),
         "created_at": now_utc(),
     }
-    lake.append("cluster_runs", pa.Table.from_pylist([row]))
+    commit_run(lake, row, assignments, pairs)
 
 
 def existing_run(con: Connection, run_id: str) -> RunSummary | None:

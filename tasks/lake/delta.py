@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from svcluster.tasks.errors import LakeError
@@ -80,6 +80,11 @@ class Commit:
 def _commit_properties(**extra: Any) -> CommitProperties:
     meta = {"svcluster_step": current_step(), **{k: str(v) for k, v in extra.items()}}
     return CommitProperties(custom_metadata=meta)
+
+
+def writer_properties(spec: TableSpec) -> WriterProperties | None:
+    """How the table's Parquet files are written (None: delta-rs' defaults)."""
+    return None if spec.rows_per_group is None else WriterProperties(max_row_group_size=spec.rows_per_group)
 
 
 def for_delta(rows: pa.Table) -> pa.Table:
@@ -251,7 +256,7 @@ class DeltaTables:
                 return self.merge(spec, rows)
             read_version = dt.version()
             write_deltalake(
-                dt, for_delta(rows), mode="append", schema_mode="merge",
+                dt, for_delta(rows), mode="append", schema_mode="merge", writer_properties=writer_properties(spec),
                 commit_properties=_commit_properties(rows=rows.num_rows),
             )
             dt.update_incremental()
@@ -287,7 +292,8 @@ class DeltaTables:
         predicate = " OR ".join(_key_predicate(spec.key, k) for k in sorted(raced, key=repr))
         retried(lambda: write_deltalake(
             self.uri(spec.name), winners, mode="overwrite", predicate=predicate, schema_mode="merge",
-            storage_options=self.options, commit_properties=_commit_properties(rows=winners.num_rows, raced=len(raced)),
+            writer_properties=writer_properties(spec), storage_options=self.options,
+            commit_properties=_commit_properties(rows=winners.num_rows, raced=len(raced)),
         ))
         return self.latest(spec.name).version()
 
@@ -310,7 +316,7 @@ class DeltaTables:
                 dt = self.open(spec.name)
             merger = dt.merge(
                 rows, predicate, source_alias="s", target_alias="t", merge_schema=True,
-                commit_properties=_commit_properties(rows=rows.num_rows),
+                writer_properties=writer_properties(spec), commit_properties=_commit_properties(rows=rows.num_rows),
             )
             if not spec.immutable:
                 merger = merger.when_matched_update_all()
@@ -328,7 +334,18 @@ class DeltaTables:
         self.create(spec)
         write_deltalake(
             self.uri(spec.name), for_delta(rows), mode="append", schema_mode="merge",
-            storage_options=self.options, commit_properties=_commit_properties(rows=rows.num_rows),
+            writer_properties=writer_properties(spec), storage_options=self.options,
+            commit_properties=_commit_properties(rows=rows.num_rows),
+        )
+        return self.open(spec.name).version()
+
+    def replace_all(self, spec: TableSpec, rows: pa.Table) -> int:
+        """Make ``rows`` the table's whole content in one commit (a format change). Returns the version."""
+        self.create(spec)
+        write_deltalake(
+            self.uri(spec.name), for_delta(rows), mode="overwrite", schema_mode="merge",
+            writer_properties=writer_properties(spec), storage_options=self.options,
+            commit_properties=_commit_properties(rows=rows.num_rows),
         )
         return self.open(spec.name).version()
 
@@ -340,7 +357,10 @@ class DeltaTables:
             dt = self.open(table)
             if dt is None or (more_than is not None and len(dt.file_uris()) <= more_than):
                 return 0  # (another compaction got here first)
-            removed = int(dt.optimize.compact(target_size=target_size, commit_properties=_commit_properties()).get("numFilesRemoved", 0))
+            removed = int(dt.optimize.compact(
+                target_size=target_size, writer_properties=writer_properties(TABLES[table]),
+                commit_properties=_commit_properties(),
+            ).get("numFilesRemoved", 0))
             if removed:
                 self._mend_double_compaction(table, dt.version())
             return removed
@@ -395,7 +415,8 @@ class DeltaTables:
                 predicate += f" OR {_quote(first)} IS NULL"
             write_deltalake(
                 self.uri(spec.name), kept, mode="overwrite", predicate=predicate, schema_mode="merge",
-                storage_options=self.options, commit_properties=_commit_properties(deduplicated=rows.num_rows - kept.num_rows),
+                writer_properties=writer_properties(spec), storage_options=self.options,
+                commit_properties=_commit_properties(deduplicated=rows.num_rows - kept.num_rows),
             )
             return rows.num_rows - kept.num_rows
 

@@ -6,6 +6,9 @@ a re-ingest replaced whole) and ``schema-<hash>.parquet`` (zero rows: the table'
 were only added; a row superseding another had the same key and a later ``written_at``, and the
 views kept the latest row per key (``cluster_runs``: the first; ``cluster_assignments``: only
 those of a run that has its row). Blobs and caches had the layout they still have.
+
+The first Delta layout kept a run's assignments and near-duplicate pairs in Delta tables of their
+own, ``cluster_assignments`` and ``cluster_duplicates``; they are now lists in the run's row.
 """
 
 from __future__ import annotations
@@ -18,7 +21,40 @@ import pyarrow.parquet as pq
 
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.delta import latest_per_key
-from svcluster.tasks.lake.schemas import TableSpec
+from svcluster.tasks.lake.schemas import ASSIGNMENT, DUPLICATE_PAIR, TIMESTAMP, TableSpec
+
+# Tables of earlier formats whose rows are now the lists of a cluster_runs row (its
+# ``assignments`` and ``duplicates`` columns): a run was its row plus rows in these, committed apart.
+CLUSTER_ASSIGNMENTS = TableSpec(
+    "cluster_assignments",
+    ("run_id", "location_id"),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("location_id", pa.string()),
+            ("cluster", pa.int32()),
+            ("distance", pa.float32()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+CLUSTER_DUPLICATES = TableSpec(
+    "cluster_duplicates",
+    ("run_id", "location_a", "location_b"),
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("location_a", pa.string()),
+            ("location_b", pa.string()),
+            ("cosine", pa.float32()),
+            ("written_at", TIMESTAMP),
+        ]
+    ),
+)
+
+SEPARATE_TABLES = {CLUSTER_ASSIGNMENTS.name: ("assignments", ASSIGNMENT), CLUSTER_DUPLICATES.name: ("duplicates", DUPLICATE_PAIR)}
+SEPARATE_SPECS = {t.name: t for t in (CLUSTER_ASSIGNMENTS, CLUSTER_DUPLICATES)}
 
 
 def legacy_files(lake, folder: str) -> list[str]:
@@ -46,3 +82,32 @@ def read_legacy_table(lake, folder: str, table_spec: TableSpec) -> pa.Table:
         picked = first.group_by(list(table_spec.key), use_threads=False).aggregate([("__i", "min")])
         return rows.take(picked.column("__i_min"))
     return latest_per_key(rows, table_spec.key)
+
+
+def nest_run_parts(runs: pa.Table, parts: dict[str, pa.Table]) -> pa.Table:
+    """``runs`` with each separate table's rows (``parts``: table name -> rows with a run_id) as
+    the list column of their run's row; a run with none gets an empty list. Rows of a run that
+    is not in ``runs`` (its row never committed) are dropped, as the old views did."""
+    run_ids = runs.column("run_id").to_pylist()
+    for table, rows in parts.items():
+        column, kind = SEPARATE_TABLES[table]
+        if column in runs.column_names:
+            runs = runs.drop_columns([column])
+        rows = rows.sort_by([("run_id", "ascending")]) if rows.num_rows else rows
+        ids = rows.column("run_id").to_pylist() if rows.num_rows else []
+        spans: dict[str, tuple[int, int]] = {}
+        for i, run_id in enumerate(ids):
+            start, _ = spans.get(run_id, (i, i))
+            spans[run_id] = (start, i + 1)
+        take, offsets = [], [0]
+        for run_id in run_ids:
+            start, end = spans.get(run_id, (0, 0))
+            take.extend(range(start, end))
+            offsets.append(len(take))
+        picked = rows.take(pa.array(take, pa.int64())) if take else None
+        items = pa.StructArray.from_arrays(
+            [(picked.column(f.name).combine_chunks().cast(f.type) if picked is not None else pa.array([], f.type)) for f in kind],
+            fields=list(kind),
+        )
+        runs = runs.append_column(column, pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items))
+    return runs

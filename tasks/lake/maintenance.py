@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from svcluster.tasks.errors import LakeError
-from svcluster.tasks.lake.legacy import read_legacy_table
+from svcluster.tasks.lake.legacy import SEPARATE_SPECS, nest_run_parts, read_legacy_table
 from svcluster.tasks.lake.schemas import TABLES
 from svcluster.tasks.lake.store import TARGET_FILE_BYTES, Lake, conform
 
@@ -79,14 +79,14 @@ def migrate_lake(lake: Lake) -> MigrateResult:
     """Convert a lake of the previous format in place: each table's rows (as its old views showed
     them) become the first commit of its Delta table; the old folders are kept under
     ``legacy/tables-<time>/`` (delete them once satisfied). Blobs and caches keep their place.
-    Resumable: a table already converted is not written again."""
+    Resumable: a table already converted is not written again. A lake of the first Delta layout
+    (assignments in tables of their own) has them folded into its runs' rows."""
     result = MigrateResult()
     source = _legacy_source(lake)
     if source is None:
-        result.already = True
-        return result
+        return _fold_separate_tables(lake)
     if source == "tables":
-        kept = f"{LEGACY_FOLDER}/tables-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        kept = f"{LEGACY_FOLDER}/tables-{_stamp()}"
         try:
             lake.fs.mv(lake.path("tables"), lake.path(kept), recursive=True)
         except OSError as exc:
@@ -99,13 +99,47 @@ def migrate_lake(lake: Lake) -> MigrateResult:
             result.converted[name] = -1  # converted by an earlier, interrupted migrate
             continue
         rows = read_legacy_table(lake, f"{source}/{name}", table_spec)
-        if name == "cluster_assignments" and rows.num_rows:
-            runs = read_legacy_table(lake, f"{source}/cluster_runs", TABLES["cluster_runs"])
-            committed = set(runs.column("run_id").to_pylist()) if runs.num_rows else set()
-            rows = rows.filter(pc.is_in(rows.column("run_id"), pa.array(sorted(committed), pa.string())))
+        if name == "cluster_runs" and rows.num_rows:
+            parts = {t: read_legacy_table(lake, f"{source}/{t}", s) for t, s in SEPARATE_SPECS.items()}
+            rows = nest_run_parts(rows, parts)
+            for t in parts:  # rows of runs whose row never committed are dropped
+                result.converted[t] = sum(len(v) for v in rows.column(t.removeprefix("cluster_")).to_pylist())
         if rows.num_rows:  # one row per key already: a plain append, no merge
             lake.delta.insert(table_spec, conform(table_spec, rows))
         result.converted[name] = rows.num_rows
+    return result
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+
+def _fold_separate_tables(lake: Lake) -> MigrateResult:
+    """A lake of the first Delta layout: the Delta tables ``cluster_assignments`` and
+    ``cluster_duplicates`` become the lists of their runs' rows (one commit rewriting
+    ``cluster_runs``), then move to ``legacy/separate-<time>/``. Nothing to do: ``already``."""
+    present = [t for t in SEPARATE_SPECS if lake.delta.exists(t)]
+    if not present:
+        return MigrateResult(already=True)
+    spec = TABLES["cluster_runs"]
+    runs = lake.delta.open(spec.name)
+    rows = spec.schema.empty_table() if runs is None else runs.to_pyarrow_table()
+    # runs holding their lists already (written after an interrupted fold's commit) keep them
+    bare = pc.is_null(rows.column("assignments")) if "assignments" in rows.column_names else pa.repeat(True, rows.num_rows)
+    if pc.any(bare).as_py():
+        parts = {t: lake.delta.open(t).to_pyarrow_table() for t in present}
+        folded = conform(spec, nest_run_parts(rows.filter(bare), parts))
+        whole = pa.concat_tables([folded, conform(spec, rows.filter(pc.invert(bare)))], promote_options="permissive")
+        lake.delta.replace_all(spec, whole)
+    kept = f"{LEGACY_FOLDER}/separate-{_stamp()}"
+    result = MigrateResult(kept_at=kept)
+    result.converted[spec.name] = rows.num_rows
+    for t in present:
+        result.converted[t] = lake.delta.open(t).to_pyarrow_table(columns=["run_id"]).num_rows
+        try:
+            lake.fs.mv(lake.path(f"tables/{t}"), lake.path(f"{kept}/{t}"), recursive=True)
+        except OSError as exc:
+            raise LakeError(f"cannot move the table {t} of {lake.uri} aside: {exc}") from None
     return result
 
 

@@ -17,12 +17,15 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 @dataclass(frozen=True)
 class TableSpec:
     """A lake table: its name, its key columns and its Arrow schema (vector sizes may vary).
-    ``immutable``: a row once written is never replaced (a write of its key again adds nothing)."""
+    ``immutable``: a row once written is never replaced (a write of its key again adds nothing).
+    ``rows_per_group``: the most rows a Parquet row group holds (None: the writer's default); a
+    table of large nested rows keeps few per group, so a query of one row decodes only its own."""
 
     name: str
     key: tuple[str, ...]
     schema: pa.Schema
     immutable: bool = False
+    rows_per_group: int | None = None
 
 
 def vector_type(dim: int) -> pa.DataType:
@@ -149,6 +152,26 @@ EMBEDDING_VIEWS = TableSpec(
     ),
 )
 
+# A run's assignments and near-duplicate pairs are columns of its row, not tables of their own: a
+# Delta commit covers one table, and a run must be seen with all its assignments or not at all.
+# The views cluster_assignments and cluster_duplicates unnest them (sql/lake/views.sql).
+ASSIGNMENT = pa.struct(
+    [
+        ("location_id", pa.string()),
+        ("cluster", pa.int32()),  # -1: noise (HDBSCAN)
+        ("distance", pa.float32()),  # to the cluster's centroid
+    ]
+)
+# Pairs of places of one run whose embeddings are near-identical (cosine >= 0.995), found within
+# each of its clusters by the cluster step (tasks/cluster/duplicates.py).
+DUPLICATE_PAIR = pa.struct(
+    [
+        ("location_a", pa.string()),  # location_a < location_b
+        ("location_b", pa.string()),
+        ("cosine", pa.float32()),  # of the two L2-normalised embeddings (not the PCA space)
+    ]
+)
+
 CLUSTER_RUNS = TableSpec(
     "cluster_runs",
     ("run_id",),
@@ -182,39 +205,12 @@ CLUSTER_RUNS = TableSpec(
             ("code_version", pa.string()),
             ("created_at", TIMESTAMP),
             ("written_at", TIMESTAMP),
+            ("assignments", pa.list_(ASSIGNMENT)),  # every clustered place: the view cluster_assignments
+            ("duplicates", pa.list_(DUPLICATE_PAIR)),  # near-identical pairs: the view cluster_duplicates
         ]
     ),
     immutable=True,  # a run is never rewritten: the first commit of a run_id is the run
-)
-
-CLUSTER_ASSIGNMENTS = TableSpec(
-    "cluster_assignments",
-    ("run_id", "location_id"),
-    pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("location_id", pa.string()),
-            ("cluster", pa.int32()),
-            ("distance", pa.float32()),
-            ("written_at", TIMESTAMP),
-        ]
-    ),
-)
-
-# Pairs of places of one run whose embeddings are near-identical (cosine >= 0.995), found within
-# each of its clusters by the cluster step (tasks/cluster/duplicates.py) and written with the run.
-CLUSTER_DUPLICATES = TableSpec(
-    "cluster_duplicates",
-    ("run_id", "location_a", "location_b"),
-    pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("location_a", pa.string()),  # location_a < location_b
-            ("location_b", pa.string()),
-            ("cosine", pa.float32()),  # of the two L2-normalised embeddings (not the PCA space)
-            ("written_at", TIMESTAMP),
-        ]
-    ),
+    rows_per_group=1,  # a run's assignments are read (filtered on run_id) without the others'
 )
 
 CLUSTER_NAMES = TableSpec(
@@ -315,5 +311,5 @@ PROJECTIONS = TableSpec(
 
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_ASSIGNMENTS, CLUSTER_DUPLICATES, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES, MAP_VIEWS, PROJECTIONS)
+    for t in (MAPS, LOCATIONS, IMAGES, EMBEDDINGS, EMBEDDING_VIEWS, CLUSTER_RUNS, CLUSTER_NAMES, EXPORTED_TAGS, SEARCHES, MAP_VIEWS, PROJECTIONS)
 }

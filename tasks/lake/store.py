@@ -196,6 +196,11 @@ class Lake:
                 f"the lake at {self.uri} is of the previous format (folders of Parquet parts): "
                 f"convert it once with `svcluster --lake {self.uri} lake migrate`"
             )
+        if self._has_first_commit("cluster_assignments"):
+            raise LakeError(
+                f"the lake at {self.uri} keeps cluster assignments in a table of their own (svcluster's first "
+                f"Delta layout): fold them into their runs once with `svcluster --lake {self.uri} lake migrate`"
+            )
 
     def ensure(self) -> "Lake":
         """Create missing tables (empty Delta tables with their schema files); drop stale temp

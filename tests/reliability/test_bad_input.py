@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from svcluster.flows.cli import main
 from svcluster.tasks.errors import MapFormatError, SvclusterError
+from svcluster.tasks.cluster.runs import commit_run
 from svcluster.tasks.export.step import export_map
 from svcluster.tasks.ingest.step import ingest_map
 from svcluster.tasks.lake.store import open_lake
@@ -185,11 +186,9 @@ def clustered_lake(tmp_path_factory):
     src.write_text(json.dumps(to_format(generate_locations(12, seed=5), "customCoordinates", name="tagged")))
     ingest_map(lake, src, "tagged")
     ids = lake.query("SELECT location_id FROM locations ORDER BY position").column(0).to_pylist()
-    lake.append("cluster_assignments", pa.table({
-        "run_id": ["run-fuzz"] * len(ids), "location_id": ids,
-        "cluster": [i % 3 for i in range(len(ids))], "distance": [0.5] * len(ids),
+    commit_run(lake, {"run_id": "run-fuzz", "map": "tagged", "k": 3}, pa.table({
+        "location_id": ids, "cluster": [i % 3 for i in range(len(ids))], "distance": [0.5] * len(ids),
     }))
-    lake.append("cluster_runs", pa.table({"run_id": ["run-fuzz"], "map": ["tagged"], "k": [3]}))
     return lake
 
 

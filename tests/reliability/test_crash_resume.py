@@ -57,7 +57,7 @@ def kill_points(rng: random.Random) -> tuple[list[KillPoint], list[KillPoint]]:
         KillPoint("fetch", f"{few} blobs stored", lambda lk, out: blobs(lk) >= few, d(0, 0.05)),
         KillPoint("fetch", "first images rows appended", lambda lk, out: files(lk, "images") >= 1, d(0, 0.2)),
         KillPoint("embed", "first embedding file", lambda lk, out: files(lk, "embedding_views") + files(lk, "embeddings") >= 1, d(0, 0.1)),
-        KillPoint("cluster", "assignments written, run row not yet", lambda lk, out: files(lk, "cluster_assignments") >= 1, 0.0),
+        KillPoint("cluster", "run's data file written, its commit maybe not yet", lambda lk, out: files(lk, "cluster_runs") >= 1, 0.0),
         KillPoint("export", "run committed, export under way", lambda lk, out: files(lk, "cluster_runs") >= 1, d(0.5, 1.5)),
     ]
     chain_b = [
