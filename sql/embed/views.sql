@@ -4,8 +4,8 @@
 -- already in the lake for ($model, $precision, $revision) from the same image bytes, if any
 -- (so mean pooling can re-pool without running the model again). Views at other settings (a
 -- fetch at another size, another map's fetch of a shared place) are never pooled in.
--- The tables' current files are read (lake_images, lake_embedding_views: one row per key), the
--- batch's locations filtered first, so the work of one batch does not grow with the lake. Rows
+-- The tables' current files are read (lake_images, lake_embedding_views: one row per key), whole:
+-- the embed step asks for a window of many batches' locations at once. Rows
 -- without settings read as 640x640, fov 90, pitch 0, as in the images view. A folder import's
 -- view matches any size (sql/fetch/plan.sql): of the rows that match, the latest per heading is
 -- pooled.

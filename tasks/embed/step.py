@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from svcluster.sql import load_sql
 from svcluster.tasks.lake.blob_check import DEFAULT_SETTINGS, BadView, mark_failed, missing_reason, unreadable_reason
@@ -59,6 +60,7 @@ from svcluster.tasks.lake.schemas import vector_type
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "stitched")
+VIEWS_WINDOW = 2048  # locations whose views one query asks for (a window of consecutive batches)
 
 
 def default_workers() -> int:
@@ -527,18 +529,7 @@ def _work_items(
     """For each batch of locations: the batch (its views at ``view_settings`` and ``headings``,
     reusable vectors), its inputs, its end."""
     settings = {**_settings_params(view_settings), **_headings_param(headings)}
-    for location_ids in batches:
-        rows = con.sql(
-            load_sql("embed/views"),
-            params=
-            {
-                "ids": list(location_ids),
-                "model": embedder.model,
-                "precision": embedder.precision,
-                "revision": embedder.revision,
-                **settings,
-            },
-        ).to_arrow_table()
+    for location_ids, rows in _views_of_batches(con, embedder, batches, settings):
         batch = _Batch(location_ids=[], views={}, vectors={}, new_views=set(), stats=EmbedStats())
         jobs: list[_Job] = []
         by_location: dict[str, list[tuple[int, str, str]]] = {}
@@ -566,6 +557,34 @@ def _work_items(
         yield batch
         yield from jobs
         yield _BatchEnd(batch)
+
+
+def _views_of_batches(
+    con: Connection, embedder: Embedder, batches: Iterable[list[str]], settings: dict[str, object]
+) -> Iterator[tuple[list[str], pa.Table]]:
+    """Each batch with its rows of ``sql/embed/views.sql``, asked for ``VIEWS_WINDOW`` locations
+    of consecutive batches at a time: a query scans the tables whole, so asking per batch made
+    each batch's cost grow with the lake."""
+    window: list[list[str]] = []
+
+    def flush() -> Iterator[tuple[list[str], pa.Table]]:
+        ids = [loc for b in window for loc in b]
+        rows = con.sql(
+            load_sql("embed/views"),
+            params={"ids": ids, "model": embedder.model, "precision": embedder.precision,
+                    "revision": embedder.revision, **settings},
+        ).to_arrow_table()
+        column = rows.column("location_id")
+        for b in window:
+            yield b, rows.filter(pc.is_in(column, value_set=pa.array(b, pa.string())))
+        window.clear()
+
+    for location_ids in batches:
+        window.append(list(location_ids))
+        if sum(len(b) for b in window) >= VIEWS_WINDOW:
+            yield from flush()
+    if window:
+        yield from flush()
 
 
 def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _Prepared:
