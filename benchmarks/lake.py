@@ -36,6 +36,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from svcluster.tasks.cluster.runs import commit_run  # noqa: E402
 from svcluster.tasks.cluster.vectors import load_vectors  # noqa: E402
 from svcluster.tasks.demo.sample import generate_locations, to_format  # noqa: E402
 from svcluster.tasks.ingest.step import ingest_map  # noqa: E402
@@ -87,9 +88,9 @@ def build(lake: Lake, n: int, work: Path, dim: int) -> dict[str, object]:
         lake.append("embeddings", rows)
         vector_times.append(time.perf_counter() - t0)
     run_id = uuid.uuid4().hex[:16]
-    lake.append("cluster_assignments", pa.table({"run_id": [run_id] * len(ids), "location_id": ids,
-                                                 "cluster": pa.array(rng.integers(0, 10, len(ids)), pa.int32())}))
-    lake.append("cluster_runs", pa.Table.from_pylist([{"run_id": run_id, "map": "bench", "model": MODEL, "k": 10}]))
+    commit_run(lake, {"run_id": run_id, "map": "bench", "model": MODEL, "k": 10},
+               pa.table({"location_id": ids, "cluster": pa.array(rng.integers(0, 10, len(ids)), pa.int32()),
+                         "distance": pa.array(rng.random(len(ids)), pa.float32())}))
     return {"images": ends(times), "embeddings": ends(vector_times), "run": run_id}
 
 
@@ -125,7 +126,7 @@ def measure(lake: Lake, n: int, work: Path, dim: int) -> dict[str, float]:
     lake.query("SELECT a.cluster, count(*) n, avg(l.lat) lat FROM cluster_assignments a JOIN places l USING (location_id) "
                "WHERE a.run_id = ? AND l.map = 'bench' GROUP BY ALL", [built["run"]])
     out["report_data_s"] = time.perf_counter() - t0
-    for table in ("images", "embeddings", "cluster_assignments"):
+    for table in ("images", "embeddings", "cluster_runs"):
         out[f"files_{table}"] = len(lake.table_files(table))
     return out
 
@@ -142,7 +143,7 @@ def show(name: str, r: dict[str, float]) -> None:
     print(f"load vectors: {r['load_vectors_s']:.2f} s from the table ({r['load_vectors_s'] / r['np_load_s']:.1f}x np.load), "
           f"{r['load_vectors_cached_s']:.3f} s from the cache ({r['load_vectors_cached_s'] / r['np_load_s']:.1f}x)")
     print(f"report data: {r['report_data_s'] * 1000:.0f} ms; files: " +
-          ", ".join(f"{t} {int(r[f'files_{t}'])}" for t in ("images", "embeddings", "cluster_assignments")))
+          ", ".join(f"{t} {int(r[f'files_{t}'])}" for t in ("images", "embeddings", "cluster_runs")))
 
 
 def main() -> None:

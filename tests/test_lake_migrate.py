@@ -82,7 +82,8 @@ def test_a_first_delta_layout_lake_has_its_runs_assignments_folded_into_their_ro
     code, out, err = run(capsys, "--lake", str(delta_v1), "--json", "lake", "migrate")
     assert code == 0, err
     result = json.loads(out)
-    assert result["migrated"] and result["converted"] == {"cluster_runs": 1, "cluster_assignments": 6, "cluster_duplicates": 2}
+    assert result["migrated"] and result["folded"]
+    assert result["converted"] == {"cluster_runs": 1, "cluster_assignments": 6, "cluster_duplicates": 2}
     lake = open_lake(str(delta_v1), mode="read")
     assert lake.query("SELECT run_id, name FROM cluster_runs").to_pylist() == [{"run_id": "run-committed", "name": "north@v1"}]
     assert lake.query("SELECT run_id, location_id, cluster FROM cluster_assignments ORDER BY location_id").to_pylist() == [

@@ -105,7 +105,8 @@ def migrate(
     json_output: JsonOption = False,
 ) -> None:
     """Convert a lake of the previous format (folders of Parquet parts) to Delta tables, in place:
-    every table's rows, the blobs where they are; the old folders are kept under legacy/."""
+    every table's rows, the blobs where they are; the old folders are kept under legacy/. A lake
+    of the first Delta layout has its runs' assignments folded into their rows."""
     inv = invocation(ctx, lake, json_output)
     target = Lake(inv.settings.lake).require()
     r = migrate_lake(target)
@@ -113,10 +114,12 @@ def migrate(
         emit(inv, {"migrated": False}, f"the lake at {target.uri} is in the current format already: nothing to convert")
         return
     lines = [f"{name}: {'converted before' if n < 0 else f'{n:,} rows'}" for name, n in r.converted.items()]
-    text = (f"converted the lake at {target.uri} to Delta tables:\n  " + "\n  ".join(lines) +
+    what = ("folded the separate run tables into their runs' rows (cluster_runs)" if r.folded
+            else "converted the lake to Delta tables")
+    text = (f"{what} at {target.uri}:\n  " + "\n  ".join(lines) +
             "\nblobs and caches are kept where they are; nothing needs recomputing"
             f"\nthe previous files are kept under {r.kept_at}/ (delete it once satisfied)")
-    emit(inv, {"migrated": True, "converted": r.converted, "kept_at": r.kept_at}, text)
+    emit(inv, {"migrated": True, "folded": r.folded, "converted": r.converted, "kept_at": r.kept_at}, text)
 
 
 def register(root: typer.Typer) -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from svcluster.sql import load_sql
 from svcluster.tasks.errors import NotFoundError
-from svcluster.tasks.lake.schemas import ASSIGNMENT, DUPLICATE_PAIR
+from svcluster.tasks.lake.schemas import ASSIGNMENT, DUPLICATE_PAIR, nested_list
 from svcluster.tasks.lake.store import Lake
 
 
@@ -21,12 +21,7 @@ def commit_run(lake: Lake, row: dict[str, Any], assignments: pa.Table, duplicate
     lists of its ``assignments`` and ``duplicates`` columns. Readers see all of it or nothing."""
     table = pa.Table.from_pylist([row])
     for name, rows, kind in (("assignments", assignments, ASSIGNMENT), ("duplicates", duplicates, DUPLICATE_PAIR)):
-        if rows is None:
-            rows = pa.table({f.name: pa.array([], f.type) for f in kind})
-        items = pa.StructArray.from_arrays(
-            [rows.column(f.name).combine_chunks().cast(f.type) for f in kind], fields=list(kind)
-        )
-        table = table.append_column(name, pa.ListArray.from_arrays(pa.array([0, len(items)], pa.int32()), items))
+        table = table.append_column(name, nested_list(kind, rows, [0, 0 if rows is None else rows.num_rows]))
     lake.append("cluster_runs", table)
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.delta import latest_per_key
-from svcluster.tasks.lake.schemas import ASSIGNMENT, DUPLICATE_PAIR, TIMESTAMP, TableSpec
+from svcluster.tasks.lake.schemas import ASSIGNMENT, DUPLICATE_PAIR, TIMESTAMP, TableSpec, nested_list
 
 # Tables of earlier formats whose rows are now the lists of a cluster_runs row (its
 # ``assignments`` and ``duplicates`` columns): a run was its row plus rows in these, committed apart.
@@ -105,9 +105,5 @@ def nest_run_parts(runs: pa.Table, parts: dict[str, pa.Table]) -> pa.Table:
             take.extend(range(start, end))
             offsets.append(len(take))
         picked = rows.take(pa.array(take, pa.int64())) if take else None
-        items = pa.StructArray.from_arrays(
-            [(picked.column(f.name).combine_chunks().cast(f.type) if picked is not None else pa.array([], f.type)) for f in kind],
-            fields=list(kind),
-        )
-        runs = runs.append_column(column, pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items))
+        runs = runs.append_column(column, nested_list(kind, picked, offsets))
     return runs

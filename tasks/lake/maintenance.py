@@ -51,6 +51,7 @@ class MigrateResult:
     converted: dict[str, int] = field(default_factory=dict)
     kept_at: str | None = None
     already: bool = False
+    folded: bool = False  # a first-Delta-layout lake: its separate run tables folded into cluster_runs
 
 
 def optimize_lake(lake: Lake, tables: list[str] | None = None, target_size: int = TARGET_FILE_BYTES) -> list[TableCompaction]:
@@ -103,7 +104,7 @@ def migrate_lake(lake: Lake) -> MigrateResult:
             parts = {t: read_legacy_table(lake, f"{source}/{t}", s) for t, s in SEPARATE_SPECS.items()}
             rows = nest_run_parts(rows, parts)
             for t in parts:  # rows of runs whose row never committed are dropped
-                result.converted[t] = sum(len(v) for v in rows.column(t.removeprefix("cluster_")).to_pylist())
+                result.converted[t] = pc.sum(pc.list_value_length(rows.column(t.removeprefix("cluster_")))).as_py() or 0
         if rows.num_rows:  # one row per key already: a plain append, no merge
             lake.delta.insert(table_spec, conform(table_spec, rows))
         result.converted[name] = rows.num_rows
@@ -132,7 +133,7 @@ def _fold_separate_tables(lake: Lake) -> MigrateResult:
         whole = pa.concat_tables([folded, conform(spec, rows.filter(pc.invert(bare)))], promote_options="permissive")
         lake.delta.replace_all(spec, whole)
     kept = f"{LEGACY_FOLDER}/separate-{_stamp()}"
-    result = MigrateResult(kept_at=kept)
+    result = MigrateResult(kept_at=kept, folded=True)
     result.converted[spec.name] = rows.num_rows
     for t in present:
         result.converted[t] = lake.delta.open(t).to_pyarrow_table(columns=["run_id"]).num_rows

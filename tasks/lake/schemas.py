@@ -28,6 +28,14 @@ class TableSpec:
     rows_per_group: int | None = None
 
 
+def nested_list(kind: pa.StructType, rows: pa.Table | None, offsets: list[int]) -> pa.ListArray:
+    """A list<``kind``> column: list i holds ``rows[offsets[i]:offsets[i + 1]]`` (the fields of
+    ``kind`` taken from the columns of the same names); no rows: every list empty."""
+    fields = list(kind)
+    columns = [pa.array([], f.type) if rows is None else rows.column(f.name).combine_chunks().cast(f.type) for f in fields]
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.StructArray.from_arrays(columns, fields=fields))
+
+
 def vector_type(dim: int) -> pa.DataType:
     """The Arrow type of an embedding: a fixed-size list of float32 (read back as FLOAT[])."""
     return pa.list_(pa.float32(), dim)
