@@ -22,11 +22,15 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def copied(fixture: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    shutil.copytree(fixture, root)
+    return root
+
+
 @pytest.fixture
 def legacy(tmp_path) -> Path:
-    root = tmp_path / "lake"
-    shutil.copytree(FIXTURE, root)
-    return root
+    return copied(FIXTURE, tmp_path)
 
 
 def test_a_previous_format_lake_is_refused_with_the_command_that_converts_it(legacy, capsys) -> None:
@@ -69,9 +73,7 @@ DELTA_V1 = Path(__file__).parent / "fixtures" / "delta_v1_lake" / "lake"
 
 @pytest.fixture
 def delta_v1(tmp_path) -> Path:
-    root = tmp_path / "lake"
-    shutil.copytree(DELTA_V1, root)
-    return root
+    return copied(DELTA_V1, tmp_path)
 
 
 def test_a_first_delta_layout_lake_has_its_runs_assignments_folded_into_their_rows(delta_v1, capsys) -> None:
