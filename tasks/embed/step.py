@@ -562,18 +562,17 @@ def _work_items(
 def _views_of_batches(
     con: Connection, embedder: Embedder, batches: Iterable[list[str]], settings: dict[str, object]
 ) -> Iterator[tuple[list[str], pa.Table]]:
-    """Each batch with its rows of ``sql/embed/views.sql``, asked for ``VIEWS_WINDOW`` locations
-    of consecutive batches at a time: a query scans the tables whole, so asking per batch made
-    each batch's cost grow with the lake."""
+    """Each batch with its rows of ``sql/embed/views.sql`` and a ``vector`` column (the reusable
+    vector, else null), asked for ``VIEWS_WINDOW`` locations of consecutive batches at a time: a
+    query scans the tables whole, so asking per batch made each batch's cost grow with the lake.
+    Vectors are read only for the locations that have one to reuse."""
     window: list[list[str]] = []
+    keys = {"model": embedder.model, "precision": embedder.precision, "revision": embedder.revision}
 
     def flush() -> Iterator[tuple[list[str], pa.Table]]:
         ids = [loc for b in window for loc in b]
-        rows = con.sql(
-            load_sql("embed/views"),
-            params={"ids": ids, "model": embedder.model, "precision": embedder.precision,
-                    "revision": embedder.revision, **settings},
-        ).to_arrow_table()
+        rows = con.sql(load_sql("embed/views"), params={"ids": ids, **keys, **settings}).to_arrow_table()
+        rows = rows.append_column("vector", _reusable_vectors(con, rows, {**keys, "view_settings": settings["view_settings"]}))
         column = rows.column("location_id")
         for b in window:
             yield b, rows.filter(pc.is_in(column, value_set=pa.array(b, pa.string())))
@@ -585,6 +584,20 @@ def _views_of_batches(
             yield from flush()
     if window:
         yield from flush()
+
+
+def _reusable_vectors(con: Connection, rows: pa.Table, params: dict[str, object]) -> pa.Array:
+    """For each row of ``sql/embed/views.sql``: its reusable vector (``sql/embed/view_vectors.sql``),
+    else null."""
+    reusable = rows.column("reusable")
+    if not pc.any(reusable).as_py():
+        return pa.nulls(rows.num_rows, pa.list_(pa.float32()))
+    ids = pc.unique(rows.filter(reusable).column("location_id")).to_pylist()
+    found = con.sql(load_sql("embed/view_vectors"), params={"ids": ids, **params}).to_arrow_table()
+    at = {k: i for i, k in enumerate(zip(*(found.column(c).to_pylist() for c in ("location_id", "heading", "image_sha256"))))}
+    wanted = zip(*(rows.column(c).to_pylist() for c in ("location_id", "heading", "sha256", "reusable")))
+    picks = [at.get((loc, heading, sha)) if ok else None for loc, heading, sha, ok in wanted]
+    return found.column("vector").combine_chunks().cast(pa.list_(pa.float32())).take(pa.array(picks, pa.int64()))
 
 
 def _prepare(lake: Lake, embedder: Embedder, job: _Job, turns: ModelTurns) -> _Prepared:
