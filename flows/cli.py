@@ -21,6 +21,7 @@ import json
 import math
 import numbers
 import os
+import _thread
 import signal
 import sys
 import threading
@@ -243,6 +244,18 @@ def hoist_debug(args: list[str]) -> list[str]:
     return ["--debug", *(a for a in args[:cut] if a != "--debug"), *args[cut:]]
 
 
+REDELIVER_S = 0.05  # how soon a Ctrl-C that landed in a finalizer is delivered again
+
+
+def _in_finalizer(frame: Any) -> bool:
+    """Whether ``frame`` runs inside a ``__del__`` (anywhere down its stack)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 class Interrupts:
     """SIGINT (Ctrl-C) for one command, see the module docstring: the first raises
     KeyboardInterrupt in the main thread and arms a timer that, if the command has not ended
@@ -273,6 +286,11 @@ class Interrupts:
             self._installed = False
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if _in_finalizer(frame):
+            # An exception raised inside a __del__ (the garbage collector finalising an HTTP
+            # response, say) is printed as "Exception ignored ..." and dropped: ask again just after.
+            threading.Timer(REDELIVER_S, _thread.interrupt_main, (signal.SIGINT,)).start()
+            return
         self.count += 1
         if self.count == 1:
             self._timer = threading.Timer(self.grace, self.abandon)

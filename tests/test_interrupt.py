@@ -219,3 +219,39 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path) -> None:
     seconds = time.monotonic() - started
     assert seconds < 3
     assert_interrupted(proc, seconds, err, [helper])
+
+
+def test_a_ctrl_c_landing_in_a_finalizer_is_delivered_again_not_lost_in_a_traceback() -> None:
+    # CI saw it: SIGINT arrived while the garbage collector ran aiohttp's ClientResponse.__del__;
+    # a KeyboardInterrupt raised there is printed ("Exception ignored in ...", a traceback) and dropped
+    import threading
+
+    from svcluster.flows.cli import Interrupts
+
+    interrupts = Interrupts(grace=60)
+    outcome: dict[str, object] = {}
+
+    class Finalised:
+        def __del__(self) -> None:
+            try:
+                interrupts._handle(signal.SIGINT, sys._getframe())
+                outcome["raised"] = False
+            except KeyboardInterrupt:
+                outcome["raised"] = True
+
+    again = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: again.set())
+    try:
+        obj = Finalised()
+        del obj
+        for _ in range(100):  # the re-delivered signal runs the handler in this (the main) thread
+            if again.is_set():
+                break
+            time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert outcome == {"raised": False} and interrupts.count == 0 and again.is_set()
+    with pytest.raises(KeyboardInterrupt):  # outside a finalizer it interrupts at once
+        interrupts._handle(signal.SIGINT, sys._getframe())
+    interrupts.uninstall()
+    assert interrupts.count == 1
