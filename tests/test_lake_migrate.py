@@ -77,8 +77,10 @@ def delta_v1(tmp_path) -> Path:
 
 
 def test_a_first_delta_layout_lake_has_its_runs_assignments_folded_into_their_rows(delta_v1, capsys) -> None:
-    # written by the code of that layout (tests/fixtures/delta_v1_lake/make.py): assignments and
-    # pairs in Delta tables of their own, one run committed, one killed before its row
+    # written by the code of that layout (tests/fixtures/delta_v1_lake/make.py, commit e594984):
+    # assignments and pairs in Delta tables of their own, one run committed, one killed before its
+    # row. Its shape is svcluster's own lake, not a user's map or Google's reply (those fixtures
+    # are the real-map and Street View ones of the ingest and fetch tests), so its rows are minimal.
     with pytest.raises(LakeError, match="lake migrate"):
         open_lake(str(delta_v1), mode="read")
     code, out, err = run(capsys, "--lake", str(delta_v1), "--json", "lake", "migrate")

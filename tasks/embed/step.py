@@ -580,7 +580,7 @@ def _views_of_batches(
 
     for location_ids in batches:
         window.append(list(location_ids))
-        if sum(len(b) for b in window) >= VIEWS_WINDOW:
+        if sum(map(len, window)) >= VIEWS_WINDOW:
             yield from flush()
     if window:
         yield from flush()

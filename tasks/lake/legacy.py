@@ -25,33 +25,13 @@ from svcluster.tasks.lake.schemas import ASSIGNMENT, DUPLICATE_PAIR, TIMESTAMP, 
 
 # Tables of earlier formats whose rows are now the lists of a cluster_runs row (its
 # ``assignments`` and ``duplicates`` columns): a run was its row plus rows in these, committed apart.
-CLUSTER_ASSIGNMENTS = TableSpec(
-    "cluster_assignments",
-    ("run_id", "location_id"),
-    pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("location_id", pa.string()),
-            ("cluster", pa.int32()),
-            ("distance", pa.float32()),
-            ("written_at", TIMESTAMP),
-        ]
-    ),
-)
+def _separate(name: str, key: tuple[str, ...], kind: pa.StructType) -> TableSpec:
+    """An earlier run table: run_id, the fields of its list's struct, written_at."""
+    return TableSpec(name, key, pa.schema([("run_id", pa.string()), *kind, ("written_at", TIMESTAMP)]))
 
-CLUSTER_DUPLICATES = TableSpec(
-    "cluster_duplicates",
-    ("run_id", "location_a", "location_b"),
-    pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("location_a", pa.string()),
-            ("location_b", pa.string()),
-            ("cosine", pa.float32()),
-            ("written_at", TIMESTAMP),
-        ]
-    ),
-)
+
+CLUSTER_ASSIGNMENTS = _separate("cluster_assignments", ("run_id", "location_id"), ASSIGNMENT)
+CLUSTER_DUPLICATES = _separate("cluster_duplicates", ("run_id", "location_a", "location_b"), DUPLICATE_PAIR)
 
 SEPARATE_TABLES = {CLUSTER_ASSIGNMENTS.name: ("assignments", ASSIGNMENT), CLUSTER_DUPLICATES.name: ("duplicates", DUPLICATE_PAIR)}
 SEPARATE_SPECS = {t.name: t for t in (CLUSTER_ASSIGNMENTS, CLUSTER_DUPLICATES)}
