@@ -83,13 +83,18 @@ class ThreadTimeoutNoticeFilter(logging.Filter):
 
 
 class InterruptNoticeFilter(logging.Filter):
-    """Drops the "Crash detected! Execution was aborted by an interrupt signal." that every
-    flow run of a command logs on Ctrl-C: the command says "interrupted; rerun to resume" once,
-    and the runs' Crashed states still record why."""
+    """Drops the crash notices a command's runs log when it stops: "Crash detected! Execution
+    was aborted by an interrupt signal." from every flow run on Ctrl-C, and "... CancelledError:
+    Task run cancelled by the task runner" from a task run that was about to start when its flow
+    stopped (on Ctrl-C or after a failure) and its task runner cancelled what was left. The
+    command says "interrupted; rerun to resume" (or the failure) once, and the runs' Crashed
+    states still record why."""
+
+    CAUSES = ("aborted by an interrupt signal", "Task run cancelled by the task runner")
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg if isinstance(record.msg, str) else ""
-        return not (msg.startswith("Crash detected!") and "aborted by an interrupt signal" in msg)
+        return not (msg.startswith("Crash detected!") and any(cause in msg for cause in self.CAUSES))
 
 
 class RunFailureNoticeFilter(logging.Filter):

@@ -255,3 +255,28 @@ def test_a_ctrl_c_landing_in_a_finalizer_is_delivered_again_not_lost_in_a_traceb
         interrupts._handle(signal.SIGINT, sys._getframe())
     interrupts.uninstall()
     assert interrupts.count == 1
+
+
+def test_the_crash_notices_of_a_stopping_flow_are_not_printed(caplog) -> None:
+    # CI saw it: Ctrl-C during a fetch, and a task run that was about to start when the flow's
+    # ThreadPoolTaskRunner cancelled what was left logged "Crash detected! ... CancelledError: Task
+    # run cancelled by the task runner". The messages are built here by Prefect's own code.
+    import asyncio
+    import logging
+
+    from prefect._internal.states import exception_to_crashed_state_sync
+
+    from svcluster.flows.prefect_env import silence_prefect_notices
+
+    silence_prefect_notices()
+
+    def crash_notice(exc: BaseException) -> str:  # as the sync task engine's handle_crash logs it
+        return f"Crash detected! {exception_to_crashed_state_sync(exc).message}"
+
+    logger = logging.getLogger("prefect.task_runs")
+    with caplog.at_level(logging.ERROR, logger="prefect.task_runs"):
+        logger.error(crash_notice(asyncio.CancelledError("Task run cancelled by the task runner")))
+        logger.error(crash_notice(KeyboardInterrupt()))
+        logger.error(crash_notice(ValueError("a real crash")))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "ValueError: a real crash" in messages[0]  # a real crash still shows
