@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from svcluster.tasks.machine_cache import cache_dir
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.files import atomic_write
 
@@ -75,11 +76,6 @@ def cpu_has_native_bf16() -> bool:
         return "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper()
     except Exception:
         return False
-
-
-def cache_dir() -> Path:
-    """Where exports and probes are cached: ``$SVCLUSTER_CACHE`` or ``~/.cache/svcluster``."""
-    return Path(os.environ.get("SVCLUSTER_CACHE") or Path.home() / ".cache" / "svcluster").expanduser()
 
 
 def _machine_key() -> str:

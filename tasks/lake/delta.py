@@ -34,6 +34,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.key_index import KeyHasher, KeyIndex, key_columns, open_file, read_data_file
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
+from svcluster.tasks.lake.snapshots import Snapshots
 
 COMMIT_ATTEMPTS = 30  # a conflicting commit is retried on the newer version this many times
 # Keep every commit file: the duckdb CLI's init file and `lake history` read them. A checkpoint
@@ -178,6 +179,7 @@ class DeltaTables:
         self._hasher = KeyHasher()
         self._indexes: dict[str, KeyIndex] = {}
         self._table_locks: dict[str, threading.RLock] = {}  # a table's handle: its updates and writes
+        self.snapshots = None if filesystem is None else Snapshots(filesystem, storage_options.get("AWS_ENDPOINT_URL") or "aws")
 
     def _table_lock(self, table: str) -> threading.RLock:
         with self._lock:
@@ -230,8 +232,18 @@ class DeltaTables:
             dt = self.open(table, version)
             return TableState(table, None, ()) if dt is None else TableState(table, dt.version(), tuple(dt.file_uris()))
         with self._table_lock(table):
+            first = table not in self._handles
+            if first and self.snapshots is not None:  # a process that has not opened it yet (S3)
+                remembered = self.snapshots.load(self.uri(table))
+                if remembered is not None:
+                    return TableState(table, *remembered)
             dt = self.latest(table)
-            return TableState(table, None, ()) if dt is None else TableState(table, dt.version(), tuple(dt.file_uris()))
+            if dt is None:
+                return TableState(table, None, ())
+            state = TableState(table, dt.version(), tuple(dt.file_uris()))
+            if first and self.snapshots is not None:
+                self.snapshots.save(self.uri(table), state.version, state.files)
+            return state
 
     # ---- writes -------------------------------------------------------------------------------
     def upsert(self, spec: TableSpec, rows: pa.Table) -> int:

@@ -1,26 +1,49 @@
 """How DuckDB reads an S3 lake's table files: through s3fs, with what a data file never changes
-remembered.
+remembered, in memory and on this machine's disk.
 
 Delta data files (``tables/<table>/part-*.parquet``) and the schema files beside them are written
-once under a unique name and never changed, so what was read of them holds for as long as the
-process runs. DuckDB asks for a file's details several times while it plans and scans (each a HEAD
-request through s3fs) and opens it once to plan and again to scan, reading its footer in pieces (a
-GET each); this filesystem answers every ask after the first from memory, and reads a small file
-whole, once, keeping the bytes of recent ones (``SMALL_FILE_BYTES``, ``KEPT_BYTES``). Listings,
-the Delta log and blobs are never cached (other processes add to them).
+once under a unique name and never changed. DuckDB asks for a file's details several times while
+it plans and scans (each a HEAD request through s3fs), and reads its footer (the Parquet
+metadata at its end) to plan, and again to scan. This filesystem:
+
+- answers every ask for a table file's details after the first from memory, and from the disk
+  cache (``<machine cache>/s3-files/``) in a later process;
+- reads a small file (``SMALL_FILE_BYTES``) whole, in one request (DuckDB reads such a file
+  whole anyway), keeps the bytes of recent ones in memory (``KEPT_BYTES``) and the file in that
+  disk cache: a later process reads it there;
+- of a larger file keeps the end (``TAIL_GUESS`` bytes, or the whole footer if longer) in that
+  disk cache, so a later process plans a query over it (and answers a ``count(*)``) without a
+  request; its other bytes are read in ranges as s3fs does.
+
+The disk cache holds nothing but what the lake's own files say (sizes, dates, footers; no
+credential), keyed by endpoint and path, and stays under ``DISK_BYTES`` (the oldest go).
+Listings, the Delta log and blobs are never cached here (other processes add to them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
+import random
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
+
+from svcluster.tasks.files import atomic_write
+from svcluster.tasks.machine_cache import cache_dir
 
 SMALL_FILE_BYTES = 8 * 1024 * 1024  # a table file up to this size is read whole, in one request
 KEPT_BYTES = 256 * 1024 * 1024  # the bytes of the small files read last, kept in memory
+TAIL_GUESS = 64 * 1024  # what is kept of a large file's end (more if its footer is longer)
+DISK_BYTES = 256 * 1024 * 1024  # the disk cache is trimmed to half of this when it grows past it
+_INFO_KEYS = ("name", "size", "type", "ETag", "LastModified")
 _IMMUTABLE = re.compile(r"/tables/[^/]+/(part-[^/]+|_svcluster_schema-[0-9a-f]+)\.parquet$")
 
 
@@ -29,43 +52,210 @@ def is_immutable(path: str) -> bool:
     return bool(_IMMUTABLE.search(path))
 
 
+def s3_endpoint(options: Mapping[str, Any]) -> str | None:
+    """The S3 endpoint fsspec options name, else the environment's (None: AWS itself)."""
+    client = dict(options.get("client_kwargs") or {})
+    endpoint = client.get("endpoint_url") or options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    return str(endpoint) if endpoint else None
+
+
+def footer_length(tail: bytes) -> int | None:
+    """The bytes a Parquet file's footer takes at its end (metadata, its length, ``PAR1``), from
+    at least its last 8 bytes; None when they are not a Parquet ending."""
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        return None
+    return int.from_bytes(tail[-8:-4], "little") + 8
+
+
+class DiskCache:
+    """What was read of immutable table files, kept on this machine: per file its details (JSON)
+    and its footer (bytes), in one folder; a file that cannot be read or written is skipped (the
+    cache only saves requests)."""
+
+    def __init__(self, folder: Path, scope: str):
+        self.folder = folder
+        self.scope = scope  # the endpoint: one bucket name on two servers are two lakes
+
+    def _stem(self, key: str) -> Path:
+        digest = hashlib.sha256(f"{self.scope}\n{key}".encode("utf-8")).hexdigest()[:32]
+        return self.folder / digest[:2] / digest
+
+    def info(self, key: str) -> dict[str, Any] | None:
+        try:
+            out = json.loads(self._stem(key).with_suffix(".json").read_text())
+            if out.get("name") != key:
+                return None
+            if out.get("LastModified"):
+                out["LastModified"] = datetime.fromisoformat(out["LastModified"])
+            return out
+        except (OSError, ValueError):
+            return None
+
+    def put_info(self, key: str, info: dict[str, Any]) -> None:
+        kept = {k: info[k] for k in _INFO_KEYS if k in info}
+        kept["name"] = key
+        if isinstance(kept.get("LastModified"), datetime):
+            kept["LastModified"] = kept["LastModified"].isoformat()
+        self._write(self._stem(key).with_suffix(".json"), json.dumps(kept).encode("utf-8"))
+
+    def tail(self, key: str) -> bytes | None:
+        try:
+            return self._stem(key).with_suffix(".tail").read_bytes()
+        except OSError:
+            return None
+
+    def put_tail(self, key: str, tail: bytes) -> None:
+        self._write(self._stem(key).with_suffix(".tail"), tail)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            with atomic_write(path) as fh:
+                fh.write(data)
+        except OSError:
+            return
+        if random.random() < 1 / 256:
+            self.trim()
+
+    def trim(self, limit: int = DISK_BYTES) -> None:
+        """Remove the oldest entries until the cache is under half of ``limit``, if it is over it."""
+        try:
+            entries = [(e.stat().st_mtime, e.stat().st_size, e) for d in self.folder.iterdir() if d.is_dir() for e in d.iterdir()]
+        except OSError:
+            return
+        total = sum(size for _, size, _ in entries)
+        if total <= limit:
+            return
+        for _, size, path in sorted(entries, key=lambda e: e[0]):
+            if total <= limit // 2:
+                break
+            try:
+                path.unlink()
+                total -= size
+            except OSError:
+                pass
+
+
+class TableFile(io.RawIOBase):
+    """A table file opened for DuckDB: a small one's bytes and a large one's end come from the
+    disk cache (read and kept there the first time); a large one's other bytes from a ranged
+    s3fs file."""
+
+    def __init__(self, fs: Any, key: str, size: int):
+        super().__init__()
+        self.fs, self.key, self.size, self.pos = fs, key, size, 0
+        self._tail: bytes | None = fs.disk.tail(key)
+        self._ranged: Any = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
+        start = min(self.pos, end)
+        data = self._read_range(start, end)
+        self.pos = end
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _read_range(self, start: int, end: int) -> bytes:
+        if start >= end:
+            return b""
+        if self._tail is None and (self.size <= SMALL_FILE_BYTES or end == self.size):
+            self._learn_tail()  # a small file whole (DuckDB reads it whole), or a large one's end
+        tail_start = self.size - len(self._tail or b"")
+        if self._tail is not None and start >= tail_start:
+            return self._tail[start - tail_start : end - tail_start]
+        if self.size <= SMALL_FILE_BYTES:
+            return self.fs.whole(self.key)[start:end]
+        if self._ranged is None:
+            self._ranged = self.fs.ranged_file(self.key, self.size)
+        self._ranged.seek(start)
+        return self._ranged.read(end - start)
+
+    def _learn_tail(self) -> None:
+        """Read what the disk cache keeps of this file (a small file whole, else its last
+        ``TAIL_GUESS`` bytes or its whole footer if longer) and keep it there."""
+        if self.size <= SMALL_FILE_BYTES:
+            data = self.fs.whole(self.key)
+        else:
+            data = self.fs.cat_file(self.key, start=self.size - TAIL_GUESS, end=self.size)
+            length = footer_length(data)
+            if length is not None and length > len(data):
+                data = self.fs.cat_file(self.key, start=max(0, self.size - length), end=self.size - len(data)) + data
+        self._tail = data
+        self.fs.disk.put_tail(self.key, data)
+
+    def close(self) -> None:
+        if self._ranged is not None:
+            self._ranged.close()
+        super().close()
+
+
 @cache
 def _table_files_s3() -> type:
     import s3fs  # only S3 lakes need it
 
     class TableFilesS3(s3fs.S3FileSystem):
-        """s3fs that remembers the details of immutable table files once seen."""
+        """s3fs that remembers the details and footers of immutable table files once seen."""
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.immutable_infos: dict[str, dict[str, Any]] = {}
             self.kept: OrderedDict[str, bytes] = OrderedDict()
             self.kept_lock = threading.Lock()
+            self.disk = DiskCache(cache_dir() / "s3-files", s3_endpoint(kwargs) or "aws")
 
         def _open(self, path, mode="rb", **kwargs):
             key = self._strip_protocol(path)
-            if mode != "rb" or not is_immutable(key) or self.info(key)["size"] > SMALL_FILE_BYTES:
+            if mode != "rb" or not is_immutable(key):
                 return super()._open(path, mode=mode, **kwargs)
+            return TableFile(self, key, int(self.info(key)["size"]))
+
+        def ranged_file(self, key: str, size: int) -> Any:
+            return super()._open(key, mode="rb", size=size)
+
+        def whole(self, key: str) -> bytes:
+            """A small table file's bytes: from memory, else one GET (then kept)."""
             with self.kept_lock:
                 data = self.kept.get(key)
                 if data is not None:
                     self.kept.move_to_end(key)
-            if data is None:
-                data = self.cat_file(key)
-                with self.kept_lock:
-                    self.kept[key] = data
-                    while sum(len(v) for v in self.kept.values()) > KEPT_BYTES and len(self.kept) > 1:
-                        self.kept.popitem(last=False)
-            return io.BytesIO(data)
+                    return data
+            data = self.cat_file(key)
+            with self.kept_lock:
+                self.kept[key] = data
+                while sum(len(v) for v in self.kept.values()) > KEPT_BYTES and len(self.kept) > 1:
+                    self.kept.popitem(last=False)
+            return data
 
         async def _info(self, path, *args: Any, **kwargs: Any):
             key = self._strip_protocol(path)
             known = self.immutable_infos.get(key)
+            if known is None and is_immutable(key):
+                known = self.disk.info(key)
+                if known is not None:
+                    self.immutable_infos[key] = known
             if known is not None:
                 return dict(known)
             out = await super()._info(path, *args, **kwargs)
             if out.get("type") == "file" and is_immutable(key):
                 self.immutable_infos[key] = dict(out)
+                self.disk.put_info(key, out)
             return out
 
     return TableFilesS3
@@ -74,6 +264,6 @@ def _table_files_s3() -> type:
 def table_reader_fs(storage_options: dict[str, Any]):
     """A new s3fs filesystem for DuckDB's reads of the lake's table files, made with the lake
     filesystem's options (never fsspec's cached instance: one made for an earlier endpoint in the
-    environment would be handed back); one per view database, so what it remembers lives as
-    long as the database."""
+    environment would be handed back); one per view database, so what it remembers in memory
+    lives as long as the database."""
     return _table_files_s3()(**{**storage_options, "skip_instance_cache": True})

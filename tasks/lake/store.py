@@ -55,7 +55,7 @@ from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.delta import Commit, DeltaTables, TableState, for_delta, latest_per_key, parse_as_of, versions_at
-from svcluster.tasks.lake.s3_reads import table_reader_fs
+from svcluster.tasks.lake.s3_reads import s3_endpoint, table_reader_fs
 from svcluster.tasks.lake.table_needs import tables_read
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
@@ -179,8 +179,8 @@ class Lake:
         Delta log): ``svcluster lake migrate`` converts it."""
         folder = "tables/maps"
         return (
-            self.exists(folder)
-            and not self._has_first_commit("maps")
+            not self._has_first_commit("maps")
+            and self.exists(folder)
             and any(p.endswith(".parquet") for p in self.list(folder))
             and not self.delta.exists("maps")
         )
@@ -188,7 +188,7 @@ class Lake:
     def _has_first_commit(self, table: str) -> bool:
         """Whether the table's first Delta commit is there: one file check, much cheaper than
         loading the table (svcluster keeps every commit file)."""
-        return self.exists(f"tables/{table}/_delta_log/{0:020d}.json")
+        return self.file_exists(f"tables/{table}/_delta_log/{0:020d}.json")
 
     def _refuse_legacy(self) -> None:
         if self.is_legacy():
@@ -256,6 +256,20 @@ class Lake:
             if self.is_local:  # os directly: called per blob, and fsspec's local exists costs more (docs/lake.md, 'Speed')
                 return os.path.exists(self.path(relpath))
             return bool(self.fs.exists(self.path(relpath)))
+        except STORAGE_ERRORS as exc:
+            raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
+
+    def file_exists(self, relpath: str) -> bool:
+        """Whether a file (not a folder) is at ``relpath``: on S3 one HEAD request, where
+        ``exists`` also lists the prefix when there is no such object."""
+        if self.is_local:
+            return os.path.isfile(self.path(relpath))
+        bucket, _, key = self.path(relpath).partition("/")
+        try:
+            self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            return True
+        except FileNotFoundError:
+            return False
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
 
@@ -752,7 +766,7 @@ def delta_storage_options(uri: str, options: Mapping[str, Any]) -> dict[str, str
         return {}
     out: dict[str, str] = {"max_retries": "3", "retry_timeout": "20s", "timeout": "60s", "connect_timeout": "10s"}
     client = dict(options.get("client_kwargs") or {})
-    endpoint = client.get("endpoint_url") or options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint(options)
     if endpoint:
         out["AWS_ENDPOINT_URL"] = str(endpoint)
         if str(endpoint).startswith("http://"):

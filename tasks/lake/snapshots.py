@@ -1,0 +1,80 @@
+"""A table's latest version and files, remembered on this machine for S3 lakes.
+
+Opening a Delta table reads its log: on S3 a listing, the last checkpoint (a ranged read per
+column it holds) and every commit since, some 15 requests a table. A process that only reads (a
+``svcluster sql``, a report) then asks again what an earlier process already knew. Commits are
+numbered files created once each (delta-rs commits with a conditional PUT), so a remembered
+version ``v`` is still the latest exactly when ``_delta_log/<v+1>.json`` does not exist; and
+``<v>.json`` having the remembered ETag shows it is still the same table (not one deleted and made
+again at that path). Two HEAD requests instead of the log; anything else (a newer commit, a
+missing or unreadable entry, any error) opens the table as before.
+
+Entries live in ``<machine cache>/delta-snapshots/``, one JSON file per table URI and endpoint,
+holding the version, its commit's ETag and the data file URIs: nothing that is not in the lake
+already, no credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from svcluster.tasks.files import atomic_write
+from svcluster.tasks.machine_cache import cache_dir
+
+
+def _commit_key(table_uri: str, version: int) -> tuple[str, str]:
+    """The (bucket, key) of one commit file of an ``s3://bucket/...`` table."""
+    rest = table_uri.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    return bucket, f"{prefix}/_delta_log/{version:020d}.json".lstrip("/")
+
+
+class Snapshots:
+    """The remembered latest state of each table of one S3 lake (see the module docstring)."""
+
+    def __init__(self, fs: Any, scope: str, folder: Path | None = None):
+        self.fs = fs  # the lake's s3fs filesystem
+        self.scope = scope  # the endpoint: one bucket name on two servers are two lakes
+        self.folder = folder or cache_dir() / "delta-snapshots"
+
+    def _entry_path(self, table_uri: str) -> Path:
+        digest = hashlib.sha256(f"{self.scope}\n{table_uri}".encode("utf-8")).hexdigest()[:32]
+        return self.folder / f"{digest}.json"
+
+    def _etag(self, table_uri: str, version: int) -> str | None:
+        """The ETag of commit ``version``, or None when there is no such commit (one HEAD)."""
+        bucket, key = _commit_key(table_uri, version)
+        try:
+            return str(self.fs.call_s3("head_object", Bucket=bucket, Key=key)["ETag"])
+        except FileNotFoundError:
+            return None
+
+    def load(self, table_uri: str) -> tuple[int, tuple[str, ...]] | None:
+        """(version, data file URIs) of the table if what is remembered is still its latest."""
+        try:
+            entry = json.loads(self._entry_path(table_uri).read_text())
+            if entry.get("table") != table_uri:
+                return None
+            version, etag, files = int(entry["version"]), entry["etag"], tuple(entry["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        try:
+            if self._etag(table_uri, version) != etag or self._etag(table_uri, version + 1) is not None:
+                return None
+        except Exception:  # an unreachable store: the full open reports it
+            return None
+        return version, files
+
+    def save(self, table_uri: str, version: int, files: tuple[str, ...]) -> None:
+        """Remember the table at ``version`` (best effort: the cache only saves requests)."""
+        try:
+            etag = self._etag(table_uri, version)
+            if etag is None:
+                return
+            with atomic_write(self._entry_path(table_uri), text=True) as fh:
+                json.dump({"table": table_uri, "version": version, "etag": etag, "files": list(files)}, fh)
+        except Exception:
+            return

@@ -1,0 +1,99 @@
+"""A process that reads an S3 lake asks few requests when an earlier process on this machine read
+it already (the tables' latest versions and the immutable files remembered in the machine
+cache), and never answers from what is stale: a new commit, or a lake deleted and made again at
+the same place. Real processes against a moto server on 127.0.0.1; the requests are counted
+as the server logs them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import s3fs
+
+from svcluster.tasks.ingest.step import ingest_map
+from svcluster.tasks.lake.store import open_lake
+from tests.fixtures.maps import map_making_doc, write_map
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERY = "SELECT map, count(*) AS n FROM locations GROUP BY map ORDER BY map"
+READER = "import json, sys; from svcluster.tasks.lake.store import open_lake; " \
+         "print(json.dumps(open_lake(sys.argv[1], mode='read').query(sys.argv[2]).to_pylist()))"
+
+
+class Requests(logging.Handler):
+    """The requests the moto server logs (werkzeug's access log), while attached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:  # (Handler.handle holds the handler's lock)
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> "Requests":
+        log = logging.getLogger("werkzeug")
+        self._level = log.level
+        log.setLevel(logging.INFO)
+        log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        log = logging.getLogger("werkzeug")
+        log.removeHandler(self)
+        log.setLevel(self._level)
+
+
+def read_in_a_new_process(uri: str, cache: Path) -> tuple[list[dict], list[str]]:
+    env = {**os.environ, "SVCLUSTER_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    with Requests() as seen:
+        proc = subprocess.run([sys.executable, "-c", READER, uri, QUERY], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), [line for line in seen.lines if '"' in line]
+
+
+def test_a_second_reader_asks_a_few_heads_and_still_sees_every_commit(s3_lake, tmp_path, chile_map) -> None:
+    cache = tmp_path / "machine-cache"
+    ingest_map(s3_lake, chile_map)
+    first, cold = read_in_a_new_process(s3_lake.uri, cache)
+    again, warm = read_in_a_new_process(s3_lake.uri, cache)
+    assert again == first == [{"map": "chile", "n": 1000}]
+    # the cold reader opened the tables' logs and read their data files; the warm one asked if
+    # the remembered versions are still the latest (HEADs) and read nothing else
+    assert any("part-" in line for line in cold) and any("_delta_log/?" in line or "list-type" in line for line in cold)
+    assert not any("part-" in line for line in warm), warm
+    assert len(warm) <= 8 and len(warm) < len(cold) / 2, warm
+    assert list((cache / "delta-snapshots").iterdir()) and any((cache / "s3-files").rglob("*.json"))
+
+    ingest_map(s3_lake, write_map(tmp_path / "mma.json", map_making_doc()))  # a new commit
+    after, _ = read_in_a_new_process(s3_lake.uri, cache)
+    assert after == [{"map": "chile", "n": 1000}, {"map": "mma", "n": len(map_making_doc()["customCoordinates"])}]
+
+
+def test_a_lake_deleted_and_made_again_at_the_same_place_is_read_anew(s3_lake, tmp_path, chile_map) -> None:
+    cache = tmp_path / "machine-cache"
+    ingest_map(s3_lake, chile_map)
+    ingest_map(s3_lake, write_map(tmp_path / "mma.json", map_making_doc()))
+    before, _ = read_in_a_new_process(s3_lake.uri, cache)
+    assert [r["map"] for r in before] == ["chile", "mma"]
+    s3fs.S3FileSystem(use_listings_cache=False).rm(s3_lake.uri, recursive=True)
+    remade = open_lake(s3_lake.uri)  # the same table versions again, other commits
+    ingest_map(remade, write_map(tmp_path / "other.json", map_making_doc()), "other")
+    ingest_map(remade, write_map(tmp_path / "other.json", map_making_doc()), "other2")
+    now, _ = read_in_a_new_process(s3_lake.uri, cache)
+    assert [r["map"] for r in now] == ["other", "other2"]
+
+
+def test_a_damaged_machine_cache_is_read_around(s3_lake, tmp_path, chile_map) -> None:
+    cache = tmp_path / "machine-cache"
+    ingest_map(s3_lake, chile_map)
+    first, _ = read_in_a_new_process(s3_lake.uri, cache)
+    for f in cache.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\x00not what was kept")
+    again, _ = read_in_a_new_process(s3_lake.uri, cache)
+    assert again == first
