@@ -35,3 +35,9 @@ def atomic_write(target: str | Path, *, text: bool = False, tmp_dir: str | Path 
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def cache_dir() -> Path:
+    """This machine's cache folder: ``$SVCLUSTER_CACHE`` or ``~/.cache/svcluster``. What lives
+    there can always be made again and holds no secret."""
+    return Path(os.environ.get("SVCLUSTER_CACHE") or Path.home() / ".cache" / "svcluster").expanduser()

@@ -1,7 +1,7 @@
 """The image tower as ONNX files, made once and cached on disk, and run by ONNX Runtime.
 
 One folder per model revision and input size, one file per precision:
-``<cache>/onnx/<revision>/<H>x<W>/vision-<precision>.onnx`` (``machine_cache.cache_dir``):
+``<cache>/onnx/<revision>/<H>x<W>/vision-<precision>.onnx`` (``files.cache_dir``):
 
 - ``fp32``: ``torch.onnx.export`` (dynamo) of ``get_image_features``; every other file starts
   from it.
@@ -45,7 +45,7 @@ made: collections.Counter[str] = collections.Counter()  # files written by this 
 
 def export_folder(revision: str, image_hw: tuple[int, int]) -> Path:
     """The cache folder of a model revision at an input size (a fresh temp folder without one)."""
-    from svcluster.tasks.machine_cache import cache_dir
+    from svcluster.tasks.files import cache_dir
 
     if revision and revision != "unknown":
         folder = cache_dir() / "onnx" / re.sub(r"[^A-Za-z0-9._-]", "_", revision) / f"{image_hw[0]}x{image_hw[1]}"

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from svcluster.tasks.machine_cache import cache_dir
+from svcluster.tasks.files import cache_dir
 from svcluster.tasks.errors import SvclusterError
 from svcluster.tasks.files import atomic_write
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from svcluster.tasks.embed.models import ClipEmbedder, is_baseline, model_key, model_revision, resolve_device
-from svcluster.tasks.machine_cache import cache_dir
+from svcluster.tasks.files import cache_dir
 from svcluster.tasks.embed.precision import cpu_paths, resolve_precision, runtime_versions, speed_flags
 from svcluster.tasks.embed.precision_check import Agreement, compare_vectors, sample_pixels
 from svcluster.tasks.files import atomic_write
@@ -86,7 +86,7 @@ class PrecisionDecision:
 
 
 def decisions_dir() -> Path:
-    """Where decisions are cached: ``<cache>/precision-auto`` (``machine_cache.cache_dir``)."""
+    """Where decisions are cached: ``<cache>/precision-auto`` (``files.cache_dir``)."""
     return cache_dir() / "precision-auto"
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from svcluster.tasks.files import atomic_write
-from svcluster.tasks.machine_cache import cache_dir
+from svcluster.tasks.files import cache_dir
 
 SMALL_FILE_BYTES = 8 * 1024 * 1024  # a table file up to this size is read whole, in one request
 KEPT_BYTES = 256 * 1024 * 1024  # the bytes of the small files read last, kept in memory

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from svcluster.tasks.files import atomic_write
-from svcluster.tasks.machine_cache import cache_dir
+from svcluster.tasks.files import cache_dir
 
 
 def _commit_key(table_uri: str, version: int) -> tuple[str, str]:
