@@ -23,6 +23,7 @@ from typing import Any
 
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.files import cache_dir
+from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
 
 
 def _commit_key(table_uri: str, version: int) -> tuple[str, str]:
@@ -64,7 +65,7 @@ class Snapshots:
         try:
             if self._etag(table_uri, version) != etag or self._etag(table_uri, version + 1) is not None:
                 return None
-        except Exception:  # an unreachable store: the full open reports it
+        except STORAGE_ERRORS:  # an unreachable store: the full open reports it
             return None
         return version, files
 
@@ -76,5 +77,5 @@ class Snapshots:
                 return
             with atomic_write(self._entry_path(table_uri), text=True) as fh:
                 json.dump({"table": table_uri, "version": version, "etag": etag, "files": list(files)}, fh)
-        except Exception:
+        except STORAGE_ERRORS:
             return

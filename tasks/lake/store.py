@@ -56,6 +56,7 @@ from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.delta import Commit, DeltaTables, TableState, for_delta, latest_per_key, parse_as_of, versions_at
 from svcluster.tasks.lake.s3_reads import s3_endpoint, table_reader_fs
+from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
 from svcluster.tasks.lake.table_needs import tables_read
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 
@@ -66,19 +67,6 @@ MAX_FILES_PER_TABLE = 32
 TARGET_FILE_BYTES = 128 * 1024 * 1024  # a compaction's target size of a data file
 INIT_FILE = "svcluster.sql"  # the views for the plain duckdb CLI, at a local lake's root
 LakeMode = Literal["create", "write", "read"]
-
-
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    """What storage raises when it cannot be reached: OSError, and botocore's own errors
-    (an unreachable S3 endpoint is ``EndpointConnectionError``, not an OSError)."""
-    try:
-        from botocore.exceptions import BotoCoreError
-    except ImportError:  # pragma: no cover - s3fs not installed
-        return (OSError,)
-    return (OSError, BotoCoreError)
-
-
-STORAGE_ERRORS = _storage_errors()
 
 
 def _reason(exc: BaseException) -> str:
@@ -645,12 +633,14 @@ _TYPES: dict[str, list[tuple[str, str]]] = {}
 
 
 def _column_types(table_spec: TableSpec) -> list[tuple[str, str]]:
-    """The table's columns with their DuckDB types (as DuckDB reads the Parquet Delta writes)."""
+    """The table's columns with their DuckDB types (as DuckDB reads the Parquet Delta writes);
+    every table's are found at the first call, on one database (opening one takes tens of ms)."""
     if table_spec.name not in _TYPES:
         con = duckdb.connect()
         try:
-            rel = con.from_arrow(for_delta(table_spec.schema.empty_table()))
-            _TYPES[table_spec.name] = [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
+            for spec_ in {**TABLES, table_spec.name: table_spec}.values():
+                rel = con.from_arrow(for_delta(spec_.schema.empty_table()))
+                _TYPES[spec_.name] = [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
         finally:
             con.close()
     return _TYPES[table_spec.name]
