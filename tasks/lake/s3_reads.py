@@ -8,12 +8,15 @@ metadata at its end) to plan, and again to scan. This filesystem:
 
 - answers every ask for a table file's details after the first from memory, and from the disk
   cache (``<machine cache>/s3-files/``) in a later process;
-- reads a small file (``SMALL_FILE_BYTES``) whole, in one request (DuckDB reads such a file
-  whole anyway), keeps the bytes of recent ones in memory (``KEPT_BYTES``) and the file in that
-  disk cache: a later process reads it there;
+- reads a small file (``SMALL_FILE_BYTES``: a small table's, or a batch of a few rows) whole, in
+  one request where a footer and a column would take two or more, and keeps it in that disk
+  cache: a later process reads it there;
 - of a larger file keeps the end (``TAIL_GUESS`` bytes, or the whole footer if longer) in that
-  disk cache, so a later process plans a query over it (and answers a ``count(*)``) without a
-  request; its other bytes are read in ranges as s3fs does.
+  disk cache, so a later process plans a query over it (and answers a ``count(*)``, for which
+  DuckDB reads nothing but footers) without a request; its other bytes are read in ranges as
+  s3fs does;
+- keeps what it has of the files read last (a small file, a large one's end) in memory too, up
+  to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network.
 
 The disk cache holds nothing but what the lake's own files say (sizes, dates, footers; no
 credential), keyed by endpoint and path, and stays under ``DISK_BYTES`` (the oldest go).
@@ -39,8 +42,8 @@ from typing import Any
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.files import cache_dir
 
-SMALL_FILE_BYTES = 8 * 1024 * 1024  # a table file up to this size is read whole, in one request
-KEPT_BYTES = 256 * 1024 * 1024  # the bytes of the small files read last, kept in memory
+SMALL_FILE_BYTES = 1024 * 1024  # a table file up to this size is read whole, in one request
+KEPT_BYTES = 256 * 1024 * 1024  # what is kept of the files read last (small ones whole), in memory
 TAIL_GUESS = 64 * 1024  # what is kept of a large file's end (more if its footer is longer)
 DISK_BYTES = 256 * 1024 * 1024  # the disk cache is trimmed to half of this when it grows past it
 _INFO_KEYS = ("name", "size", "type", "ETag", "LastModified")
@@ -119,13 +122,14 @@ class DiskCache:
     def trim(self, limit: int = DISK_BYTES) -> None:
         """Remove the oldest entries until the cache is under half of ``limit``, if it is over it."""
         try:
-            entries = [(e.stat().st_mtime, e.stat().st_size, e) for d in self.folder.iterdir() if d.is_dir() for e in d.iterdir()]
+            entries = [(e, e.stat()) for d in self.folder.iterdir() if d.is_dir() for e in d.iterdir()]
         except OSError:
             return
-        total = sum(size for _, size, _ in entries)
+        total = sum(st.st_size for _, st in entries)
         if total <= limit:
             return
-        for _, size, path in sorted(entries, key=lambda e: e[0]):
+        for path, st in sorted(entries, key=lambda e: e[1].st_mtime):
+            size = st.st_size
             if total <= limit // 2:
                 break
             try:
@@ -143,7 +147,7 @@ class TableFile(io.RawIOBase):
     def __init__(self, fs: Any, key: str, size: int):
         super().__init__()
         self.fs, self.key, self.size, self.pos = fs, key, size, 0
-        self._tail: bytes | None = fs.disk.tail(key)
+        self._tail: bytes | None = fs.tail(key)
         self._ranged: Any = None
 
     def readable(self) -> bool:
@@ -180,8 +184,6 @@ class TableFile(io.RawIOBase):
         tail_start = self.size - len(self._tail or b"")
         if self._tail is not None and start >= tail_start:
             return self._tail[start - tail_start : end - tail_start]
-        if self.size <= SMALL_FILE_BYTES:
-            return self.fs.whole(self.key)[start:end]
         if self._ranged is None:
             self._ranged = self.fs.ranged_file(self.key, self.size)
         self._ranged.seek(start)
@@ -191,14 +193,14 @@ class TableFile(io.RawIOBase):
         """Read what the disk cache keeps of this file (a small file whole, else its last
         ``TAIL_GUESS`` bytes or its whole footer if longer) and keep it there."""
         if self.size <= SMALL_FILE_BYTES:
-            data = self.fs.whole(self.key)
+            data = self.fs.cat_file(self.key)
         else:
             data = self.fs.cat_file(self.key, start=self.size - TAIL_GUESS, end=self.size)
             length = footer_length(data)
             if length is not None and length > len(data):
                 data = self.fs.cat_file(self.key, start=max(0, self.size - length), end=self.size - len(data)) + data
         self._tail = data
-        self.fs.disk.put_tail(self.key, data)
+        self.fs.keep_tail(self.key, data)
 
     def close(self) -> None:
         if self._ranged is not None:
@@ -217,6 +219,7 @@ def _table_files_s3() -> type:
             super().__init__(*args, **kwargs)
             self.immutable_infos: dict[str, dict[str, Any]] = {}
             self.kept: OrderedDict[str, bytes] = OrderedDict()
+            self.kept_total = 0
             self.kept_lock = threading.Lock()
             self.disk = DiskCache(cache_dir() / "s3-files", s3_endpoint(kwargs) or "aws")
 
@@ -229,19 +232,31 @@ def _table_files_s3() -> type:
         def ranged_file(self, key: str, size: int) -> Any:
             return super()._open(key, mode="rb", size=size)
 
-        def whole(self, key: str) -> bytes:
-            """A small table file's bytes: from memory, else one GET (then kept)."""
+        def tail(self, key: str) -> bytes | None:
+            """What is kept of a table file's end (a small file whole): from memory, else from
+            the disk cache (then kept in memory too); None when neither has it."""
             with self.kept_lock:
                 data = self.kept.get(key)
                 if data is not None:
                     self.kept.move_to_end(key)
                     return data
-            data = self.cat_file(key)
-            with self.kept_lock:
-                self.kept[key] = data
-                while sum(len(v) for v in self.kept.values()) > KEPT_BYTES and len(self.kept) > 1:
-                    self.kept.popitem(last=False)
+            data = self.disk.tail(key)
+            if data is not None:
+                self._keep(key, data)
             return data
+
+        def keep_tail(self, key: str, data: bytes) -> None:
+            """Keep what was read of a table file's end, in memory and in the disk cache."""
+            self._keep(key, data)
+            self.disk.put_tail(key, data)
+
+        def _keep(self, key: str, data: bytes) -> None:
+            with self.kept_lock:
+                old = self.kept.pop(key, None)
+                self.kept_total += len(data) - (len(old) if old is not None else 0)
+                self.kept[key] = data
+                while self.kept_total > KEPT_BYTES and len(self.kept) > 1:
+                    self.kept_total -= len(self.kept.popitem(last=False)[1])
 
         async def _info(self, path, *args: Any, **kwargs: Any):
             key = self._strip_protocol(path)
