@@ -234,6 +234,18 @@ def test_a_lake_with_a_dropped_column_still_reads(tmp_path) -> None:
     assert got == [{"run_id": "r-new", "k": 4, "cluster_names": None}, {"run_id": "r-old", "k": 3, "cluster_names": None}]
 
 
+
+def test_a_column_written_with_another_type_reads_with_the_schema_type(tmp_path) -> None:
+    """Files whose ``heading`` is a BIGINT (another writer's types) read as the schema's INTEGER,
+    beside files written with it."""
+    from deltalake import write_deltalake
+
+    lake = open_lake(str(tmp_path / "lake"))
+    other = pa.table({"location_id": ["a"], "heading": pa.array([90], pa.int64()), "status": ["ok"]})
+    write_deltalake(lake.path("tables/images"), other, mode="overwrite", schema_mode="overwrite")
+    got = lake.query("SELECT location_id, heading, typeof(heading) AS t, typeof(path) AS p FROM images").to_pylist()
+    assert got == [{"location_id": "a", "heading": 90, "t": "INTEGER", "p": "VARCHAR"}]
+
 def pq_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)

@@ -48,10 +48,10 @@ class Requests(logging.Handler):
         log.setLevel(self._level)
 
 
-def read_in_a_new_process(uri: str, cache: Path) -> tuple[list[dict], list[str]]:
+def read_in_a_new_process(uri: str, cache: Path, query: str = QUERY) -> tuple[list[dict], list[str]]:
     env = {**os.environ, "SVCLUSTER_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     with Requests() as seen:
-        proc = subprocess.run([sys.executable, "-c", READER, uri, QUERY], env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-c", READER, uri, query], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout), [line for line in seen.lines if '"' in line]
 
@@ -97,3 +97,25 @@ def test_a_damaged_machine_cache_is_read_around(s3_lake, tmp_path, chile_map) ->
             f.write_bytes(b"\x00not what was kept")
     again, _ = read_in_a_new_process(s3_lake.uri, cache)
     assert again == first
+
+
+def test_a_count_over_large_files_reads_their_footers_only(s3_lake, tmp_path) -> None:
+    """A file over ``SMALL_FILE_BYTES`` is not kept whole: a later reader's ``count(*)`` is
+    answered from the footers in the machine cache, with no GET of a data file (over a union
+    with a typed empty select DuckDB read a column of every file)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from svcluster.tasks.lake.s3_reads import SMALL_FILE_BYTES
+
+    n, dim = 700, 768
+    vectors = np.random.default_rng(0).random((n, dim), dtype=np.float32)
+    s3_lake.append("embeddings", pa.table({
+        "location_id": [f"l{i}" for i in range(n)], "model": ["m"] * n, "pooling": ["mean"] * n,
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim)}))
+    assert [s3_lake.fs.size(s3_lake.path(f)) for f in s3_lake.table_files("embeddings")][0] > SMALL_FILE_BYTES
+    cache, count = tmp_path / "machine-cache", "SELECT count(*) AS n FROM embeddings"
+    first, _ = read_in_a_new_process(s3_lake.uri, cache, count)
+    again, warm = read_in_a_new_process(s3_lake.uri, cache, count)
+    assert first == again == [{"n": n}]
+    assert not any("part-" in line for line in warm), warm

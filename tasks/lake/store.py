@@ -655,14 +655,36 @@ def _typed_empty(table_spec: TableSpec) -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def table_view_sql(table_spec: TableSpec, files: Sequence[str]) -> str:
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_view_sql(table_spec: TableSpec, files: Sequence[str], file_columns: Mapping[str, str] | None = None) -> str:
     """``lake_<table>``: the table's rows from exactly these Parquet files, with every column of
-    the schema (null where the files lack it), also when there is no file."""
-    view = f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS {_typed_empty(table_spec)}"
+    the schema (null where the files lack it), also when there is no file.
+
+    ``file_columns``: the files' columns and DuckDB types (``_file_columns``; default: the
+    schema's). Over files the view is a projection of ``read_parquet`` (a column the files lack
+    is a typed NULL, one of another type is cast, one the schema lacks is kept at the end), not
+    a union with an empty typed select: under a union DuckDB reads a column of every file for a
+    ``count(*)``, which it otherwise answers from the footers."""
     if not files:
-        return view + ";"
+        return f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS {_typed_empty(table_spec)};"
+    types = dict(_column_types(table_spec))
+    have = dict(types) if file_columns is None else dict(file_columns)
+    cols = []
+    for c, t in types.items():
+        found = have.get(c)
+        cols.append(f"NULL::{t} AS {_quoted(c)}" if found is None else _quoted(c) if found == t else f"{_quoted(c)}::{t} AS {_quoted(c)}")
+    cols += [_quoted(c) for c in have if c not in types]
     listed = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-    return view + f" UNION ALL BY NAME SELECT * FROM read_parquet({listed}, union_by_name = true);"
+    return f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS SELECT {', '.join(cols)} FROM read_parquet({listed}, union_by_name = true);"
+
+
+def _file_columns(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> dict[str, str]:
+    """The columns and DuckDB types of these Parquet files together (from their footers)."""
+    listed = "[" + ", ".join(_sql_string(f) for f in files) + "]"
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()}
 
 
 def _bind_tables(db: duckdb.DuckDBPyConnection, states: Sequence[TableState]) -> None:
@@ -676,7 +698,7 @@ def _bind_tables(db: duckdb.DuckDBPyConnection, states: Sequence[TableState]) ->
             con.execute("DELETE FROM lake_files WHERE table_name = ?", [s.name])
             if s.files:
                 con.executemany("INSERT INTO lake_files VALUES (?, ?)", [[s.name, f] for f in s.files])
-            con.execute(table_view_sql(TABLES[s.name], s.files))
+            con.execute(table_view_sql(TABLES[s.name], s.files, _file_columns(con, s.files) if s.files else None))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
