@@ -119,3 +119,38 @@ def test_a_count_over_large_files_reads_their_footers_only(s3_lake, tmp_path) ->
     again, warm = read_in_a_new_process(s3_lake.uri, cache, count)
     assert first == again == [{"n": n}]
     assert not any("part-" in line for line in warm), warm
+
+
+FILE_COUNT = "import sys, duckdb; from svcluster.tasks.lake.s3_reads import table_reader_fs; db = duckdb.connect(); " \
+             "db.register_filesystem(table_reader_fs({'use_listings_cache': False})); " \
+             "print(db.sql(f\"SELECT count(*) FROM read_parquet('{sys.argv[1]}')\").fetchall()[0][0])"
+
+
+def test_what_duckdb_reads_of_a_large_files_end_is_kept_whole(s3_lake, tmp_path) -> None:
+    """DuckDB 2.0.1 opens a Parquet file by reading about 1/512 of it from its end (16 KiB at
+    least; the footer is inside), so of a file over 32 MiB more than ``TAIL_GUESS``: the machine
+    cache keeps all it read there, so a later process counts the file's rows with no GET of it
+    (a compacted 100,000-place ``embeddings`` table has such files)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from svcluster.tasks.lake.s3_reads import TAIL_GUESS, footer_length
+
+    n = 6_000_000
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"x": np.random.default_rng(1).integers(0, 2**62, n)}), sink, compression="none", use_dictionary=False)
+    data = sink.getvalue().to_pybytes()
+    key = s3_lake.path("tables/images/part-00000-large.parquet")
+    s3_lake.fs.pipe(key, data)
+    assert len(data) // 512 > TAIL_GUESS > footer_length(data)
+    env = {**os.environ, "SVCLUSTER_CACHE": str(tmp_path / "machine-cache"), "PYTHONPATH": str(ROOT)}
+    counts, seen_after = [], []
+    for _ in range(2):
+        with Requests() as seen:
+            proc = subprocess.run([sys.executable, "-c", FILE_COUNT, f"s3://{key}"], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts.append(int(proc.stdout))
+        seen_after.append([line for line in seen.lines if "part-00000-large" in line])
+    assert counts == [n, n]
+    assert seen_after[0] and not seen_after[1], seen_after

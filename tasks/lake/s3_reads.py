@@ -11,10 +11,11 @@ metadata at its end) to plan, and again to scan. This filesystem:
 - reads a small file (``SMALL_FILE_BYTES``: a small table's, or a batch of a few rows) whole, in
   one request where a footer and a column would take two or more, and keeps it in that disk
   cache: a later process reads it there;
-- of a larger file keeps the end (``TAIL_GUESS`` bytes, or the whole footer if longer) in that
-  disk cache, so a later process plans a query over it (and answers a ``count(*)``, for which
-  DuckDB reads nothing but footers) without a request; its other bytes are read in ranges as
-  s3fs does;
+- of a larger file keeps the end in that disk cache: ``TAIL_GUESS`` bytes, or the whole footer
+  if longer, or all DuckDB reads of the end at once if more (up to ``TAIL_MAX``: DuckDB opens a
+  file by reading about 1/512 of it from its end), so a later process plans a query over it (and
+  answers a ``count(*)``, for which DuckDB reads nothing but that end) without a request; its
+  other bytes are read in ranges as s3fs does;
 - keeps what it has of the files read last (a small file, a large one's end) in memory too, up
   to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network.
 
@@ -45,6 +46,7 @@ from svcluster.tasks.files import cache_dir
 SMALL_FILE_BYTES = 1024 * 1024  # a table file up to this size is read whole, in one request
 KEPT_BYTES = 256 * 1024 * 1024  # what is kept of the files read last (small ones whole), in memory
 TAIL_GUESS = 64 * 1024  # what is kept of a large file's end (more if its footer is longer)
+TAIL_MAX = 1024 * 1024  # the most kept of a large file's end, when DuckDB reads that much of it at once
 DISK_BYTES = 256 * 1024 * 1024  # the disk cache is trimmed to half of this when it grows past it
 _INFO_KEYS = ("name", "size", "type", "ETag", "LastModified")
 _IMMUTABLE = re.compile(r"/tables/[^/]+/(part-[^/]+|_svcluster_schema-[0-9a-f]+)\.parquet$")
@@ -68,6 +70,15 @@ def footer_length(tail: bytes) -> int | None:
     if len(tail) < 8 or tail[-4:] != b"PAR1":
         return None
     return int.from_bytes(tail[-8:-4], "little") + 8
+
+
+def _whole_end(tail: bytes | None, size: int) -> bytes | None:
+    """``tail`` if it can be the end of a file of ``size`` bytes as kept (the whole file when
+    small, else at least the whole footer), else None: a damaged cache entry is read around."""
+    if tail is None or len(tail) > size or (size <= SMALL_FILE_BYTES and len(tail) != size):
+        return None
+    length = footer_length(tail)
+    return tail if length is not None and length <= len(tail) else None
 
 
 class DiskCache:
@@ -147,7 +158,7 @@ class TableFile(io.RawIOBase):
     def __init__(self, fs: Any, key: str, size: int):
         super().__init__()
         self.fs, self.key, self.size, self.pos = fs, key, size, 0
-        self._tail: bytes | None = fs.tail(key)
+        self._tail: bytes | None = _whole_end(fs.tail(key), size)
         self._ranged: Any = None
 
     def readable(self) -> bool:
@@ -182,6 +193,9 @@ class TableFile(io.RawIOBase):
         if self._tail is None and (self.size <= SMALL_FILE_BYTES or end == self.size):
             self._learn_tail()  # a small file whole (DuckDB reads it whole), or a large one's end
         tail_start = self.size - len(self._tail or b"")
+        if self._tail is not None and start < tail_start and end == self.size and self.size - start <= TAIL_MAX:
+            self._extend_tail(start, tail_start)  # DuckDB read more of the end than is kept
+            tail_start = start
         if self._tail is not None and start >= tail_start:
             return self._tail[start - tail_start : end - tail_start]
         if self._ranged is None:
@@ -199,6 +213,12 @@ class TableFile(io.RawIOBase):
             length = footer_length(data)
             if length is not None and length > len(data):
                 data = self.fs.cat_file(self.key, start=max(0, self.size - length), end=self.size - len(data)) + data
+        self._tail = data
+        self.fs.keep_tail(self.key, data)
+
+    def _extend_tail(self, start: int, tail_start: int) -> None:
+        """Read the bytes from ``start`` up to what is kept of the end, and keep them with it."""
+        data = self.fs.cat_file(self.key, start=start, end=tail_start) + (self._tail or b"")
         self._tail = data
         self.fs.keep_tail(self.key, data)
 
