@@ -11,8 +11,9 @@ the local lake and then the S3 one:
    files is compacted): flat means the cost does not grow with the lake (ratio end / start);
 2. ``svcluster sql`` latency for ``count(*)`` over each table, in a new process (the lake
    opened for reading, its views bound, the query run; the interpreter's start and imports not
-   counted); on S3 twice: as the first reader on this machine (an empty machine cache), then
-   as a later one (``tasks/lake/snapshots.py``, ``tasks/lake/s3_reads.py``);
+   counted, but the ``import s3fs`` an S3 lake's opening does is, and is printed on its own);
+   on S3 twice: as the first reader on this machine (an empty machine cache), then as a later
+   one (``tasks/lake/snapshots.py``, ``tasks/lake/s3_reads.py``);
 3. loading the map's vectors (``load_vectors`` without the matrix cache, then with it) against
    ``np.load`` of the same matrix (the cache's reason to exist: target within 2x);
 4. the report's data gathering (``gather_report_data``-like: the run's points and sizes query);
@@ -115,6 +116,22 @@ def fresh_process_query(uri: str, sql: str, cache: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+IMPORT_S3FS = """
+import time
+t0 = time.perf_counter()
+import s3fs
+print(time.perf_counter() - t0)
+"""
+
+
+def s3fs_import_s() -> float:
+    """Seconds ``import s3fs`` takes in a new process (median of 3): what every S3 reader pays
+    before its first request, part of each S3 ``sql`` figure."""
+    runs = [float(subprocess.run([sys.executable, "-c", IMPORT_S3FS], capture_output=True, text=True, check=True).stdout)
+            for _ in range(3)]
+    return float(np.median(runs))
+
+
 def measure(lake: Lake, n: int, work: Path, dim: int) -> dict[str, float]:
     out: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -149,6 +166,8 @@ def measure(lake: Lake, n: int, work: Path, dim: int) -> dict[str, float]:
     out["report_data_s"] = time.perf_counter() - t0
     for table in ("images", "embeddings", "cluster_runs"):
         out[f"files_{table}"] = len(lake.table_files(table))
+    if not lake.is_local:
+        out["s3fs_import_s"] = s3fs_import_s()
     return out
 
 
@@ -167,6 +186,8 @@ def show(name: str, r: dict[str, float]) -> None:
           f"{r['load_vectors_cached_s']:.3f} s from the cache ({r['load_vectors_cached_s'] / r['np_load_s']:.1f}x)")
     print(f"report data: {r['report_data_s'] * 1000:.0f} ms; files: " +
           ", ".join(f"{t} {int(r[f'files_{t}'])}" for t in ("images", "embeddings", "cluster_runs")))
+    if "s3fs_import_s" in r:
+        print(f"import s3fs in a new process (part of each S3 sql figure): {r['s3fs_import_s'] * 1000:.0f} ms")
 
 
 def main() -> None:
@@ -203,6 +224,8 @@ def main() -> None:
                                                ("batch_last_s", "sql_images_s", "sql_embeddings_s", "load_vectors_s", "report_data_s")))
             print("S3 with the machine cache / local, sql count(*):", ", ".join(
                 f"{t} {s3[f'sql_warm_{t}_s'] / local[f'sql_{t}_s']:.1f}x" for t in TABLES))
+            print("... less the s3fs import:", ", ".join(
+                f"{t} {(s3[f'sql_warm_{t}_s'] - s3['s3fs_import_s']) / local[f'sql_{t}_s']:.1f}x" for t in TABLES))
         finally:
             server.stop()
 
