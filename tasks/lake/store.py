@@ -664,21 +664,24 @@ def table_view_sql(table_spec: TableSpec, files: Sequence[str], file_columns: Ma
     the schema (null where the files lack it), also when there is no file.
 
     ``file_columns``: the files' columns and DuckDB types (``_file_columns``; default: the
-    schema's). Over files the view is a projection of ``read_parquet`` (a column the files lack
-    is a typed NULL, one of another type is cast, one the schema lacks is kept at the end), not
-    a union with an empty typed select: under a union DuckDB reads a column of every file for a
-    ``count(*)``, which it otherwise answers from the footers."""
+    schema's). When every schema column the files have is of the schema's type (svcluster's own
+    files), the view is ``SELECT *`` of ``read_parquet`` and a typed NULL for each column they
+    lack: DuckDB answers a ``count(*)`` over it from the footers, where under a union with an
+    empty typed select it reads a column of every file. Files with other types (another
+    writer's) are read through that union, which reconciles them. The view names no column of
+    the files: DuckDB 2.0.1 binds a macro parameter to a same-named column a view reads
+    (``export_locations``'s ``tag_format``) and fails with "Conflicting column names"."""
+    typed_empty = f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS {_typed_empty(table_spec)}"
     if not files:
-        return f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS {_typed_empty(table_spec)};"
-    types = dict(_column_types(table_spec))
-    have = dict(types) if file_columns is None else dict(file_columns)
-    cols = []
-    for c, t in types.items():
-        found = have.get(c)
-        cols.append(f"NULL::{t} AS {_quoted(c)}" if found is None else _quoted(c) if found == t else f"{_quoted(c)}::{t} AS {_quoted(c)}")
-    cols += [_quoted(c) for c in have if c not in types]
+        return typed_empty + ";"
     listed = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-    return f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS SELECT {', '.join(cols)} FROM read_parquet({listed}, union_by_name = true);"
+    scan = f"SELECT * FROM read_parquet({listed}, union_by_name = true)"
+    types = dict(_column_types(table_spec))
+    have = types if file_columns is None else {c.lower(): t for c, t in file_columns.items()}
+    if any(have.get(c.lower(), t) != t for c, t in types.items()):
+        return f"{typed_empty} UNION ALL BY NAME {scan};"
+    missing = "".join(f", NULL::{t} AS {_quoted(c)}" for c, t in types.items() if c.lower() not in have)
+    return f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS SELECT *{missing} FROM read_parquet({listed}, union_by_name = true);"
 
 
 def _file_columns(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> dict[str, str]:
