@@ -675,13 +675,13 @@ def table_view_sql(table_spec: TableSpec, files: Sequence[str], file_columns: Ma
     if not files:
         return typed_empty + ";"
     listed = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-    scan = f"SELECT * FROM read_parquet({listed}, union_by_name = true)"
+    files_sql = f"read_parquet({listed}, union_by_name = true)"
     types = dict(_column_types(table_spec))
     have = types if file_columns is None else {c.lower(): t for c, t in file_columns.items()}
     if any(have.get(c.lower(), t) != t for c, t in types.items()):
-        return f"{typed_empty} UNION ALL BY NAME {scan};"
+        return f"{typed_empty} UNION ALL BY NAME SELECT * FROM {files_sql};"
     missing = "".join(f", NULL::{t} AS {_quoted(c)}" for c, t in types.items() if c.lower() not in have)
-    return f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS SELECT *{missing} FROM read_parquet({listed}, union_by_name = true);"
+    return f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS SELECT *{missing} FROM {files_sql};"
 
 
 def _file_columns(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> dict[str, str]:
