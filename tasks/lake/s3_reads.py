@@ -213,12 +213,13 @@ class TableFile(io.RawIOBase):
             length = footer_length(data)
             if length is not None and length > len(data):
                 data = self.fs.cat_file(self.key, start=max(0, self.size - length), end=self.size - len(data)) + data
-        self._tail = data
-        self.fs.keep_tail(self.key, data)
+        self._keep_tail(data)
 
     def _extend_tail(self, start: int, tail_start: int) -> None:
         """Read the bytes from ``start`` up to what is kept of the end, and keep them with it."""
-        data = self.fs.cat_file(self.key, start=start, end=tail_start) + (self._tail or b"")
+        self._keep_tail(self.fs.cat_file(self.key, start=start, end=tail_start) + (self._tail or b""))
+
+    def _keep_tail(self, data: bytes) -> None:
         self._tail = data
         self.fs.keep_tail(self.key, data)
 

@@ -650,13 +650,18 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _typed_empty(table_spec: TableSpec) -> str:
-    cols = ", ".join(f'NULL::{t} AS "{c}"' for c, t in _column_types(table_spec))
-    return f"SELECT {cols} WHERE false"
-
-
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _files_sql(files: Sequence[str]) -> str:
+    """``read_parquet`` of exactly these files, their columns united by name."""
+    return "read_parquet([" + ", ".join(_sql_string(f) for f in files) + "], union_by_name = true)"
+
+
+def _typed_empty(table_spec: TableSpec) -> str:
+    cols = ", ".join(f"NULL::{t} AS {_quoted(c)}" for c, t in _column_types(table_spec))
+    return f"SELECT {cols} WHERE false"
 
 
 def table_view_sql(table_spec: TableSpec, files: Sequence[str], file_columns: Mapping[str, str] | None = None) -> str:
@@ -674,8 +679,7 @@ def table_view_sql(table_spec: TableSpec, files: Sequence[str], file_columns: Ma
     typed_empty = f"CREATE OR REPLACE VIEW lake_{table_spec.name} AS {_typed_empty(table_spec)}"
     if not files:
         return typed_empty + ";"
-    listed = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-    files_sql = f"read_parquet({listed}, union_by_name = true)"
+    files_sql = _files_sql(files)
     types = dict(_column_types(table_spec))
     have = types if file_columns is None else {c.lower(): t for c, t in file_columns.items()}
     if any(have.get(c.lower(), t) != t for c, t in types.items()):
@@ -686,8 +690,7 @@ def table_view_sql(table_spec: TableSpec, files: Sequence[str], file_columns: Ma
 
 def _file_columns(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> dict[str, str]:
     """The columns and DuckDB types of these Parquet files together (from their footers)."""
-    listed = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-    return {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()}
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {_files_sql(files)}").fetchall()}
 
 
 def _bind_tables(db: duckdb.DuckDBPyConnection, states: Sequence[TableState]) -> None:
