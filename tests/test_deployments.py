@@ -221,12 +221,17 @@ def test_nightly_deployment_runs_on_schedule_on_a_real_server_and_changes_the_la
 def wait_for_completed_run(api: str, deployment: str, timeout: float, worker: subprocess.Popen, log: Path) -> str:
     """Poll the server until a scheduled run of ``deployment`` completes (or one fails)."""
     deadline = time.time() + timeout
-    with httpx.Client(base_url=api, timeout=10) as client:
+    # A server on SQLite beside a busy suite can take longer than a request's timeout to answer
+    # once; the poll asks again until the deadline rather than failing on one slow answer.
+    with httpx.Client(base_url=api, timeout=30) as client:
         dep = client.get(f"/deployments/name/svcluster-pipeline/{deployment}").json()
         while time.time() < deadline:
             assert worker.poll() is None, log.read_text()[-3000:]
             finished = {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}
-            runs = client.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [dep["id"]]}}, "flow_runs": finished}).json()
+            try:
+                runs = client.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [dep["id"]]}}, "flow_runs": finished}).json()
+            except httpx.TimeoutException:
+                continue
             states = {r["state_type"] for r in runs}
             assert all(r["auto_scheduled"] for r in runs)  # created by the schedule, not by hand
             if "COMPLETED" in states:
