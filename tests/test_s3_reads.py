@@ -74,6 +74,23 @@ def test_a_second_reader_asks_a_few_heads_and_still_sees_every_commit(s3_lake, t
     assert after == [{"map": "chile", "n": 1000}, {"map": "mma", "n": len(map_making_doc()["customCoordinates"])}]
 
 
+def test_a_reader_that_finds_all_it_reads_in_the_machine_cache_never_imports_s3fs(s3_lake, tmp_path, chile_map) -> None:
+    """Importing s3fs costs a new process about half a second (docs/lake.md): the first reader on
+    this machine needs it to read the files; a later one asks its few requests through delta-rs
+    and reads the rest from the machine cache, so it never imports s3fs."""
+    cache = tmp_path / "machine-cache"
+    ingest_map(s3_lake, chile_map)
+    probe = "import sys; " + READER + "; print('s3fs' in sys.modules)"
+    runs = []
+    for _ in range(2):
+        env = {**os.environ, "SVCLUSTER_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, "-c", probe, s3_lake.uri, QUERY], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows, imported = proc.stdout.strip().splitlines()[-2:]
+        runs.append((json.loads(rows), imported))
+    assert runs == [([{"map": "chile", "n": 1000}], "True"), ([{"map": "chile", "n": 1000}], "False")]
+
+
 def test_a_lake_deleted_and_made_again_at_the_same_place_is_read_anew(s3_lake, tmp_path, chile_map) -> None:
     cache = tmp_path / "machine-cache"
     ingest_map(s3_lake, chile_map)

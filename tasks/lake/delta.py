@@ -34,6 +34,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.key_index import KeyHasher, KeyIndex, key_columns, open_file, read_data_file
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
+from svcluster.tasks.lake.s3_objects import S3Objects
 from svcluster.tasks.lake.snapshots import Snapshots
 
 COMMIT_ATTEMPTS = 30  # a conflicting commit is retried on the newer version this many times
@@ -170,16 +171,22 @@ def _key_predicate(columns: Sequence[str], values: Sequence[Any]) -> str:
 class DeltaTables:
     """The Delta tables of one lake: opening, creating, writing and reading their states."""
 
-    def __init__(self, root_uri: str, storage_options: Mapping[str, str], filesystem: Any = None):
+    def __init__(self, root_uri: str, storage_options: Mapping[str, str], filesystem: Callable[[], Any] | None = None):
         self.root_uri = root_uri
         self.options = dict(storage_options)
-        self.filesystem = filesystem  # an fsspec filesystem for reading data files (None: local)
+        self._filesystem = filesystem  # makes the fsspec filesystem that reads data files (None: local)
         self._handles: dict[str, DeltaTable] = {}
         self._lock = threading.Lock()
         self._hasher = KeyHasher()
         self._indexes: dict[str, KeyIndex] = {}
         self._table_locks: dict[str, threading.RLock] = {}  # a table's handle: its updates and writes
-        self.snapshots = None if filesystem is None else Snapshots(filesystem, storage_options.get("AWS_ENDPOINT_URL") or "aws")
+        remote = filesystem is not None
+        self.snapshots = Snapshots(S3Objects(self.options), self.options.get("AWS_ENDPOINT_URL") or "aws") if remote else None
+
+    @property
+    def filesystem(self) -> Any:
+        """The fsspec filesystem that reads data files (None: local); made when first needed."""
+        return None if self._filesystem is None else self._filesystem()
 
     def _table_lock(self, table: str) -> threading.RLock:
         with self._lock:

@@ -1,9 +1,9 @@
-"""How DuckDB reads an S3 lake's table files: through s3fs, with what a data file never changes
-remembered, in memory and on this machine's disk.
+"""How DuckDB reads an S3 lake's table files: with what a data file never changes remembered, in
+memory and on this machine's disk, and through s3fs for the rest.
 
 Delta data files (``tables/<table>/part-*.parquet``) and the schema files beside them are written
 once under a unique name and never changed. DuckDB asks for a file's details several times while
-it plans and scans (each a HEAD request through s3fs), and reads its footer (the Parquet
+it plans and scans (each a HEAD request to S3), and reads its footer (the Parquet
 metadata at its end) to plan, and again to scan. This filesystem:
 
 - answers every ask for a table file's details after the first from memory, and from the disk
@@ -17,7 +17,9 @@ metadata at its end) to plan, and again to scan. This filesystem:
   answers a ``count(*)``, for which DuckDB reads nothing but that end) without a request; its
   other bytes are read in ranges as s3fs does;
 - keeps what it has of the files read last (a small file, a large one's end) in memory too, up
-  to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network.
+  to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network;
+- imports s3fs only for what the caches do not hold: a later process that finds there all its
+  query reads never pays for the import (about half a second, docs/lake.md).
 
 The disk cache holds nothing but what the lake's own files say (sizes, dates, footers; no
 credential), keyed by endpoint and path, and stays under ``DISK_BYTES`` (the oldest go).
@@ -26,6 +28,7 @@ Listings, the Delta log and blobs are never cached here (other processes add to 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -36,9 +39,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
+
+import fsspec
 
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.files import cache_dir
@@ -229,77 +233,111 @@ class TableFile(io.RawIOBase):
         super().close()
 
 
-@cache
-def _table_files_s3() -> type:
-    import s3fs  # only S3 lakes need it
+class TableFiles(fsspec.AbstractFileSystem):
+    """The ``s3://`` filesystem DuckDB reads an S3 lake's files through: a table file's details
+    and what is kept of it come from memory or the disk cache; everything else (the first read of
+    a file on this machine, its other bytes, any other object) from s3fs, made on first use, so a
+    reader that finds all it needs in the cache never imports it."""
 
-    class TableFilesS3(s3fs.S3FileSystem):
-        """s3fs that remembers the details and footers of immutable table files once seen."""
+    protocol = ("s3", "s3a")
+    cachable = False  # one per view database (fsspec would hand back one made for other options)
 
-        def __init__(self, *args: Any, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self.immutable_infos: dict[str, dict[str, Any]] = {}
-            self.kept: OrderedDict[str, bytes] = OrderedDict()
-            self.kept_total = 0
-            self.kept_lock = threading.Lock()
-            self.disk = DiskCache(cache_dir() / "s3-files", s3_endpoint(kwargs) or "aws")
+    def __init__(self, storage_options: Mapping[str, Any]):
+        super().__init__()
+        self.options = {**storage_options, "skip_instance_cache": True}
+        self.immutable_infos: dict[str, dict[str, Any]] = {}
+        self.kept: OrderedDict[str, bytes] = OrderedDict()
+        self.kept_total = 0
+        self.kept_lock = threading.Lock()
+        self.disk = DiskCache(cache_dir() / "s3-files", s3_endpoint(storage_options) or "aws")
 
-        def _open(self, path, mode="rb", **kwargs):
-            key = self._strip_protocol(path)
-            if mode != "rb" or not is_immutable(key):
-                return super()._open(path, mode=mode, **kwargs)
-            return TableFile(self, key, int(self.info(key)["size"]))
+    @functools.cached_property
+    def s3(self) -> Any:
+        import s3fs  # only a read the caches cannot answer needs it
 
-        def ranged_file(self, key: str, size: int) -> Any:
-            return super()._open(key, mode="rb", size=size)
+        return s3fs.S3FileSystem(**self.options)
 
-        def tail(self, key: str) -> bytes | None:
-            """What is kept of a table file's end (a small file whole): from memory, else from
-            the disk cache (then kept in memory too); None when neither has it."""
-            with self.kept_lock:
-                data = self.kept.get(key)
-                if data is not None:
-                    self.kept.move_to_end(key)
-                    return data
-            data = self.disk.tail(key)
-            if data is not None:
-                self._keep(key, data)
-            return data
-
-        def keep_tail(self, key: str, data: bytes) -> None:
-            """Keep what was read of a table file's end, in memory and in the disk cache."""
-            self._keep(key, data)
-            self.disk.put_tail(key, data)
-
-        def _keep(self, key: str, data: bytes) -> None:
-            with self.kept_lock:
-                old = self.kept.pop(key, None)
-                self.kept_total += len(data) - (len(old) if old is not None else 0)
-                self.kept[key] = data
-                while self.kept_total > KEPT_BYTES and len(self.kept) > 1:
-                    self.kept_total -= len(self.kept.popitem(last=False)[1])
-
-        async def _info(self, path, *args: Any, **kwargs: Any):
-            key = self._strip_protocol(path)
-            known = self.immutable_infos.get(key)
-            if known is None and is_immutable(key):
-                known = self.disk.info(key)
-                if known is not None:
-                    self.immutable_infos[key] = known
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        key = self._strip_protocol(path)
+        known = self.immutable_infos.get(key)
+        if known is None and is_immutable(key):
+            known = self.disk.info(key)
             if known is not None:
-                return dict(known)
-            out = await super()._info(path, *args, **kwargs)
-            if out.get("type") == "file" and is_immutable(key):
-                self.immutable_infos[key] = dict(out)
-                self.disk.put_info(key, out)
-            return out
+                self.immutable_infos[key] = known
+        if known is not None:
+            return dict(known)
+        out = self.s3.info(path, **kwargs)
+        if out.get("type") == "file" and is_immutable(key):
+            self.immutable_infos[key] = dict(out)
+            self.disk.put_info(key, out)
+        return out
 
-    return TableFilesS3
+    def modified(self, path: str) -> datetime:
+        return self.info(path)["LastModified"]
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        key = self._strip_protocol(path)
+        if mode != "rb" or not is_immutable(key):
+            return self.s3._open(path, mode=mode, **kwargs)
+        return TableFile(self, key, int(self.info(key)["size"]))
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+        return self.s3.cat_file(path, start=start, end=end, **kwargs)
+
+    def ranged_file(self, key: str, size: int) -> Any:
+        return self.s3._open(key, mode="rb", size=size)
+
+    # what DuckDB may ask of other objects (listings, writes of a COPY TO): s3fs's answers
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        return self.s3.ls(path, detail=detail, **kwargs)
+
+    def find(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self.s3.find(path, *args, **kwargs)
+
+    def mkdir(self, path: str, *args: Any, **kwargs: Any) -> None:
+        self.s3.mkdir(path, *args, **kwargs)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        self.s3.makedirs(path, exist_ok=exist_ok)
+
+    def rm(self, path: str, *args: Any, **kwargs: Any) -> None:
+        self.s3.rm(path, *args, **kwargs)
+
+    def rm_file(self, path: str) -> None:
+        self.s3.rm_file(path)
+
+    def mv(self, path1: str, path2: str, *args: Any, **kwargs: Any) -> None:
+        self.s3.mv(path1, path2, *args, **kwargs)
+
+    def tail(self, key: str) -> bytes | None:
+        """What is kept of a table file's end (a small file whole): from memory, else from
+        the disk cache (then kept in memory too); None when neither has it."""
+        with self.kept_lock:
+            data = self.kept.get(key)
+            if data is not None:
+                self.kept.move_to_end(key)
+                return data
+        data = self.disk.tail(key)
+        if data is not None:
+            self._keep(key, data)
+        return data
+
+    def keep_tail(self, key: str, data: bytes) -> None:
+        """Keep what was read of a table file's end, in memory and in the disk cache."""
+        self._keep(key, data)
+        self.disk.put_tail(key, data)
+
+    def _keep(self, key: str, data: bytes) -> None:
+        with self.kept_lock:
+            old = self.kept.pop(key, None)
+            self.kept_total += len(data) - (len(old) if old is not None else 0)
+            self.kept[key] = data
+            while self.kept_total > KEPT_BYTES and len(self.kept) > 1:
+                self.kept_total -= len(self.kept.popitem(last=False)[1])
 
 
-def table_reader_fs(storage_options: dict[str, Any]):
-    """A new s3fs filesystem for DuckDB's reads of the lake's table files, made with the lake
-    filesystem's options (never fsspec's cached instance: one made for an earlier endpoint in the
-    environment would be handed back); one per view database, so what it remembers in memory
-    lives as long as the database."""
-    return _table_files_s3()(**{**storage_options, "skip_instance_cache": True})
+def table_reader_fs(storage_options: Mapping[str, Any]) -> TableFiles:
+    """A new filesystem for DuckDB's reads of the lake's table files, made with the lake
+    filesystem's options; one per view database, so what it remembers in memory lives as long
+    as the database."""
+    return TableFiles(storage_options)

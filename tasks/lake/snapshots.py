@@ -5,13 +5,14 @@ column it holds) and every commit since, some 15 requests a table. A process tha
 ``svcluster sql``, a report) then asks again what an earlier process already knew. Commits are
 numbered files created once each (delta-rs commits with a conditional PUT), so a remembered
 version ``v`` is still the latest exactly when ``_delta_log/<v+1>.json`` does not exist; and
-``<v>.json`` having the remembered ETag shows it is still the same table (not one deleted and made
-again at that path). Two HEAD requests instead of the log; anything else (a newer commit, a
-missing or unreadable entry, any error) opens the table as before.
+``<v>.json`` holding what it held (its SHA-256 as remembered) shows it is still the same table
+(not one deleted and made again at that path: a commit names its time and the files it added).
+Two small GETs (``s3_objects.py``) instead of the log; anything else (a newer commit, a missing
+or unreadable entry, any error) opens the table as before.
 
 Entries live in ``<machine cache>/delta-snapshots/``, one JSON file per table URI and endpoint,
-holding the version, its commit's ETag and the data file URIs: nothing that is not in the lake
-already, no credential.
+holding the version, its commit's SHA-256 and the data file URIs: nothing that is not in the
+lake already, no credential.
 """
 
 from __future__ import annotations
@@ -19,25 +20,26 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.files import cache_dir
+from svcluster.tasks.lake.s3_objects import S3Objects
 from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
 
 
-def _commit_key(table_uri: str, version: int) -> tuple[str, str]:
-    """The (bucket, key) of one commit file of an ``s3://bucket/...`` table."""
-    rest = table_uri.split("://", 1)[1]
-    bucket, _, prefix = rest.partition("/")
-    return bucket, f"{prefix}/_delta_log/{version:020d}.json".lstrip("/")
+COMMIT_BYTES = 16 * 1024 * 1024  # what is read of a commit to know it again (all of any svcluster writes)
+
+
+def _commit_path(table_uri: str, version: int) -> str:
+    """The ``bucket/key`` of one commit file of an ``s3://bucket/...`` table."""
+    return f"{table_uri.split('://', 1)[1].rstrip('/')}/_delta_log/{version:020d}.json"
 
 
 class Snapshots:
     """The remembered latest state of each table of one S3 lake (see the module docstring)."""
 
-    def __init__(self, fs: Any, scope: str, folder: Path | None = None):
-        self.fs = fs  # the lake's s3fs filesystem
+    def __init__(self, objects: S3Objects, scope: str, folder: Path | None = None):
+        self.objects = objects
         self.scope = scope  # the endpoint: one bucket name on two servers are two lakes
         self.folder = folder or cache_dir() / "delta-snapshots"
 
@@ -45,13 +47,10 @@ class Snapshots:
         digest = hashlib.sha256(f"{self.scope}\n{table_uri}".encode("utf-8")).hexdigest()[:32]
         return self.folder / f"{digest}.json"
 
-    def _etag(self, table_uri: str, version: int) -> str | None:
-        """The ETag of commit ``version``, or None when there is no such commit (one HEAD)."""
-        bucket, key = _commit_key(table_uri, version)
-        try:
-            return str(self.fs.call_s3("head_object", Bucket=bucket, Key=key)["ETag"])
-        except FileNotFoundError:
-            return None
+    def _digest(self, table_uri: str, version: int) -> str | None:
+        """The SHA-256 of commit ``version``, or None when there is no such commit (one GET)."""
+        data = self.objects.read(_commit_path(table_uri, version), COMMIT_BYTES)
+        return None if data is None else hashlib.sha256(data).hexdigest()
 
     def load(self, table_uri: str) -> tuple[int, tuple[str, ...]] | None:
         """(version, data file URIs) of the table if what is remembered is still its latest."""
@@ -59,11 +58,11 @@ class Snapshots:
             entry = json.loads(self._entry_path(table_uri).read_text())
             if entry.get("table") != table_uri:
                 return None
-            version, etag, files = int(entry["version"]), entry["etag"], tuple(entry["files"])
+            version, digest, files = int(entry["version"]), entry["sha256"], tuple(entry["files"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
         try:
-            if self._etag(table_uri, version) != etag or self._etag(table_uri, version + 1) is not None:
+            if self._digest(table_uri, version) != digest or self.objects.exists(_commit_path(table_uri, version + 1)):
                 return None
         except STORAGE_ERRORS:  # an unreachable store: the full open reports it
             return None
@@ -72,10 +71,10 @@ class Snapshots:
     def save(self, table_uri: str, version: int, files: tuple[str, ...]) -> None:
         """Remember the table at ``version`` (best effort: the cache only saves requests)."""
         try:
-            etag = self._etag(table_uri, version)
-            if etag is None:
+            digest = self._digest(table_uri, version)
+            if digest is None:
                 return
             with atomic_write(self._entry_path(table_uri), text=True) as fh:
-                json.dump({"table": table_uri, "version": version, "etag": etag, "files": list(files)}, fh)
+                json.dump({"table": table_uri, "version": version, "sha256": digest, "files": list(files)}, fh)
         except STORAGE_ERRORS:
             return

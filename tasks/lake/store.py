@@ -32,6 +32,7 @@ on S3 a PUT is atomic.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -55,6 +56,7 @@ from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.delta import Commit, DeltaTables, TableState, for_delta, latest_per_key, parse_as_of, versions_at
+from svcluster.tasks.lake.s3_objects import S3Objects
 from svcluster.tasks.lake.s3_reads import s3_endpoint, table_reader_fs
 from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
 from svcluster.tasks.lake.table_needs import tables_read
@@ -116,12 +118,23 @@ class Lake:
     def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None):
         self.uri = normalise_uri(uri)
         options = dict(storage_options or {})
-        if self.uri.startswith(("s3://", "s3a://")):
+        self.is_local = not self.uri.startswith(("s3://", "s3a://"))
+        if not self.is_local:
             # Other processes add files to the lake: never answer a listing from a stale cache.
             options.setdefault("use_listings_cache", False)
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
-        self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
-        self.delta = DeltaTables(self.root_url, delta_storage_options(self.uri, options), None if self.is_local else self.fs)
+        self._fs_options = options
+        self.root = self.uri if self.is_local else self.uri.split("://", 1)[1]
+        delta_options = delta_storage_options(self.uri, options)
+        # An S3 lake's commit checks go through delta-rs (s3_objects.py); s3fs is made when needed.
+        self.objects = None if self.is_local else S3Objects(delta_options)
+        self.delta = DeltaTables(self.root_url, delta_options, None if self.is_local else lambda: self.fs)
+        self._first_commits: set[str] = set()
+
+    @functools.cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem of the lake's root (on S3 made on first use: importing s3fs is
+        most of what a reader that finds everything in the machine cache would spend)."""
+        return fsspec.core.url_to_fs(self.uri, **self._fs_options)[0]
 
     # ---- paths -----------------------------------------------------------------------------
     def path(self, relpath: str) -> str:
@@ -150,7 +163,7 @@ class Lake:
         try:
             if self.is_local:
                 return os.path.isdir(self.path("tables"))
-            return bool(self.fs.isdir(self.path("tables")))
+            return self._has_first_commit("maps") or bool(self.fs.isdir(self.path("tables")))
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
 
@@ -175,8 +188,10 @@ class Lake:
 
     def _has_first_commit(self, table: str) -> bool:
         """Whether the table's first Delta commit is there: one file check, much cheaper than
-        loading the table (svcluster keeps every commit file)."""
-        return self.file_exists(f"tables/{table}/_delta_log/{0:020d}.json")
+        loading the table (svcluster keeps every commit file, so a yes is remembered)."""
+        if table not in self._first_commits and self.file_exists(f"tables/{table}/_delta_log/{0:020d}.json"):
+            self._first_commits.add(table)
+        return table in self._first_commits
 
     def _refuse_legacy(self) -> None:
         if self.is_legacy():
@@ -248,16 +263,12 @@ class Lake:
             raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
 
     def file_exists(self, relpath: str) -> bool:
-        """Whether a file (not a folder) is at ``relpath``: on S3 one HEAD request, where
-        ``exists`` also lists the prefix when there is no such object."""
+        """Whether a non-empty file (not a folder) is at ``relpath``: on S3 one GET of its first
+        byte, where ``exists`` also lists the prefix when there is no such object."""
         if self.is_local:
             return os.path.isfile(self.path(relpath))
-        bucket, _, key = self.path(relpath).partition("/")
         try:
-            self.fs.call_s3("head_object", Bucket=bucket, Key=key)
-            return True
-        except FileNotFoundError:
-            return False
+            return self.objects.exists(self.path(relpath))
         except STORAGE_ERRORS as exc:
             raise LakeError(f"cannot reach the lake at {self.uri}: {_reason(exc)}") from None
 
@@ -516,7 +527,7 @@ class Lake:
         return con
 
     def _database_key(self) -> tuple[str, Any, int]:
-        return (self.root_url, getattr(self.fs, "_fs_token", id(self.fs)), os.getpid())  # a forked child opens its own
+        return (self.root_url, fsspec.utils.tokenize(self._fs_options), os.getpid())  # a forked child opens its own
 
     def _rebind(self, table: str) -> None:
         """After this process wrote ``table``: the shared views read its new version, also on
@@ -535,7 +546,7 @@ class Lake:
         db = duckdb.connect()
         db.execute("SET parquet_metadata_cache = true")  # a data file never changes: plan its footer once
         if not self.is_local:
-            db.register_filesystem(table_reader_fs(self.fs.storage_options))
+            db.register_filesystem(table_reader_fs(self._fs_options))
         db.execute("SET VARIABLE lake_root = ?", [self.root_url])
         try:
             db.execute("CREATE TABLE lake_files (table_name VARCHAR, uri VARCHAR)")
