@@ -27,7 +27,7 @@ from svcluster.tasks.lake.s3_objects import S3Objects
 from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
 
 
-COMMIT_BYTES = 16 * 1024 * 1024  # what is read of a commit to know it again (all of any svcluster writes)
+COMMIT_BYTES = 16 * 1024 * 1024  # what is read of a commit to know it again (the start of a longer one)
 
 
 def _commit_path(table_uri: str, version: int) -> str:
