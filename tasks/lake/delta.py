@@ -181,7 +181,8 @@ class DeltaTables:
         self._indexes: dict[str, KeyIndex] = {}
         self._table_locks: dict[str, threading.RLock] = {}  # a table's handle: its updates and writes
         remote = filesystem is not None
-        self.snapshots = Snapshots(S3Objects(self.options), self.options.get("AWS_ENDPOINT_URL") or "aws") if remote else None
+        self.objects = S3Objects(self.options) if remote else None  # single-object reads (s3_objects.py)
+        self.snapshots = Snapshots(self.objects, self.options.get("AWS_ENDPOINT_URL") or "aws") if remote else None
 
     @property
     def filesystem(self) -> Any:

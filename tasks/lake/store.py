@@ -56,7 +56,6 @@ from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.delta import Commit, DeltaTables, TableState, for_delta, latest_per_key, parse_as_of, versions_at
-from svcluster.tasks.lake.s3_objects import S3Objects
 from svcluster.tasks.lake.s3_reads import s3_endpoint, table_reader_fs
 from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
 from svcluster.tasks.lake.table_needs import tables_read
@@ -124,10 +123,9 @@ class Lake:
             options.setdefault("use_listings_cache", False)
         self._fs_options = options
         self.root = self.uri if self.is_local else self.uri.split("://", 1)[1]
-        delta_options = delta_storage_options(self.uri, options)
         # An S3 lake's commit checks go through delta-rs (s3_objects.py); s3fs is made when needed.
-        self.objects = None if self.is_local else S3Objects(delta_options)
-        self.delta = DeltaTables(self.root_url, delta_options, None if self.is_local else lambda: self.fs)
+        self.delta = DeltaTables(self.root_url, delta_storage_options(self.uri, options), None if self.is_local else lambda: self.fs)
+        self.objects = self.delta.objects
         self._first_commits: set[str] = set()
 
     @functools.cached_property
