@@ -35,7 +35,7 @@ from svcluster.tasks.errors import LakeError
 from svcluster.tasks.lake.key_index import KeyHasher, KeyIndex, key_columns, open_file, read_data_file
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
 from svcluster.tasks.lake.s3_objects import S3Objects
-from svcluster.tasks.lake.snapshots import Snapshots
+from svcluster.tasks.lake.snapshots import FileDetails, Snapshots
 
 COMMIT_ATTEMPTS = 30  # a conflicting commit is retried on the newer version this many times
 # Keep every commit file: the duckdb CLI's init file and `lake history` read them. A checkpoint
@@ -183,6 +183,7 @@ class DeltaTables:
         remote = filesystem is not None
         self.objects = S3Objects(self.options) if remote else None  # single-object reads (s3_objects.py)
         self.snapshots = Snapshots(self.objects, self.options.get("AWS_ENDPOINT_URL") or "aws") if remote else None
+        self.file_details: dict[str, tuple[int, int]] = {}  # an S3 data file's ``bucket/key``: (size, time in ms)
 
     @property
     def filesystem(self) -> Any:
@@ -238,20 +239,38 @@ class DeltaTables:
         """The files holding ``table``'s rows, now or at ``version``."""
         if version is not None:
             dt = self.open(table, version)
-            return TableState(table, None, ()) if dt is None else TableState(table, dt.version(), tuple(dt.file_uris()))
+            if dt is None:
+                return TableState(table, None, ())
+            state = TableState(table, dt.version(), tuple(dt.file_uris()))
+            if self.snapshots is not None:
+                self._learn(file_details(dt, state.files))
+            return state
         with self._table_lock(table):
             first = table not in self._handles
             if first and self.snapshots is not None:  # a process that has not opened it yet (S3)
                 remembered = self.snapshots.load(self.uri(table))
                 if remembered is not None:
-                    return TableState(table, *remembered)
+                    version, files, details = remembered
+                    self._learn(details)
+                    return TableState(table, version, files)
             dt = self.latest(table)
             if dt is None:
                 return TableState(table, None, ())
             state = TableState(table, dt.version(), tuple(dt.file_uris()))
-            if first and self.snapshots is not None:
-                self.snapshots.save(self.uri(table), state.version, state.files)
+            if self.snapshots is not None:
+                details = file_details(dt, state.files)
+                self._learn(details)
+                if first:
+                    self.snapshots.save(self.uri(table), state.version, state.files, details)
             return state
+
+    def _learn(self, details: FileDetails) -> None:
+        """Remember the sizes and times of an S3 table's data files (from its log), so that
+        reading them asks S3 for nothing but their bytes (``file_details``, ``S3Objects``)."""
+        stripped = {uri.split("://", 1)[-1]: detail for uri, detail in details.items()}
+        with self._lock:
+            self.file_details.update(stripped)
+        self.objects.know({key: size for key, (size, _) in stripped.items()})
 
     # ---- writes -------------------------------------------------------------------------------
     def upsert(self, spec: TableSpec, rows: pa.Table) -> int:
@@ -478,6 +497,16 @@ class DeltaTables:
                 None if removed is None else int(removed),
             ))
         return out
+
+
+def file_details(dt: DeltaTable, files: Sequence[str]) -> FileDetails:
+    """Each of ``files``' size and modification time (ms), as the table's log records them."""
+    adds = pa.table(dt.get_add_actions(flatten=False)).select(["path", "size_bytes", "modification_time"])
+    root = dt.table_uri.rstrip("/")
+    paths, sizes = adds.column("path").to_pylist(), adds.column("size_bytes").to_pylist()
+    times = adds.column("modification_time").cast(pa.int64()).to_pylist()
+    by_uri = {f"{root}/{p}": (int(n), int(t)) for p, n, t in zip(paths, sizes, times)}
+    return {f: by_uri[f] for f in files if f in by_uri}
 
 
 def versions_at(commits: Sequence[Commit], tables: Sequence[str], as_of: int | datetime) -> dict[str, int | None]:

@@ -1,25 +1,29 @@
 """How DuckDB reads an S3 lake's table files: with what a data file never changes remembered, in
-memory and on this machine's disk, and through s3fs for the rest.
+memory and on this machine's disk, and through delta-rs's object store for the rest.
 
 Delta data files (``tables/<table>/part-*.parquet``) and the schema files beside them are written
 once under a unique name and never changed. DuckDB asks for a file's details several times while
 it plans and scans (each a HEAD request to S3), and reads its footer (the Parquet
 metadata at its end) to plan, and again to scan. This filesystem:
 
-- answers every ask for a table file's details after the first from memory, and from the disk
-  cache (``<machine cache>/s3-files/``) in a later process;
+- answers every ask for a table file's details from what the table's Delta log says of it (its
+  size and time, which the lake's ``DeltaTables`` learn as they read the log or a remembered
+  snapshot), else after the first ask from memory, and from the disk cache
+  (``<machine cache>/s3-files/``) in a later process;
 - reads a small file (``SMALL_FILE_BYTES``: a small table's, or a batch of a few rows) whole, in
   one request where a footer and a column would take two or more, and keeps it in that disk
   cache: a later process reads it there;
 - of a larger file keeps the end in that disk cache: ``TAIL_GUESS`` bytes, or the whole footer
   if longer, or all DuckDB reads of the end at once if more (up to ``TAIL_MAX``: DuckDB opens a
-  file by reading about 1/512 of it from its end), so a later process plans a query over it (and
+  file by reading its last 16 KiB or more), so a later process plans a query over it (and
   answers a ``count(*)``, for which DuckDB reads nothing but that end) without a request; its
-  other bytes are read in ranges as s3fs does;
+  other bytes are read in the ranges DuckDB asks, each one GET through delta-rs
+  (``s3_objects.py``: with the size known, no HEAD, and no interpreter lock held while it waits,
+  so DuckDB's threads read at once);
 - keeps what it has of the files read last (a small file, a large one's end) in memory too, up
   to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network;
-- imports s3fs only for what the caches do not hold: a later process that finds there all its
-  query reads never pays for the import (about half a second, docs/lake.md).
+- imports s3fs only for a table file no log told it of (its details), for listings and writes:
+  a reader of the lake's views never pays for the import (about half a second, docs/lake.md).
 
 The disk cache holds nothing but what the lake's own files say (sizes, dates, footers; no
 credential), keyed by endpoint and path, and stays under ``DISK_BYTES`` (the oldest go).
@@ -38,7 +42,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,7 @@ import fsspec
 
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.files import cache_dir
+from svcluster.tasks.lake.s3_objects import S3Objects
 
 SMALL_FILE_BYTES = 1024 * 1024  # a table file up to this size is read whole, in one request
 KEPT_BYTES = 256 * 1024 * 1024  # what is kept of the files read last (small ones whole), in memory
@@ -156,14 +161,12 @@ class DiskCache:
 
 class TableFile(io.RawIOBase):
     """A table file opened for DuckDB: a small one's bytes and a large one's end come from the
-    disk cache (read and kept there the first time); a large one's other bytes from a ranged
-    s3fs file."""
+    disk cache (read and kept there the first time); a large one's other bytes from ranged GETs."""
 
     def __init__(self, fs: Any, key: str, size: int):
         super().__init__()
         self.fs, self.key, self.size, self.pos = fs, key, size, 0
         self._tail: bytes | None = _whole_end(fs.tail(key), size)
-        self._ranged: Any = None
 
     def readable(self) -> bool:
         return True
@@ -202,10 +205,7 @@ class TableFile(io.RawIOBase):
             tail_start = start
         if self._tail is not None and start >= tail_start:
             return self._tail[start - tail_start : end - tail_start]
-        if self._ranged is None:
-            self._ranged = self.fs.ranged_file(self.key, self.size)
-        self._ranged.seek(start)
-        return self._ranged.read(end - start)
+        return self.fs.read_range(self.key, start, end, self.size)
 
     def _learn_tail(self) -> None:
         """Read what the disk cache keeps of this file (a small file whole, else its last
@@ -227,24 +227,21 @@ class TableFile(io.RawIOBase):
         self._tail = data
         self.fs.keep_tail(self.key, data)
 
-    def close(self) -> None:
-        if self._ranged is not None:
-            self._ranged.close()
-        super().close()
-
 
 class TableFiles(fsspec.AbstractFileSystem):
     """The ``s3://`` filesystem DuckDB reads an S3 lake's files through: a table file's details
-    and what is kept of it come from memory or the disk cache; everything else (the first read of
-    a file on this machine, its other bytes, any other object) from s3fs, made on first use, so a
-    reader that finds all it needs in the cache never imports it."""
+    come from its table's log (else memory, the disk cache or a HEAD), what is kept of it from
+    memory or the disk cache, its other bytes from ranged GETs through delta-rs; any other object
+    (listings, writes) from s3fs, made on first use, so a reader of table files never imports it."""
 
     protocol = ("s3", "s3a")
     cachable = False  # one per view database (fsspec would hand back one made for other options)
 
-    def __init__(self, storage_options: Mapping[str, Any]):
+    def __init__(self, storage_options: Mapping[str, Any], details: Mapping[str, tuple[int, int]], objects: S3Objects):
         super().__init__()
         self.options = {**storage_options, "skip_instance_cache": True}
+        self.details = details  # a data file's ``bucket/key``: (size, time in ms), from the tables' logs
+        self.objects = objects
         self.immutable_infos: dict[str, dict[str, Any]] = {}
         self.kept: OrderedDict[str, bytes] = OrderedDict()
         self.kept_total = 0
@@ -261,7 +258,12 @@ class TableFiles(fsspec.AbstractFileSystem):
         key = self._strip_protocol(path)
         known = self.immutable_infos.get(key)
         if known is None and is_immutable(key):
-            known = self.disk.info(key)
+            detail = self.details.get(key)
+            if detail is not None:  # what the log says: the same in every process
+                known = {"name": key, "size": detail[0], "type": "file",
+                         "LastModified": datetime.fromtimestamp(detail[1] / 1000, timezone.utc)}
+            else:
+                known = self.disk.info(key)
             if known is not None:
                 self.immutable_infos[key] = known
         if known is not None:
@@ -282,10 +284,18 @@ class TableFiles(fsspec.AbstractFileSystem):
         return TableFile(self, key, int(self.info(key)["size"]))
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        return self.s3.cat_file(path, start=start, end=end, **kwargs)
+        key = self._strip_protocol(path)
+        if not is_immutable(key):
+            return self.s3.cat_file(path, start=start, end=end, **kwargs)
+        size = int(self.info(key)["size"])
+        begin = 0 if start is None else (start if start >= 0 else max(0, size + start))
+        stop = size if end is None else (min(end, size) if end >= 0 else max(0, size + end))
+        return self.read_range(key, begin, stop, size)
 
-    def ranged_file(self, key: str, size: int) -> Any:
-        return self.s3._open(key, mode="rb", size=size)
+    def read_range(self, key: str, start: int, end: int, size: int) -> bytes:
+        """Bytes ``[start, end)`` of a table file of ``size`` bytes: one ranged GET through
+        delta-rs (``s3_objects.py``), which waits without the interpreter lock."""
+        return self.objects.read_range(key, start, end, size) if start < end else b""
 
     # what DuckDB may ask of other objects (listings, writes of a COPY TO): s3fs's answers
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
@@ -336,8 +346,9 @@ class TableFiles(fsspec.AbstractFileSystem):
                 self.kept_total -= len(self.kept.popitem(last=False)[1])
 
 
-def table_reader_fs(storage_options: Mapping[str, Any]) -> TableFiles:
+def table_reader_fs(storage_options: Mapping[str, Any], details: Mapping[str, tuple[int, int]], objects: S3Objects) -> TableFiles:
     """A new filesystem for DuckDB's reads of the lake's table files, made with the lake
-    filesystem's options; one per view database, so what it remembers in memory lives as long
-    as the database."""
-    return TableFiles(storage_options)
+    filesystem's options, the data files' details its Delta tables learn, and their
+    ``S3Objects``; one per view database, so what it remembers in memory lives as long as the
+    database."""
+    return TableFiles(storage_options, details, objects)

@@ -11,20 +11,23 @@ Two small GETs (``s3_objects.py``) instead of the log; anything else (a newer co
 or unreadable entry, any error) opens the table as before.
 
 Entries live in ``<machine cache>/delta-snapshots/``, one JSON file per table URI and endpoint,
-holding the version, its commit's SHA-256 and the data file URIs: nothing that is not in the
-lake already, no credential.
+holding the version, its commit's SHA-256, the data file URIs and their sizes and times (as the
+log records them): nothing that is not in the lake already, no credential.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.files import cache_dir
 from svcluster.tasks.lake.s3_objects import S3Objects
 from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
+
+FileDetails = Mapping[str, tuple[int, int]]  # a data file's URI: (its size in bytes, its time in ms)
 
 
 COMMIT_BYTES = 16 * 1024 * 1024  # what is read of a commit to know it again (the start of a longer one)
@@ -52,13 +55,15 @@ class Snapshots:
         data = self.objects.read(_commit_path(table_uri, version), COMMIT_BYTES)
         return None if data is None else hashlib.sha256(data).hexdigest()
 
-    def load(self, table_uri: str) -> tuple[int, tuple[str, ...]] | None:
-        """(version, data file URIs) of the table if what is remembered is still its latest."""
+    def load(self, table_uri: str) -> tuple[int, tuple[str, ...], FileDetails] | None:
+        """(version, data file URIs, their details) of the table if what is remembered is still
+        its latest."""
         try:
             entry = json.loads(self._entry_path(table_uri).read_text())
             if entry.get("table") != table_uri:
                 return None
             version, digest, files = int(entry["version"]), entry["sha256"], tuple(entry["files"])
+            details = {f: (int(size), int(modified)) for f, (size, modified) in zip(files, entry["details"], strict=True)}
         except (OSError, ValueError, KeyError, TypeError):
             return None
         try:
@@ -66,15 +71,16 @@ class Snapshots:
                 return None
         except STORAGE_ERRORS:  # an unreachable store: the full open reports it
             return None
-        return version, files
+        return version, files, details
 
-    def save(self, table_uri: str, version: int, files: tuple[str, ...]) -> None:
+    def save(self, table_uri: str, version: int, files: tuple[str, ...], details: FileDetails) -> None:
         """Remember the table at ``version`` (best effort: the cache only saves requests)."""
         try:
             digest = self._digest(table_uri, version)
             if digest is None:
                 return
             with atomic_write(self._entry_path(table_uri), text=True) as fh:
-                json.dump({"table": table_uri, "version": version, "sha256": digest, "files": list(files)}, fh)
-        except STORAGE_ERRORS:
+                json.dump({"table": table_uri, "version": version, "sha256": digest, "files": list(files),
+                           "details": [list(details[f]) for f in files]}, fh)
+        except (STORAGE_ERRORS, KeyError):  # (KeyError: a file whose details the log lacked)
             return

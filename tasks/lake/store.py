@@ -544,7 +544,11 @@ class Lake:
         db = duckdb.connect()
         db.execute("SET parquet_metadata_cache = true")  # a data file never changes: plan its footer once
         if not self.is_local:
-            db.register_filesystem(table_reader_fs(self._fs_options))
+            # DuckDB's own cache of remote files reads them in aligned blocks of up to 2 MiB: a
+            # file's footer (a few KiB) would be read as its whole last block, which the machine
+            # cache (s3_reads.py) does not keep; without it DuckDB reads what it needs
+            db.execute("SET enable_external_file_cache = false")
+            db.register_filesystem(table_reader_fs(self._fs_options, self.delta.file_details, self.delta.objects))
         db.execute("SET VARIABLE lake_root = ?", [self.root_url])
         try:
             db.execute("CREATE TABLE lake_files (table_name VARCHAR, uri VARCHAR)")
