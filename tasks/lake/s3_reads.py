@@ -56,6 +56,7 @@ SMALL_FILE_BYTES = 1024 * 1024  # a table file up to this size is read whole, in
 KEPT_BYTES = 256 * 1024 * 1024  # what is kept of the files read last (small ones whole), in memory
 TAIL_GUESS = 64 * 1024  # what is kept of a large file's end (more if its footer is longer)
 TAIL_MAX = 1024 * 1024  # the most kept of a large file's end, when DuckDB reads that much of it at once
+READ_AHEAD = 16 * 1024 * 1024  # a read of a large file's other bytes reads on to this many (DuckDB reads on)
 DISK_BYTES = 256 * 1024 * 1024  # the disk cache is trimmed to half of this when it grows past it
 _INFO_KEYS = ("name", "size", "type", "ETag", "LastModified")
 _IMMUTABLE = re.compile(r"/tables/[^/]+/(part-[^/]+|_svcluster_schema-[0-9a-f]+)\.parquet$")
@@ -167,6 +168,7 @@ class TableFile(io.RawIOBase):
         super().__init__()
         self.fs, self.key, self.size, self.pos = fs, key, size, 0
         self._tail: bytes | None = _whole_end(fs.tail(key), size)
+        self._block: tuple[int, bytes] = (0, b"")  # the bytes read last (from where) and those after them
 
     def readable(self) -> bool:
         return True
@@ -205,7 +207,12 @@ class TableFile(io.RawIOBase):
             tail_start = start
         if self._tail is not None and start >= tail_start:
             return self._tail[start - tail_start : end - tail_start]
-        return self.fs.read_range(self.key, start, end, self.size)
+        block_start, block = self._block
+        if not (block_start <= start and end <= block_start + len(block)):
+            stop = max(end, min(tail_start, start + READ_AHEAD))  # (not into the end kept)
+            block_start, block = start, self.fs.read_range(self.key, start, stop, self.size)
+            self._block = (block_start, block)
+        return block[start - block_start : end - block_start]
 
     def _learn_tail(self) -> None:
         """Read what the disk cache keeps of this file (a small file whole, else its last
