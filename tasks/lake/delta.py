@@ -239,12 +239,7 @@ class DeltaTables:
         """The files holding ``table``'s rows, now or at ``version``."""
         if version is not None:
             dt = self.open(table, version)
-            if dt is None:
-                return TableState(table, None, ())
-            state = TableState(table, dt.version(), tuple(dt.file_uris()))
-            if self.snapshots is not None:
-                self._learn(file_details(dt, state.files))
-            return state
+            return TableState(table, None, ()) if dt is None else self._state_of(table, dt)
         with self._table_lock(table):
             first = table not in self._handles
             if first and self.snapshots is not None:  # a process that has not opened it yet (S3)
@@ -256,13 +251,23 @@ class DeltaTables:
             dt = self.latest(table)
             if dt is None:
                 return TableState(table, None, ())
-            state = TableState(table, dt.version(), tuple(dt.file_uris()))
-            if self.snapshots is not None:
-                details = file_details(dt, state.files)
-                self._learn(details)
-                if first:
-                    self.snapshots.save(self.uri(table), state.version, state.files, details)
+            state = self._state_of(table, dt)
+            if first and self.snapshots is not None:
+                self.snapshots.save(self.uri(table), state.version, state.files, self._details_of(state.files))
             return state
+
+    def _state_of(self, table: str, dt: DeltaTable) -> TableState:
+        """An opened table's state; on S3 the details of files not seen before are read from
+        its log first (only when its files changed: a state is asked before every query)."""
+        state = TableState(table, dt.version(), tuple(dt.file_uris()))
+        if self.snapshots is not None and len(self._details_of(state.files)) < len(state.files):
+            self._learn(file_details(dt, state.files))
+        return state
+
+    def _details_of(self, files: Sequence[str]) -> FileDetails:
+        """The learned details of those of ``files`` (URIs) that have them."""
+        known = ((f, self.file_details.get(f.split("://", 1)[-1])) for f in files)
+        return {f: detail for f, detail in known if detail is not None}
 
     def _learn(self, details: FileDetails) -> None:
         """Remember the sizes and times of an S3 table's data files (from its log), so that
