@@ -7,7 +7,6 @@ as the server logs them."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import subprocess
@@ -21,34 +20,12 @@ from svcluster.tasks.ingest.step import ingest_map
 from svcluster.tasks.lake.s3_reads import SMALL_FILE_BYTES
 from svcluster.tasks.lake.store import open_lake
 from tests.fixtures.maps import map_making_doc, write_map
+from tests.fixtures.s3_requests import Requests
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "SELECT map, count(*) AS n FROM locations GROUP BY map ORDER BY map"
 READER = "import json, sys; from svcluster.tasks.lake.store import open_lake; " \
          "print(json.dumps(open_lake(sys.argv[1], mode='read').query(sys.argv[2]).to_pylist()))"
-
-
-class Requests(logging.Handler):
-    """The requests the moto server logs (werkzeug's access log), while attached."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:  # (Handler.handle holds the handler's lock)
-        self.lines.append(record.getMessage())
-
-    def __enter__(self) -> "Requests":
-        log = logging.getLogger("werkzeug")
-        self._level = log.level
-        log.setLevel(logging.INFO)
-        log.addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        log = logging.getLogger("werkzeug")
-        log.removeHandler(self)
-        log.setLevel(self._level)
 
 
 def read_in_a_new_process(uri: str, cache: Path, query: str = QUERY) -> tuple[list[dict], list[str]]:

@@ -303,8 +303,10 @@ class DeltaTables:
                 dt, for_delta(rows), mode="append", schema_mode="merge", writer_properties=writer_properties(spec),
                 commit_properties=_commit_properties(rows=rows.num_rows),
             )
-            dt.update_incremental()
-            version = dt.version()
+            version = dt.version()  # the write brought the handle to its own commit (with any made before it)
+            ours = set(dt.file_uris()) - before
+            if version == read_version + 1 and len(ours) == 1:  # the one file added is ours: its keys are known
+                index.add(ours.pop(), hashes)
             if version > read_version + 1:  # others committed since we looked: did they add our keys?
                 theirs = set(self.open(spec.name, version - 1).file_uris()) - before
                 index.sync(before | theirs)

@@ -3,7 +3,8 @@ a keyed write of new rows be an append instead of a merge.
 
 A merge finds the rows it replaces by scanning the whole table, so its cost grows with the table.
 Most keyed writes (a fetch or embed batch) bring only new keys. ``KeyIndex`` keeps, per data file,
-the sorted hashes of its keys (read once, key columns only); a batch none of whose hashes is in any
+the sorted hashes of its keys (read once, key columns only; a file this process appended is
+indexed with the hashes it wrote, not read back); a batch none of whose hashes is in any
 file is new for sure and is appended; one that may match (a hash in a file: a real match or a
 64-bit collision) takes the merge. The cost of the check is the batch's size times the number of
 files, not the table's rows. Files are immutable in Delta, so an entry never goes stale; entries of
@@ -95,6 +96,10 @@ class KeyIndex:
         for f in files:
             if f not in self._files:
                 self._files[f] = np.sort(self.hasher(self.read_keys(f)))
+
+    def add(self, uri: str, hashes: np.ndarray) -> None:
+        """Index a file this process just wrote, whose keys' hashes it knows (not read back)."""
+        self._files[uri] = np.sort(hashes)
 
     def may_hold(self, hashes: np.ndarray, files: Sequence[str] | None = None) -> bool:
         """Whether any of ``hashes`` is in the (given, else every indexed) files."""
