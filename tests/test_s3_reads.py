@@ -181,3 +181,38 @@ def test_what_duckdb_reads_of_a_large_files_end_is_kept_whole(s3_lake, tmp_path)
         seen_after.append([line for line in seen.lines if "part-00000-large" in line])
     assert counts == [n, n]
     assert seen_after[0] and not seen_after[1], seen_after
+
+
+COLUMN_SUM = "import sys, duckdb; from svcluster.tasks.lake.s3_reads import table_reader_fs; " \
+             "from svcluster.tasks.lake.s3_objects import S3Objects; " \
+             "from svcluster.tasks.lake.store import delta_storage_options; db = duckdb.connect(); " \
+             "fs = table_reader_fs({'use_listings_cache': False}, {}, S3Objects(delta_storage_options(sys.argv[1], {}))); " \
+             "db.register_filesystem(fs); " \
+             "print(db.sql(f\"SELECT sum(x) FROM read_parquet('{sys.argv[1]}')\").fetchall()[0][0], fs.blocks_total)"
+
+
+def test_a_read_ahead_stops_at_the_end_of_the_column_chunk_read(s3_lake, tmp_path) -> None:
+    """A query of a file's small column reads that column's chunk, not the large column written
+    after it: a read of a large file reads ahead of DuckDB (up to ``READ_AHEAD``), but not into
+    another column chunk (the footer says where each ends)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 400_000
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 2**40, n)
+    v = pa.FixedSizeListArray.from_arrays(pa.array(rng.random(4 * n)), 4)  # 4x the bytes of x
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"x": x, "v": v}), sink, compression="none", use_dictionary=False)
+    data = sink.getvalue().to_pybytes()
+    x_chunk = pq.read_metadata(pa.BufferReader(data)).row_group(0).column(0).total_compressed_size
+    key = s3_lake.path("tables/embeddings/part-00000-two-columns.parquet")
+    s3_lake.fs.pipe(key, data)
+    env = {**os.environ, "SVCLUSTER_CACHE": str(tmp_path / "machine-cache"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", COLUMN_SUM, f"s3://{key}"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    total, read_ahead = map(int, proc.stdout.split())
+    assert total == int(x.sum())
+    # x's chunk (3.2 MB; DuckDB's two threads may each ask a part, with a few KiB past its end)
+    assert x_chunk <= read_ahead < 1.5 * x_chunk < len(data) / 3, (read_ahead, x_chunk, len(data))

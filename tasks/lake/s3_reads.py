@@ -17,9 +17,13 @@ metadata at its end) to plan, and again to scan. This filesystem:
   if longer, or all DuckDB reads of the end at once if more (up to ``TAIL_MAX``: DuckDB opens a
   file by reading its last 16 KiB or more), so a later process plans a query over it (and
   answers a ``count(*)``, for which DuckDB reads nothing but that end) without a request; its
-  other bytes are read in the ranges DuckDB asks, each one GET through delta-rs
-  (``s3_objects.py``: with the size known, no HEAD, and no interpreter lock held while it waits,
-  so DuckDB's threads read at once);
+  other bytes are read by ranged GETs through delta-rs (``s3_objects.py``: with the size known,
+  no HEAD, and no interpreter lock held while it waits, so DuckDB's threads read at once), each
+  from where DuckDB asks on to ``READ_AHEAD`` bytes (DuckDB asks a column chunk in pieces of up
+  to 2 MiB) but never past the end of the column chunk asked (the footer says where each ends:
+  a query of small columns does not read the vectors beside them); the blocks read last are
+  kept for every handle of the file (up to ``BLOCK_BYTES``), as DuckDB opens a file once per
+  thread;
 - keeps what it has of the files read last (a small file, a large one's end) in memory too, up
   to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network;
 - imports s3fs only for a table file no log told it of (its details), for listings and writes:
@@ -32,6 +36,7 @@ Listings, the Delta log and blobs are never cached here (other processes add to 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import io
@@ -57,6 +62,7 @@ KEPT_BYTES = 256 * 1024 * 1024  # what is kept of the files read last (small one
 TAIL_GUESS = 64 * 1024  # what is kept of a large file's end (more if its footer is longer)
 TAIL_MAX = 1024 * 1024  # the most kept of a large file's end, when DuckDB reads that much of it at once
 READ_AHEAD = 16 * 1024 * 1024  # a read of a large file's other bytes reads on to this many (DuckDB reads on)
+BLOCK_BYTES = 64 * 1024 * 1024  # the blocks read ahead last, kept for every handle of their file
 DISK_BYTES = 256 * 1024 * 1024  # the disk cache is trimmed to half of this when it grows past it
 _INFO_KEYS = ("name", "size", "type", "ETag", "LastModified")
 _IMMUTABLE = re.compile(r"/tables/[^/]+/(part-[^/]+|_svcluster_schema-[0-9a-f]+)\.parquet$")
@@ -80,6 +86,31 @@ def footer_length(tail: bytes) -> int | None:
     if len(tail) < 8 or tail[-4:] != b"PAR1":
         return None
     return int.from_bytes(tail[-8:-4], "little") + 8
+
+
+def chunk_ends(tail: bytes) -> list[int]:
+    """Where each column chunk of a Parquet file ends (sorted offsets), from its end as kept (at
+    least the whole footer, whose offsets are the file's); empty when that is not a footer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    length = footer_length(tail)
+    if length is None or length > len(tail):
+        return []
+    try:
+        meta = pq.read_metadata(pa.BufferReader(tail[-length:]))
+    except (OSError, pa.ArrowException):
+        return []
+    ends = set()
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            first = column.data_page_offset
+            if column.has_dictionary_page and column.dictionary_page_offset:
+                first = min(first, column.dictionary_page_offset)
+            ends.add(first + column.total_compressed_size)
+    return sorted(ends)
 
 
 def _whole_end(tail: bytes | None, size: int) -> bytes | None:
@@ -168,7 +199,6 @@ class TableFile(io.RawIOBase):
         super().__init__()
         self.fs, self.key, self.size, self.pos = fs, key, size, 0
         self._tail: bytes | None = _whole_end(fs.tail(key), size)
-        self._block: tuple[int, bytes] = (0, b"")  # the bytes read last (from where) and those after them
 
     def readable(self) -> bool:
         return True
@@ -207,12 +237,17 @@ class TableFile(io.RawIOBase):
             tail_start = start
         if self._tail is not None and start >= tail_start:
             return self._tail[start - tail_start : end - tail_start]
-        block_start, block = self._block
-        if not (block_start <= start and end <= block_start + len(block)):
-            stop = max(end, min(tail_start, start + READ_AHEAD))  # (not into the end kept)
-            block_start, block = start, self.fs.read_range(self.key, start, stop, self.size)
-            self._block = (block_start, block)
+        # on to the end of the column chunk being read (not into another, nor into the end kept)
+        stop = max(end, min(tail_start, start + READ_AHEAD, self._chunk_end(start)))
+        block_start, block = self.fs.block(self.key, start, end, stop, self.size)
         return block[start - block_start : end - block_start]
+
+    def _chunk_end(self, offset: int) -> int:
+        """Where the column chunk holding ``offset`` ends (the file's size when the footer is
+        not known)."""
+        ends = self.fs.chunk_ends(self.key, self._tail) if self._tail is not None else []
+        at = bisect.bisect_right(ends, offset)
+        return ends[at] if at < len(ends) else self.size
 
     def _learn_tail(self) -> None:
         """Read what the disk cache keeps of this file (a small file whole, else its last
@@ -254,6 +289,11 @@ class TableFiles(fsspec.AbstractFileSystem):
         self.kept_total = 0
         self.kept_lock = threading.Lock()
         self.disk = DiskCache(cache_dir() / "s3-files", s3_endpoint(storage_options) or "aws")
+        self.blocks: OrderedDict[tuple[str, int], bytes] = OrderedDict()  # (key, start): bytes read ahead
+        self.blocks_total = 0
+        self.block_locks: dict[str, threading.Lock] = {}
+        self.blocks_lock = threading.Lock()
+        self.ends: dict[str, list[int]] = {}  # per table file: where its column chunks end
 
     @functools.cached_property
     def s3(self) -> Any:
@@ -303,6 +343,39 @@ class TableFiles(fsspec.AbstractFileSystem):
         """Bytes ``[start, end)`` of a table file of ``size`` bytes: one ranged GET through
         delta-rs (``s3_objects.py``), which waits without the interpreter lock."""
         return self.objects.read_range(key, start, end, size) if start < end else b""
+
+    def chunk_ends(self, key: str, tail: bytes) -> list[int]:
+        """Where a table file's column chunks end (``chunk_ends`` of its kept end), parsed once."""
+        ends = self.ends.get(key)
+        if ends is None:
+            ends = self.ends[key] = chunk_ends(tail)
+        return ends
+
+    def block(self, key: str, start: int, end: int, stop: int, size: int) -> tuple[int, bytes]:
+        """A block of a table file holding bytes ``[start, end)``: one read before (by any of
+        the file's handles: DuckDB opens a file once per thread), else ``[start, stop)`` read now.
+        One read of a file at a time, so two threads that want the same bytes read them once."""
+        with self.blocks_lock:
+            lock = self.block_locks.setdefault(key, threading.Lock())
+        with lock:
+            found = self._kept_block(key, start, end)
+            if found is not None:
+                return found
+            data = self.read_range(key, start, stop, size)
+            with self.blocks_lock:
+                self.blocks[(key, start)] = data
+                self.blocks_total += len(data)
+                while self.blocks_total > BLOCK_BYTES and len(self.blocks) > 1:
+                    self.blocks_total -= len(self.blocks.popitem(last=False)[1])
+            return start, data
+
+    def _kept_block(self, key: str, start: int, end: int) -> tuple[int, bytes] | None:
+        with self.blocks_lock:
+            for (k, block_start), data in self.blocks.items():
+                if k == key and block_start <= start and end <= block_start + len(data):
+                    self.blocks.move_to_end((k, block_start))
+                    return block_start, data
+        return None
 
     # what DuckDB may ask of other objects (listings, writes of a COPY TO): s3fs's answers
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
