@@ -21,7 +21,8 @@ the local lake and then the S3 one:
 5. files per table at the end.
 
 The S3 server is moto in its own process on 127.0.0.1 (as a real endpoint is not in the
-reader's process). S3 against local (target: within 3x) is printed last. Usage:
+reader's process). S3 against local (target: within 3x) is printed last, then what moto takes
+for a 1 MiB ranged GET of a small and of a large object. Usage:
     python benchmarks/lake.py [--n 100000] [--dim 768] [--quick] [--skip-s3]
 """
 
@@ -231,6 +232,31 @@ def moto_server() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
+def moto_range_cost() -> dict[int, float]:
+    """Seconds moto takes to answer a 1 MiB ranged GET of an object of 2, 32 and 128 MiB
+    (median of 5, through the same store the readers use): what a ranged read of a large table
+    file costs on this server (a real S3 endpoint is not measured here)."""
+    from svcluster.tasks.lake.s3_objects import S3Objects
+    from svcluster.tasks.lake.store import delta_storage_options
+    import s3fs
+
+    fs = s3fs.S3FileSystem(use_listings_cache=False)
+    fs.mkdir("bench-ranges")
+    objects = S3Objects(delta_storage_options("s3://bench-ranges", {}))
+    out = {}
+    for mib in (2, 32, 128):
+        size = mib << 20
+        fs.pipe_file(f"bench-ranges/o{mib}", os.urandom(size))
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            objects.read_range(f"bench-ranges/o{mib}", 0, 1 << 20, size)
+            times.append(time.perf_counter() - t0)
+        out[mib] = float(np.median(times))
+    fs.rm("bench-ranges", recursive=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -258,6 +284,8 @@ def main() -> None:
                                                ("batch_last_s", "sql_images_s", "sql_embeddings_s", "load_vectors_s", "report_data_s")))
             print("S3 with the machine cache / local, sql count(*):", ", ".join(
                 f"{t} {s3[f'sql_warm_{t}_s'] / local[f'sql_{t}_s']:.1f}x" for t in TABLES))
+            print("moto, a 1 MiB ranged GET of an object of " + ", ".join(
+                f"{mib} MiB: {seconds * 1000:.0f} ms" for mib, seconds in moto_range_cost().items()))
         finally:
             server.terminate()
             server.wait(timeout=30)
