@@ -216,3 +216,54 @@ def test_a_read_ahead_stops_at_the_end_of_the_column_chunk_read(s3_lake, tmp_pat
     assert total == int(x.sum())
     # x's chunk (3.2 MB; DuckDB's two threads may each ask a part, with a few KiB past its end)
     assert x_chunk <= read_ahead < 1.5 * x_chunk < len(data) / 3, (read_ahead, x_chunk, len(data))
+
+
+def test_threads_reading_the_same_bytes_of_a_file_at_once_read_them_once(s3_lake) -> None:
+    """DuckDB opens a file once per thread, and its threads may ask the same bytes at once: a
+    read under way serves every thread that wants bytes inside it (one GET), while a read of
+    other bytes of the file goes on beside it (here the first read waits until the other has
+    begun, and the other begins once the first is under way); each thread gets the file's own bytes."""
+    import threading
+
+    from svcluster.tasks.lake.s3_objects import S3Objects
+    from svcluster.tasks.lake.s3_reads import table_reader_fs
+    from svcluster.tasks.lake.store import delta_storage_options
+
+    data = random.Random(3).randbytes(8 << 20)
+    key = s3_lake.path("tables/embeddings/part-00000-shared-reads.parquet")
+    s3_lake.fs.pipe(key, data)
+    first_begun, other_begun = threading.Event(), threading.Event()
+
+    class FirstWaitsForOther(S3Objects):
+        def read_range(self, key: str, start: int, end: int, size: int) -> bytes:
+            if start == 1 << 20:
+                first_begun.set()
+                assert other_begun.wait(30), "a read of other bytes of the file waited for this one"
+            else:
+                other_begun.set()
+            return super().read_range(key, start, end, size)
+
+    fs = table_reader_fs({"use_listings_cache": False}, {}, FirstWaitsForOther(delta_storage_options(s3_lake.uri, {})))
+    asks = [(1 << 20, (1 << 20) + 4096, 3 << 20)] * 6 + [(5 << 20, 6 << 20, 6 << 20)] * 2
+    got: list[bytes | None] = [None] * len(asks)
+    start_together = threading.Barrier(6)
+
+    def read(i: int) -> None:
+        start, end, stop = asks[i]
+        if start == 1 << 20:
+            start_together.wait()
+        else:  # once the first read is under way
+            assert first_begun.wait(30)
+        block_start, block = fs.block(key, start, end, stop, len(data))
+        got[i] = block[start - block_start : end - block_start]
+
+    with Requests() as seen:
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(len(asks))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert got == [data[start:end] for start, end, _ in asks]
+    gets = [line for line in seen.lines if "part-00000-shared-reads" in line and "GET /" in line]
+    assert len(gets) == 2, gets  # one for the six threads asking the same bytes, one for the other two
+    assert not fs.reading

@@ -23,7 +23,8 @@ metadata at its end) to plan, and again to scan. This filesystem:
   to 2 MiB) but never past the end of the column chunk asked (the footer says where each ends:
   a query of small columns does not read the vectors beside them); the blocks read last are
   kept for every handle of the file (up to ``BLOCK_BYTES``), as DuckDB opens a file once per
-  thread;
+  thread, and a read under way serves every handle that wants bytes inside it, while reads of
+  other bytes of the file go on at once;
 - keeps what it has of the files read last (a small file, a large one's end) in memory too, up
   to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network;
 - imports s3fs only for a table file no log told it of (its details), for listings and writes:
@@ -291,7 +292,7 @@ class TableFiles(fsspec.AbstractFileSystem):
         self.disk = DiskCache(cache_dir() / "s3-files", s3_endpoint(storage_options) or "aws")
         self.blocks: OrderedDict[tuple[str, int], bytes] = OrderedDict()  # (key, start): bytes read ahead
         self.blocks_total = 0
-        self.block_locks: dict[str, threading.Lock] = {}
+        self.reading: dict[tuple[str, int, int], threading.Event] = {}  # (key, start, stop) of reads under way
         self.blocks_lock = threading.Lock()
         self.ends: dict[str, list[int]] = {}  # per table file: where its column chunks end
 
@@ -352,29 +353,40 @@ class TableFiles(fsspec.AbstractFileSystem):
         return ends
 
     def block(self, key: str, start: int, end: int, stop: int, size: int) -> tuple[int, bytes]:
-        """A block of a table file holding bytes ``[start, end)``: one read before (by any of
-        the file's handles: DuckDB opens a file once per thread), else ``[start, stop)`` read now.
-        One read of a file at a time, so two threads that want the same bytes read them once."""
-        with self.blocks_lock:
-            lock = self.block_locks.setdefault(key, threading.Lock())
-        with lock:
-            found = self._kept_block(key, start, end)
-            if found is not None:
-                return found
+        """A block of a table file holding bytes ``[start, end)``: one read before or under way
+        (by any of the file's handles: DuckDB opens a file once per thread), else ``[start, stop)``
+        read now. Reads of other bytes of the file go on at once; two threads that want the same
+        bytes read them once."""
+        while True:
+            with self.blocks_lock:
+                found = self._kept_block(key, start, end)
+                if found is not None:
+                    return found
+                under_way = next((done for (k, s, e), done in self.reading.items()
+                                  if k == key and s <= start and end <= e), None)
+                if under_way is None:
+                    done = self.reading[(key, start, stop)] = threading.Event()
+                    break
+            under_way.wait()  # then look again (kept, unless already pushed out or the read failed)
+        try:
             data = self.read_range(key, start, stop, size)
             with self.blocks_lock:
                 self.blocks[(key, start)] = data
                 self.blocks_total += len(data)
                 while self.blocks_total > BLOCK_BYTES and len(self.blocks) > 1:
                     self.blocks_total -= len(self.blocks.popitem(last=False)[1])
-            return start, data
+        finally:
+            with self.blocks_lock:
+                del self.reading[(key, start, stop)]
+            done.set()
+        return start, data
 
     def _kept_block(self, key: str, start: int, end: int) -> tuple[int, bytes] | None:
-        with self.blocks_lock:
-            for (k, block_start), data in self.blocks.items():
-                if k == key and block_start <= start and end <= block_start + len(data):
-                    self.blocks.move_to_end((k, block_start))
-                    return block_start, data
+        """A kept block holding ``[start, end)`` of ``key`` (the caller holds ``blocks_lock``)."""
+        for (k, block_start), data in self.blocks.items():
+            if k == key and block_start <= start and end <= block_start + len(data):
+                self.blocks.move_to_end((k, block_start))
+                return block_start, data
         return None
 
     # what DuckDB may ask of other objects (listings, writes of a COPY TO): s3fs's answers
