@@ -267,3 +267,57 @@ def test_threads_reading_the_same_bytes_of_a_file_at_once_read_them_once(s3_lake
     gets = [line for line in seen.lines if "part-00000-shared-reads" in line and "GET /" in line]
     assert len(gets) == 2, gets  # one for the six threads asking the same bytes, one for the other two
     assert not fs.reading
+
+
+ENDS_AT_ONCE = """
+import json, sys, threading, time
+from collections import Counter
+from svcluster.tasks.lake.s3_objects import S3Objects
+from svcluster.tasks.lake.store import open_lake
+
+class Watched(S3Objects):  # the real ranged GETs, watched: how many at once, of which files
+    now = most = 0
+    files = Counter()
+    lock = threading.Lock()
+
+    def read_range(self, key, start, end, size):
+        with self.lock:
+            Watched.now += 1
+            Watched.most = max(Watched.most, Watched.now)
+            Watched.files[key.rsplit("/", 1)[-1]] += 1
+        try:
+            time.sleep(0.05)  # (so reads asked at once overlap)
+            return super().read_range(key, start, end, size)
+        finally:
+            with self.lock:
+                Watched.now -= 1
+
+lake = open_lake(sys.argv[1], mode="read")
+lake.delta.objects = Watched(lake.delta.options)
+n = lake.query("SELECT count(*) AS n FROM images").to_pylist()[0]["n"]
+print(json.dumps({"n": n, "most": Watched.most, "files": Watched.files}))
+"""
+
+
+def test_the_first_reader_reads_the_ends_of_a_tables_files_at_once(s3_lake, tmp_path) -> None:
+    """DuckDB reads the footers of a view's files one after another as it binds the view (and
+    two at a time as it counts, one per thread); the first reader on a machine reads the ends of
+    a table's files all at once instead (``learn_ends``), and each file's end once."""
+    rng = random.Random(11)
+    parts = 4
+    for _ in range(parts):
+        ids = [f"{rng.getrandbits(64):016x}" for _ in range(3_000)]
+        s3_lake.append("images", pa.table({
+            "location_id": ids, "heading": pa.array([90] * len(ids), pa.int32()), "status": ["ok"] * len(ids),
+            "path": [f"blobs/{i[:2]}/{i}-{rng.getrandbits(128):032x}.jpg" for i in ids],
+            "sha256": [f"{rng.getrandbits(256):064x}" for _ in ids], "source": ["api"] * len(ids),
+        }))
+    files = {f.rsplit("/", 1)[-1] for f in s3_lake.table_files("images")}
+    assert len(files) == parts
+    env = {**os.environ, "SVCLUSTER_CACHE": str(tmp_path / "machine-cache"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", ENDS_AT_ONCE, s3_lake.uri], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout)
+    assert seen["n"] == parts * 3_000
+    assert {f: seen["files"].get(f) for f in files} == {f: 1 for f in files}, seen["files"]
+    assert seen["most"] == parts, seen  # all at once (DuckDB alone asks 2 at a time: its threads)

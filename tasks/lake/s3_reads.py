@@ -13,9 +13,9 @@ metadata at its end) to plan, and again to scan. This filesystem:
 - reads a small file (``SMALL_FILE_BYTES``: a small table's, or a batch of a few rows) whole, in
   one request where a footer and a column would take two or more, and keeps it in that disk
   cache: a later process reads it there;
-- of a larger file keeps the end in that disk cache: ``TAIL_GUESS`` bytes, or the whole footer
-  if longer, or all DuckDB reads of the end at once if more (up to ``TAIL_MAX``: DuckDB opens a
-  file by reading its last 16 KiB or more), so a later process plans a query over it (and
+- of a larger file keeps the end in that disk cache: ``end_guess`` bytes (twice what DuckDB
+  reads of the end when it opens the file, from ``TAIL_GUESS`` up to ``TAIL_MAX``), or the whole
+  footer if longer, or all DuckDB reads of the end at once if more, so a later process plans a query over it (and
   answers a ``count(*)``, for which DuckDB reads nothing but that end) without a request; its
   other bytes are read by ranged GETs through delta-rs (``s3_objects.py``: with the size known,
   no HEAD, and no interpreter lock held while it waits, so DuckDB's threads read at once), each
@@ -25,6 +25,8 @@ metadata at its end) to plan, and again to scan. This filesystem:
   kept for every handle of the file (up to ``BLOCK_BYTES``), as DuckDB opens a file once per
   thread, and a read under way serves every handle that wants bytes inside it, while reads of
   other bytes of the file go on at once;
+- reads the ends not kept yet of the files a view is bound over at once (``learn_ends``,
+  ``PARALLEL_ENDS`` at a time), where DuckDB reads them one after another as it binds the view;
 - keeps what it has of the files read last (a small file, a large one's end) in memory too, up
   to ``KEPT_BYTES``, so DuckDB's second open of a file reads neither disk nor network;
 - imports s3fs only for a table file no log told it of (its details), for listings and writes:
@@ -47,7 +49,8 @@ import random
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,10 +63,11 @@ from svcluster.tasks.lake.s3_objects import S3Objects
 
 SMALL_FILE_BYTES = 1024 * 1024  # a table file up to this size is read whole, in one request
 KEPT_BYTES = 256 * 1024 * 1024  # what is kept of the files read last (small ones whole), in memory
-TAIL_GUESS = 64 * 1024  # what is kept of a large file's end (more if its footer is longer)
+TAIL_GUESS = 64 * 1024  # the least kept of a large file's end (more if its footer is longer)
 TAIL_MAX = 1024 * 1024  # the most kept of a large file's end, when DuckDB reads that much of it at once
 READ_AHEAD = 16 * 1024 * 1024  # a read of a large file's other bytes reads on to this many (DuckDB reads on)
 BLOCK_BYTES = 64 * 1024 * 1024  # the blocks read ahead last, kept for every handle of their file
+PARALLEL_ENDS = 8  # the most files whose ends are read at once, before DuckDB binds a view over them
 DISK_BYTES = 256 * 1024 * 1024  # the disk cache is trimmed to half of this when it grows past it
 _INFO_KEYS = ("name", "size", "type", "ETag", "LastModified")
 _IMMUTABLE = re.compile(r"/tables/[^/]+/(part-[^/]+|_svcluster_schema-[0-9a-f]+)\.parquet$")
@@ -87,6 +91,13 @@ def footer_length(tail: bytes) -> int | None:
     if len(tail) < 8 or tail[-4:] != b"PAR1":
         return None
     return int.from_bytes(tail[-8:-4], "little") + 8
+
+
+def end_guess(size: int) -> int:
+    """How much of a large file's end is read first: twice what DuckDB 2.0.1 reads when it opens
+    the file (about 1/512 of it, 16 KiB at least), so that read is inside, but at least
+    ``TAIL_GUESS`` and at most ``TAIL_MAX``."""
+    return min(TAIL_MAX, max(TAIL_GUESS, size // 256))
 
 
 def chunk_ends(tail: bytes) -> list[int]:
@@ -251,16 +262,7 @@ class TableFile(io.RawIOBase):
         return ends[at] if at < len(ends) else self.size
 
     def _learn_tail(self) -> None:
-        """Read what the disk cache keeps of this file (a small file whole, else its last
-        ``TAIL_GUESS`` bytes or its whole footer if longer) and keep it there."""
-        if self.size <= SMALL_FILE_BYTES:
-            data = self.fs.cat_file(self.key)
-        else:
-            data = self.fs.cat_file(self.key, start=self.size - TAIL_GUESS, end=self.size)
-            length = footer_length(data)
-            if length is not None and length > len(data):
-                data = self.fs.cat_file(self.key, start=max(0, self.size - length), end=self.size - len(data)) + data
-        self._keep_tail(data)
+        self._tail = self.fs.read_end(self.key, self.size)
 
     def _extend_tail(self, start: int, tail_start: int) -> None:
         """Read the bytes from ``start`` up to what is kept of the end, and keep them with it."""
@@ -344,6 +346,41 @@ class TableFiles(fsspec.AbstractFileSystem):
         """Bytes ``[start, end)`` of a table file of ``size`` bytes: one ranged GET through
         delta-rs (``s3_objects.py``), which waits without the interpreter lock."""
         return self.objects.read_range(key, start, end, size) if start < end else b""
+
+    def read_end(self, key: str, size: int) -> bytes:
+        """Read what the machine cache keeps of a table file (a small file whole, else its last
+        ``end_guess`` bytes, or its whole footer if longer) and keep it there."""
+        if size <= SMALL_FILE_BYTES:
+            data = self.read_range(key, 0, size, size)
+        else:
+            data = self.read_range(key, size - end_guess(size), size, size)
+            length = footer_length(data)
+            if length is not None and length > len(data):
+                data = self.read_range(key, max(0, size - length), size - len(data), size) + data
+        self.keep_tail(key, data)
+        return data
+
+    def learn_ends(self, uris: Iterable[str]) -> None:
+        """Read at once the ends of those of these table files (``s3://`` URIs from a table's log)
+        whose end is not kept yet: DuckDB reads them one after another when it binds a view over
+        the files. A read that fails is left to DuckDB's own, which reports it."""
+        todo = []
+        for uri in uris:
+            key = self._strip_protocol(uri)
+            detail = self.details.get(key)
+            if detail is not None and is_immutable(key) and _whole_end(self.tail(key), detail[0]) is None:
+                todo.append((key, detail[0]))
+        if len(todo) < 2:
+            return
+        with ThreadPoolExecutor(min(PARALLEL_ENDS, len(todo)), thread_name_prefix="svcluster-ends") as pool:
+            for _ in pool.map(lambda item: self._try_read_end(*item), todo):
+                pass
+
+    def _try_read_end(self, key: str, size: int) -> None:
+        try:
+            self.read_end(key, size)
+        except Exception:  # noqa: BLE001 (only a head start: DuckDB reads the end again and reports)
+            pass
 
     def chunk_ends(self, key: str, tail: bytes) -> list[int]:
         """Where a table file's column chunks end (``chunk_ends`` of its kept end), parsed once."""

@@ -56,7 +56,7 @@ from svcluster.sql import catalog_sql
 from svcluster.tasks.errors import LakeError, NoLakeError, ReadOnlyLakeError
 from svcluster.tasks.files import atomic_write
 from svcluster.tasks.lake.delta import Commit, DeltaTables, TableState, for_delta, latest_per_key, parse_as_of, versions_at
-from svcluster.tasks.lake.s3_reads import s3_endpoint, table_reader_fs
+from svcluster.tasks.lake.s3_reads import TableFiles, s3_endpoint, table_reader_fs
 from svcluster.tasks.lake.storage_errors import STORAGE_ERRORS
 from svcluster.tasks.lake.table_needs import tables_read
 from svcluster.tasks.lake.schemas import TABLES, TableSpec
@@ -499,7 +499,7 @@ class Lake:
         ``as_of`` (a lake version or a time): a private database over the tables as they were.
         """
         if as_of is not None:
-            db = self._open_database(self.states(self.versions_as_of(as_of)))
+            db, _ = self._open_database(self.states(self.versions_as_of(as_of)))
             con = db.cursor()
             con.execute("SET VARIABLE lake_root = ?", [self.root_url])
             return con
@@ -510,14 +510,15 @@ class Lake:
         key = self._database_key()
         with _DATABASES_LOCK:
             entry = _DATABASES.get(key)
-            if entry is None:  # [database, the states of the tables bound (the others read as empty)]
-                entry = _DATABASES[key] = [self._open_database(states), states]
+            if entry is None:  # [database, the states of the tables bound (the others read as empty), its S3 reads]
+                db, reader = self._open_database(states)
+                entry = _DATABASES[key] = [db, states, reader]
                 while len(_DATABASES) > _DATABASES_KEPT:
                     _DATABASES.popitem(last=False)
             else:
                 changed = [s for name, s in states.items() if entry[1].get(name) != s]
                 if changed:
-                    _bind_tables(entry[0], changed)
+                    _bind_tables(entry[0], changed, entry[2])
                     entry[1] = {**entry[1], **states}
             _DATABASES.move_to_end(key)
             con = entry[0].cursor()
@@ -537,27 +538,30 @@ class Lake:
                 return  # not bound here yet: bound when a query reads it
             state = self.delta.state(table)
             if entry[1].get(table) != state:
-                _bind_tables(entry[0], [state])
+                _bind_tables(entry[0], [state], entry[2])
                 entry[1] = {**entry[1], table: state}
 
-    def _open_database(self, states: Mapping[str, TableState]) -> duckdb.DuckDBPyConnection:
-        db = duckdb.connect()
+    def _open_database(self, states: Mapping[str, TableState]) -> tuple[duckdb.DuckDBPyConnection, TableFiles | None]:
+        """A database with the views over these tables' states, and the filesystem its S3 reads
+        go through (None for a local lake)."""
+        db, reader = duckdb.connect(), None
         db.execute("SET parquet_metadata_cache = true")  # a data file never changes: plan its footer once
         if not self.is_local:
             # DuckDB's own cache of remote files reads them in aligned blocks of up to 2 MiB: a
             # file's footer (a few KiB) would be read as its whole last block, which the machine
             # cache (s3_reads.py) does not keep; without it DuckDB reads what it needs
             db.execute("SET enable_external_file_cache = false")
-            db.register_filesystem(table_reader_fs(self._fs_options, self.delta.file_details, self.delta.objects))
+            reader = table_reader_fs(self._fs_options, self.delta.file_details, self.delta.objects)
+            db.register_filesystem(reader)
         db.execute("SET VARIABLE lake_root = ?", [self.root_url])
         try:
             db.execute("CREATE TABLE lake_files (table_name VARCHAR, uri VARCHAR)")
-            _bind_tables(db, [states.get(name) or TableState(name, None, ()) for name in TABLES])
+            _bind_tables(db, [states.get(name) or TableState(name, None, ()) for name in TABLES], reader)
             db.execute(catalog_sql())
         except duckdb.Error as exc:
             db.close()
             raise LakeError(f"cannot open the lake at {self.uri}: {exc}") from None
-        return db
+        return db, reader
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
         """Run one SQL statement against the lake's views; the result as an Arrow table."""
@@ -706,10 +710,13 @@ def _file_columns(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> dict[
     return {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {_files_sql(files)}").fetchall()}
 
 
-def _bind_tables(db: duckdb.DuckDBPyConnection, states: Sequence[TableState]) -> None:
-    """(Re)define ``lake_<table>`` and the ``lake_files`` rows of these tables, in one transaction."""
+def _bind_tables(db: duckdb.DuckDBPyConnection, states: Sequence[TableState], reader: TableFiles | None = None) -> None:
+    """(Re)define ``lake_<table>`` and the ``lake_files`` rows of these tables, in one transaction
+    (``reader``: the database's S3 filesystem, which reads the files' ends first, at once)."""
     if not states:
         return
+    if reader is not None:
+        reader.learn_ends(f for s in states for f in s.files)
     con = db.cursor()
     try:
         con.execute("BEGIN TRANSACTION")
