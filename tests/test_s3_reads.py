@@ -282,6 +282,9 @@ class Watched(S3Objects):  # the real ranged GETs, watched: how many at once, of
 
     def read_range(self, key, start, end, size):
         with self.lock:
+            if sys.argv[2:] == ["fail-first"] and not Watched.files:
+                Watched.files["failed"] += 1
+                raise OSError("the first read fails")
             Watched.now += 1
             Watched.most = max(Watched.most, Watched.now)
             Watched.files[key.rsplit("/", 1)[-1]] += 1
@@ -321,3 +324,11 @@ def test_the_first_reader_reads_the_ends_of_a_tables_files_at_once(s3_lake, tmp_
     assert seen["n"] == parts * 3_000
     assert {f: seen["files"].get(f) for f in files} == {f: 1 for f in files}, seen["files"]
     assert seen["most"] == parts, seen  # all at once (DuckDB alone asks 2 at a time: its threads)
+
+    # a read that fails there is read again by DuckDB, and the answer is the same
+    proc = subprocess.run([sys.executable, "-c", ENDS_AT_ONCE, s3_lake.uri, "fail-first"],
+                          env={**env, "SVCLUSTER_CACHE": str(tmp_path / "another-cache")}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout)
+    assert seen["n"] == parts * 3_000 and seen["files"]["failed"] == 1, seen
+    assert {f: seen["files"].get(f) for f in files} == {f: 1 for f in files}, seen  # the failed one's by DuckDB

@@ -15,16 +15,16 @@ metadata at its end) to plan, and again to scan. This filesystem:
   cache: a later process reads it there;
 - of a larger file keeps the end in that disk cache: ``end_guess`` bytes (twice what DuckDB
   reads of the end when it opens the file, from ``TAIL_GUESS`` up to ``TAIL_MAX``), or the whole
-  footer if longer, or all DuckDB reads of the end at once if more, so a later process plans a query over it (and
-  answers a ``count(*)``, for which DuckDB reads nothing but that end) without a request; its
-  other bytes are read by ranged GETs through delta-rs (``s3_objects.py``: with the size known,
-  no HEAD, and no interpreter lock held while it waits, so DuckDB's threads read at once), each
-  from where DuckDB asks on to ``READ_AHEAD`` bytes (DuckDB asks a column chunk in pieces of up
-  to 2 MiB) but never past the end of the column chunk asked (the footer says where each ends:
-  a query of small columns does not read the vectors beside them); the blocks read last are
-  kept for every handle of the file (up to ``BLOCK_BYTES``), as DuckDB opens a file once per
-  thread, and a read under way serves every handle that wants bytes inside it, while reads of
-  other bytes of the file go on at once;
+  footer if longer, or all DuckDB reads of the end at once if more, so a later process plans a
+  query over it (and answers a ``count(*)``, for which DuckDB reads nothing but that end)
+  without a request; its other bytes are read by ranged GETs through delta-rs
+  (``s3_objects.py``: with the size known, no HEAD, and no interpreter lock held while it
+  waits, so DuckDB's threads read at once), each from where DuckDB asks on to ``READ_AHEAD``
+  bytes (DuckDB asks a column chunk in pieces of up to 2 MiB) but never past the end of the
+  column chunk asked (the footer says where each ends: a query of small columns does not read
+  the vectors beside them); the blocks read last are kept for every handle of the file (up to
+  ``BLOCK_BYTES``), as DuckDB opens a file once per thread, and a read under way serves every
+  handle that wants bytes inside it, while reads of other bytes of the file go on at once;
 - reads the ends not kept yet of the files a view is bound over at once (``learn_ends``,
   ``PARALLEL_ENDS`` at a time), where DuckDB reads them one after another as it binds the view;
 - keeps what it has of the files read last (a small file, a large one's end) in memory too, up
@@ -363,7 +363,7 @@ class TableFiles(fsspec.AbstractFileSystem):
     def learn_ends(self, uris: Iterable[str]) -> None:
         """Read at once the ends of those of these table files (``s3://`` URIs from a table's log)
         whose end is not kept yet: DuckDB reads them one after another when it binds a view over
-        the files. A read that fails is left to DuckDB's own, which reports it."""
+        the files. After a read that fails, none is begun: DuckDB's own reads report it."""
         todo = []
         for uri in uris:
             key = self._strip_protocol(uri)
@@ -372,15 +372,19 @@ class TableFiles(fsspec.AbstractFileSystem):
                 todo.append((key, detail[0]))
         if len(todo) < 2:
             return
-        with ThreadPoolExecutor(min(PARALLEL_ENDS, len(todo)), thread_name_prefix="svcluster-ends") as pool:
-            for _ in pool.map(lambda item: self._try_read_end(*item), todo):
-                pass
+        failed = threading.Event()
 
-    def _try_read_end(self, key: str, size: int) -> None:
-        try:
-            self.read_end(key, size)
-        except Exception:  # noqa: BLE001 (only a head start: DuckDB reads the end again and reports)
-            pass
+        def read(key: str, size: int) -> None:
+            if failed.is_set():
+                return
+            try:
+                self.read_end(key, size)
+            except Exception:  # noqa: BLE001 (only a head start: DuckDB reads the end again and reports)
+                failed.set()
+
+        with ThreadPoolExecutor(min(PARALLEL_ENDS, len(todo)), thread_name_prefix="svcluster-ends") as pool:
+            for _ in pool.map(lambda item: read(*item), todo):
+                pass
 
     def chunk_ends(self, key: str, tail: bytes) -> list[int]:
         """Where a table file's column chunks end (``chunk_ends`` of its kept end), parsed once."""
