@@ -36,6 +36,17 @@ def read_in_a_new_process(uri: str, cache: Path, query: str = QUERY) -> tuple[li
     return json.loads(proc.stdout), [line for line in seen.lines if '"' in line]
 
 
+def random_image_rows(rng: random.Random, n: int, heading: int) -> pa.Table:
+    """``images`` rows of ``n`` places with random ids, paths and hashes (incompressible, so the
+    file's size follows ``n``)."""
+    ids = [f"{rng.getrandbits(64):016x}" for _ in range(n)]
+    return pa.table({
+        "location_id": ids, "heading": pa.array([heading] * n, pa.int32()), "status": ["ok"] * n,
+        "path": [f"blobs/{i[:2]}/{i}-{rng.getrandbits(128):032x}.jpg" for i in ids],
+        "sha256": [f"{rng.getrandbits(256):064x}" for _ in ids], "source": ["api"] * n,
+    })
+
+
 def test_a_second_reader_asks_a_few_heads_and_still_sees_every_commit(s3_lake, tmp_path, chile_map) -> None:
     cache = tmp_path / "machine-cache"
     ingest_map(s3_lake, chile_map)
@@ -77,12 +88,7 @@ def test_a_later_reader_of_a_file_over_a_mebibyte_reads_only_its_end_from_the_ma
     read it whole to plan a count, where the machine cache keeps only its end."""
     rng = random.Random(7)
     n = 12_000
-    ids = [f"{rng.getrandbits(64):016x}" for _ in range(n)]
-    s3_lake.append("images", pa.table({
-        "location_id": ids, "heading": pa.array([0] * n, pa.int32()), "status": ["ok"] * n,
-        "path": [f"blobs/{i[:2]}/{i}-{rng.getrandbits(128):032x}.jpg" for i in ids],
-        "sha256": [f"{rng.getrandbits(256):064x}" for _ in ids], "source": ["api"] * n,
-    }))
+    s3_lake.append("images", random_image_rows(rng, n, heading=0))
     (file,) = s3_lake.table_files("images")
     size = s3fs.S3FileSystem(use_listings_cache=False).info(s3_lake.url(file))["size"]
     assert SMALL_FILE_BYTES < size < 2 * 1024 * 1024, size
@@ -222,7 +228,8 @@ def test_threads_reading_the_same_bytes_of_a_file_at_once_read_them_once(s3_lake
     """DuckDB opens a file once per thread, and its threads may ask the same bytes at once: a
     read under way serves every thread that wants bytes inside it (one GET), while a read of
     other bytes of the file goes on beside it (here the first read waits until the other has
-    begun, and the other begins once the first is under way); each thread gets the file's own bytes."""
+    begun, and the other begins once the first is under way); each thread gets the file's own
+    bytes."""
     import threading
 
     from svcluster.tasks.lake.s3_objects import S3Objects
@@ -309,12 +316,7 @@ def test_the_first_reader_reads_the_ends_of_a_tables_files_at_once(s3_lake, tmp_
     rng = random.Random(11)
     parts = 4
     for _ in range(parts):
-        ids = [f"{rng.getrandbits(64):016x}" for _ in range(3_000)]
-        s3_lake.append("images", pa.table({
-            "location_id": ids, "heading": pa.array([90] * len(ids), pa.int32()), "status": ["ok"] * len(ids),
-            "path": [f"blobs/{i[:2]}/{i}-{rng.getrandbits(128):032x}.jpg" for i in ids],
-            "sha256": [f"{rng.getrandbits(256):064x}" for _ in ids], "source": ["api"] * len(ids),
-        }))
+        s3_lake.append("images", random_image_rows(rng, 3_000, heading=90))
     files = {f.rsplit("/", 1)[-1] for f in s3_lake.table_files("images")}
     assert len(files) == parts
     env = {**os.environ, "SVCLUSTER_CACHE": str(tmp_path / "machine-cache"), "PYTHONPATH": str(ROOT)}

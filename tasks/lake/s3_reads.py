@@ -374,17 +374,15 @@ class TableFiles(fsspec.AbstractFileSystem):
             return
         failed = threading.Event()
 
-        def read(key: str, size: int) -> None:
-            if failed.is_set():
-                return
-            try:
-                self.read_end(key, size)
-            except Exception:  # noqa: BLE001 (only a head start: DuckDB reads the end again and reports)
-                failed.set()
+        def read(item: tuple[str, int]) -> None:
+            if not failed.is_set():
+                try:
+                    self.read_end(*item)
+                except Exception:  # noqa: BLE001 (only a head start: DuckDB reads the end again and reports)
+                    failed.set()
 
         with ThreadPoolExecutor(min(PARALLEL_ENDS, len(todo)), thread_name_prefix="svcluster-ends") as pool:
-            for _ in pool.map(lambda item: read(*item), todo):
-                pass
+            list(pool.map(read, todo))
 
     def chunk_ends(self, key: str, tail: bytes) -> list[int]:
         """Where a table file's column chunks end (``chunk_ends`` of its kept end), parsed once."""
@@ -403,7 +401,7 @@ class TableFiles(fsspec.AbstractFileSystem):
                 found = self._kept_block(key, start, end)
                 if found is not None:
                     return found
-                under_way = next((done for (k, s, e), done in self.reading.items()
+                under_way = next((event for (k, s, e), event in self.reading.items()
                                   if k == key and s <= start and end <= e), None)
                 if under_way is None:
                     done = self.reading[(key, start, stop)] = threading.Event()

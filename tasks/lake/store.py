@@ -40,6 +40,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -102,11 +103,22 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-# The lakes' view databases in this process (see Lake.connect), by root, filesystem and pid;
-# the least recently used go first beyond a few (open cursors keep theirs alive until closed).
 Connection = duckdb.DuckDBPyConnection  # what ``Lake.connect`` returns; other modules name it by this
 
-_DATABASES: OrderedDict[tuple[str, Any, int], list[Any]] = OrderedDict()  # [database, states bound]
+
+@dataclass
+class _Bound:
+    """A lake's view database in this process: the states of the tables bound (the others read as
+    empty), and the filesystem its S3 reads go through (None for a local lake)."""
+
+    db: duckdb.DuckDBPyConnection
+    states: Mapping[str, TableState]
+    reader: TableFiles | None
+
+
+# The lakes' view databases in this process (see Lake.connect), by root, filesystem and pid;
+# the least recently used go first beyond a few (open cursors keep theirs alive until closed).
+_DATABASES: OrderedDict[tuple[str, Any, int], _Bound] = OrderedDict()
 _DATABASES_KEPT = 8
 _DATABASES_LOCK = threading.Lock()
 
@@ -510,18 +522,18 @@ class Lake:
         key = self._database_key()
         with _DATABASES_LOCK:
             entry = _DATABASES.get(key)
-            if entry is None:  # [database, the states of the tables bound (the others read as empty), its S3 reads]
+            if entry is None:
                 db, reader = self._open_database(states)
-                entry = _DATABASES[key] = [db, states, reader]
+                entry = _DATABASES[key] = _Bound(db, states, reader)
                 while len(_DATABASES) > _DATABASES_KEPT:
                     _DATABASES.popitem(last=False)
             else:
-                changed = [s for name, s in states.items() if entry[1].get(name) != s]
+                changed = [s for name, s in states.items() if entry.states.get(name) != s]
                 if changed:
-                    _bind_tables(entry[0], changed, entry[2])
-                    entry[1] = {**entry[1], **states}
+                    _bind_tables(entry.db, changed, entry.reader)
+                    entry.states = {**entry.states, **states}
             _DATABASES.move_to_end(key)
-            con = entry[0].cursor()
+            con = entry.db.cursor()
         con.execute("SET VARIABLE lake_root = ?", [self.root_url])
         return con
 
@@ -534,12 +546,12 @@ class Lake:
         key = self._database_key()
         with _DATABASES_LOCK:
             entry = _DATABASES.get(key)
-            if entry is None or table not in entry[1]:
+            if entry is None or table not in entry.states:
                 return  # not bound here yet: bound when a query reads it
             state = self.delta.state(table)
-            if entry[1].get(table) != state:
-                _bind_tables(entry[0], [state], entry[2])
-                entry[1] = {**entry[1], table: state}
+            if entry.states.get(table) != state:
+                _bind_tables(entry.db, [state], entry.reader)
+                entry.states = {**entry.states, table: state}
 
     def _open_database(self, states: Mapping[str, TableState]) -> tuple[duckdb.DuckDBPyConnection, TableFiles | None]:
         """A database with the views over these tables' states, and the filesystem its S3 reads
